@@ -1,0 +1,42 @@
+# `make run` and `make test` work on a fresh machine: the first call creates .venv with uv from requirements.lock.
+SHELL := /bin/bash
+PY := .venv/bin/python
+UV := .venv/bin/uv
+STAMP := .venv/.installed
+RECIPE ?= recipes/easy_vqa.yaml
+
+.PHONY: run test test-all lint lock demo gpu-check clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || python3 -m venv .venv
+	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.8
+	$(UV) pip install --python $(PY) --compile-bytecode -r requirements.lock
+	$(UV) pip install --python $(PY) --no-deps -e .
+	@touch $(STAMP)
+
+run: $(STAMP)
+	.venv/bin/mmrwkv run $(RECIPE)
+
+test: $(STAMP)
+	.venv/bin/ruff check .
+	$(PY) -m pytest -q -m "not slow and not browser" --timeout=900
+
+test-all: $(STAMP)
+	.venv/bin/ruff check .
+	$(PY) -m pytest -q --timeout=1800
+
+lint: $(STAMP)
+	.venv/bin/ruff check .
+
+demo: $(STAMP)
+	.venv/bin/mmrwkv demo
+
+gpu-check: $(STAMP)
+	bash kernels/check_gpu.sh
+
+# Regenerate the lock file after changing dependencies in pyproject.toml.
+lock:
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform x86_64-unknown-linux-gnu -o requirements.lock
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache .ruff_cache

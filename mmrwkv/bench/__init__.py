@@ -1,0 +1,11 @@
+"""Benchmarks run as `mmrwkv bench NAME`: each module has `add_arguments(parser)` and `run(args)`."""
+
+# name -> (module, one-line description)
+BENCHMARKS = {
+    "wkv": ("mmrwkv.bench.wkv", "forward+backward time of each WKV backend, per op"),
+    "decode": ("mmrwkv.bench.decode", "RNN-mode decode tokens/s vs the rwkv package and the bandwidth bound"),
+    "context": ("mmrwkv.bench.context", "per-token decode time and memory vs context: RWKV vs a KV-cache Transformer"),
+    "chat": ("mmrwkv.bench.chat", "multi-turn chat latency with state reuse and the image prefix cache"),
+    "train": ("mmrwkv.bench.train", "training tokens/s of the default recipe, chunked vs reference WKV"),
+    "demo": ("mmrwkv.bench.demo", "time to first token and streaming tokens/s of the chat demo"),
+}
