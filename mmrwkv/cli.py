@@ -11,6 +11,7 @@ from mmrwkv.errors import MMRWKVError
 # Each module exposes `register(subparsers)`; handlers import heavy dependencies lazily.
 COMMAND_MODULES = [
     "mmrwkv.commands.model",
+    "mmrwkv.commands.generate",
     "mmrwkv.commands.bench",
     "mmrwkv.commands.recipe",
     "mmrwkv.commands.demo",
