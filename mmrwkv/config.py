@@ -1,0 +1,547 @@
+"""Recipe configs: YAML sections mapped one-to-one onto typed dataclasses, strictly validated.
+
+A recipe is a YAML file whose top-level sections are the fields of `RecipeConfig`. Loading is strict: an unknown
+key, a wrong type or a value outside a field's choices raises `ConfigError` naming the dotted path (`train.lrr`),
+the problem and what is valid. Overrides `a.b.c=value` (value parsed as YAML) are applied to the raw mapping
+before validation. Multi-stage recipes list `stages`; `expand_stages` turns them into one config per stage.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mmrwkv.errors import ConfigError
+
+VERSIONS = ("4", "5.0", "5.1", "5.2", "6", "7")
+MODALITIES = ("image", "audio")
+TRAINABLE_MODES = ("frozen", "full", "lora")
+DATA_KINDS = ("easy_vqa", "coco_captions", "vqav2", "llava", "audiocaps", "clotho", "shapes", "tones")
+PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "bf16-true")
+STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
+WKV_BACKENDS = ("reference", "chunked", "cuda")
+METRICS = ("vqa_accuracy", "exact_match", "bleu", "meteor", "rouge_l", "cider", "spice", "spider")
+CAPTION_TOKENIZERS = ("auto", "java", "python")
+PLACEMENTS = ("inline", "first", "sandwich")
+_PROJECTOR_KIND = re.compile(r"^(linear|mlp\d+x_gelu)$")
+_REDUCTION = re.compile(r"^(avgpool|conv):[1-9]\d*$")
+
+
+def _choices(*values: str) -> dict:
+    return {"metadata": {"choices": values}}
+
+
+@dataclass
+class ModelConfig:
+    """Backbone to build or load, and the tokenizer.
+
+    Either `size` (a name from `mmrwkv.rwkv` SIZES, e.g. "v7-tiny") builds a fresh model, or `checkpoint` (an
+    official `.pth` or one of our checkpoint directories) starts from trained weights. `tokenizer` is "world",
+    a `tokenizer.json` path, or "bpe" (trained on the recipe's data with `bpe_vocab_size` entries).
+    """
+
+    version: str = field(default="7", **_choices(*VERSIONS))
+    size: str | None = "v7-tiny"
+    checkpoint: str | None = None
+    tokenizer: str = "world"
+    bpe_vocab_size: int = 4096
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def _check(self, path: str) -> None:
+        if self.size is None and self.checkpoint is None:
+            raise ConfigError(f"{path}: set either 'size' (a named model size) or 'checkpoint' (a path)")
+        if self.tokenizer not in ("world", "bpe") and not self.tokenizer.endswith(".json"):
+            raise ConfigError(
+                f"{path}.tokenizer: {self.tokenizer!r} is not a tokenizer spec; use 'world', 'bpe' or a "
+                "tokenizer.json path"
+            )
+        if self.bpe_vocab_size < 260:
+            raise ConfigError(f"{path}.bpe_vocab_size: {self.bpe_vocab_size} is too small (need >= 260)")
+        if self.size is not None and self.checkpoint is None:
+            _check_size_name(self.size, f"{path}.size")
+
+
+def _check_size_name(name: str, path: str) -> None:
+    """Check `name` against the model sizes table when the rwkv package provides one."""
+    try:
+        from mmrwkv.rwkv.config import SIZES
+    except ImportError:
+        return
+    if name not in SIZES:
+        raise ConfigError(f"{path}: unknown model size {name!r}; valid sizes: {', '.join(sorted(SIZES))}")
+
+
+@dataclass
+class EncoderSpec:
+    """One modality's encoder: a registry `name` plus keyword arguments (YAML: `{name: open_clip, arch: ...}`)."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _from_raw(cls, value: Any, path: str) -> EncoderSpec:
+        if isinstance(value, str):
+            return cls(name=value)
+        if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+            raise ConfigError(f"{path}: expected a mapping with a string 'name' (encoder registry name), got {value!r}")
+        return cls(name=value["name"], kwargs={k: v for k, v in value.items() if k != "name"})
+
+    def _to_raw(self) -> dict:
+        return {"name": self.name, **self.kwargs}
+
+
+@dataclass
+class ProjectorSpec:
+    """One modality's projector: `kind` ("linear", "mlp2x_gelu", ...) and optional `reduction` ("avgpool:4").
+
+    YAML accepts the mapping or the shorthand string "mlp2x_gelu" / "mlp2x_gelu+avgpool:4".
+    """
+
+    kind: str = "mlp2x_gelu"
+    reduction: str | None = None
+
+    @classmethod
+    def _from_raw(cls, value: Any, path: str) -> ProjectorSpec:
+        if isinstance(value, str):
+            kind, _, reduction = value.partition("+")
+            value = {"kind": kind.strip(), "reduction": reduction.strip() or None}
+        spec = _convert(value, _ProjectorFields, path)
+        return cls(kind=spec.kind, reduction=spec.reduction)
+
+    def _to_raw(self) -> dict:
+        return {"kind": self.kind, "reduction": self.reduction}
+
+
+@dataclass
+class _ProjectorFields:
+    kind: str = "mlp2x_gelu"
+    reduction: str | None = None
+
+    def _check(self, path: str) -> None:
+        if not _PROJECTOR_KIND.match(self.kind):
+            raise ConfigError(f"{path}.kind: {self.kind!r} is not a projector; valid: linear, mlp<N>x_gelu")
+        if self.reduction is not None and not _REDUCTION.match(self.reduction):
+            raise ConfigError(f"{path}.reduction: {self.reduction!r} is not a reduction; valid: avgpool:<k>, conv:<k>")
+
+
+@dataclass
+class TrainableConfig:
+    """Which parts train: each of encoder / projector / backbone is frozen, full, or lora (rank, alpha)."""
+
+    encoder: str = field(default="frozen", **_choices(*TRAINABLE_MODES))
+    projector: str = field(default="full", **_choices(*TRAINABLE_MODES))
+    backbone: str = field(default="frozen", **_choices(*TRAINABLE_MODES))
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+
+
+@dataclass
+class DataConfig:
+    """Dataset: `kind`, per-split file paths, per-split sizes, seed and bad-record policy.
+
+    `paths[split]` maps a reader's file roles to paths, e.g. `{questions: q.json, annotations: a.json,
+    images: val2014/}`. Generated kinds (shapes, tones) write into `root` and use `sizes[split]` samples;
+    reader kinds cap a split at `sizes[split]` when given.
+    """
+
+    kind: str = field(default="easy_vqa", **_choices(*DATA_KINDS))
+    root: str | None = None
+    paths: dict[str, dict[str, str]] = field(default_factory=dict)
+    train_split: str = "train"
+    val_split: str = "val"
+    sizes: dict[str, int] = field(default_factory=dict)
+    seed: int = 0
+    skip_bad_records: bool = False
+    max_text_tokens: int = 256
+
+
+@dataclass
+class LRConfig:
+    """Learning rate per parameter group."""
+
+    projector: float = 1e-3
+    encoder: float = 1e-5
+    backbone: float = 1e-4
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, schedule, hardware and checkpointing for one training stage."""
+
+    stage: str = "finetune"
+    init_from: str | None = None
+    lr: LRConfig = field(default_factory=LRConfig)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    cosine: bool = True
+    min_lr_ratio: float = 0.1
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    grad_clip: float = 1.0
+    precision: str = field(default="32", **_choices(*PRECISIONS))
+    strategy: str = field(default="auto", **_choices(*STRATEGIES))
+    devices: int | str = "auto"
+    checkpoint_every: int = 0
+    output_dir: str = "runs/default"
+    seed: int = 0
+    wkv_backend: str | None = field(default=None, **_choices(*WKV_BACKENDS))
+    num_workers: int = 0
+    log_every: int = 10
+
+    @property
+    def final_checkpoint(self) -> Path:
+        """Where this stage's final checkpoint directory goes (the next stage starts from it)."""
+        return Path(self.output_dir) / "final"
+
+    def _check(self, path: str) -> None:
+        positive = ("epochs", "batch_size", "grad_accum")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
+        if isinstance(self.devices, str) and self.devices != "auto":
+            raise ConfigError(f"{path}.devices: expected an int or 'auto', got {self.devices!r}")
+
+
+@dataclass
+class ReportConfig:
+    """Evaluation report: where to write it, how many examples to show, thumbnails, curve plot."""
+
+    dir: str | None = None
+    num_examples: int = 8
+    thumbnails: bool = True
+    curves: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation split, limits, metrics and report settings."""
+
+    split: str = "val"
+    max_samples: int | None = None
+    batch_size: int = 8
+    metrics: list[str] = field(default_factory=lambda: ["exact_match"])
+    caption_tokenizer: str = field(default="auto", **_choices(*CAPTION_TOKENIZERS))
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+    def _check(self, path: str) -> None:
+        for i, metric in enumerate(self.metrics):
+            if metric not in METRICS:
+                raise ConfigError(f"{path}.metrics[{i}]: unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings; the same fields as `mmrwkv.generate.SamplingConfig`."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_decay: float = 0.996
+    max_tokens: int = 64
+    stop: list[str] = field(default_factory=lambda: ["\n\n"])
+    seed: int | None = None
+
+    def to_sampling(self):
+        """Build the generator's `SamplingConfig` from these fields."""
+        from mmrwkv.generate import SamplingConfig
+
+        known = {f.name for f in dataclasses.fields(SamplingConfig)}
+        return SamplingConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in known})
+
+    @property
+    def decoding(self) -> str:
+        """A label for reports: "greedy" or the sampling settings."""
+        if self.top_k == 1 or self.temperature == 0.0:
+            return "greedy"
+        return f"sampling (temperature {self.temperature}, top_p {self.top_p}, top_k {self.top_k})"
+
+
+@dataclass
+class TemplateConfig:
+    """Chat template: where media go in the prompt, and an optional system prompt."""
+
+    placement: str = field(default="inline", **_choices(*PLACEMENTS))
+    system: str | None = None
+
+
+@dataclass
+class RecipeConfig:
+    """A complete recipe. `stages` holds raw per-stage overrides; see `expand_stages`."""
+
+    name: str = "recipe"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    encoders: dict[str, EncoderSpec] = field(default_factory=dict)
+    projector: dict[str, ProjectorSpec] = field(default_factory=dict)
+    trainable: TrainableConfig = field(default_factory=TrainableConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    def _check(self, path: str) -> None:
+        for section in ("encoders", "projector"):
+            for modality in getattr(self, section):
+                if modality not in MODALITIES:
+                    raise ConfigError(
+                        f"{_join(path, section)}: unknown modality {modality!r}; valid: {', '.join(MODALITIES)}"
+                    )
+        for i, stage in enumerate(self.stages):
+            if not isinstance(stage.get("name"), str):
+                raise ConfigError(f"{_join(path, 'stages')}[{i}]: every stage needs a string 'name', got {stage!r}")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Validate `value` against type `tp`, building dataclasses; raise ConfigError naming `path`."""
+    if hasattr(tp, "_from_raw"):
+        return tp._from_raw(value, path)
+    if dataclasses.is_dataclass(tp):
+        return _convert_dataclass(value, tp, path)
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        return _convert_union(value, tp, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): _convert(v, item, _join(path, str(k))) for k, v in value.items()}
+    return _convert_scalar(value, tp, path)
+
+
+def _convert_scalar(value: Any, tp: Any, path: str) -> Any:
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, str):
+        # PyYAML reads `1e-3` (no dot) as a string; accept any text that is a plain number.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        type(None): value is None,
+    }.get(tp)
+    if ok is None:
+        raise ConfigError(f"{path}: unsupported field type {_type_name(tp)}")
+    if not ok:
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    return float(value) if tp is float else value
+
+
+def _convert_union(value: Any, tp: Any, path: str) -> Any:
+    args = typing.get_args(tp)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got None")
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(value, arg, path)
+        except ConfigError as err:
+            errors.append(err)
+    if len(errors) == 1:
+        raise errors[0]
+    names = " or ".join(_type_name(a) for a in args if a is not type(None))
+    raise ConfigError(f"{path}: expected {names}, got {type(value).__name__} {value!r}")
+
+
+def _convert_dataclass(value: Any, tp: type, path: str) -> Any:
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path or 'recipe'}: expected a mapping, got {type(value).__name__} {value!r}")
+    fields = {f.name: f for f in dataclasses.fields(tp)}
+    hints = typing.get_type_hints(tp)
+    kwargs = {}
+    for key, raw in value.items():
+        sub = _join(path, str(key))
+        if key not in fields:
+            where = f"'{path}'" if path else "the recipe"
+            raise ConfigError(f"unknown key '{sub}'; valid keys of {where}: {', '.join(fields)}")
+        kwargs[key] = _convert(raw, hints[key], sub)
+        choices = fields[key].metadata.get("choices")
+        if choices and kwargs[key] is not None and kwargs[key] not in choices:
+            raise ConfigError(f"{sub}: invalid value {kwargs[key]!r}; valid choices: {', '.join(choices)}")
+    obj = tp(**kwargs)
+    if hasattr(obj, "_check"):
+        obj._check(path)
+    return obj
+
+
+def _coerce_version(raw: Mapping) -> None:
+    """YAML reads `version: 7` as an int and `5.2` as a float; a version is a string."""
+    model = raw.get("model")
+    if isinstance(model, dict) and isinstance(model.get("version"), int | float) and not isinstance(
+        model.get("version"), bool
+    ):
+        model["version"] = str(model["version"])
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `a.b.c=value` into its key path and YAML-parsed value."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"override {text!r}: expected the form a.b.c=value")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from err
+    return key.strip().split("."), parsed
+
+
+def _set_path(raw: dict, keys: list[str], value: Any, label: str) -> None:
+    node = raw
+    for i, key in enumerate(keys[:-1]):
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{label}: '{'.'.join(keys[: i + 1])}' is {child!r}, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(raw: Mapping, overrides: Iterable[str]) -> dict:
+    """Return a deep copy of the raw recipe mapping with each `a.b.c=value` override set."""
+    out = copy.deepcopy(dict(raw))
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_path(out, keys, value, f"override {text!r}")
+    return out
+
+
+def _deep_merge(base: dict, update: Mapping, label: str) -> dict:
+    """Merge `update` into a copy of `base`; mappings merge key by key, dotted keys address nested fields."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        keys = str(key).split(".")
+        node = out
+        for part in keys[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{label}: '{key}' goes through a value that is not a section")
+        last = keys[-1]
+        if isinstance(value, Mapping) and isinstance(node.get(last), dict):
+            node[last] = _deep_merge(node[last], value, label)
+        else:
+            node[last] = copy.deepcopy(value)
+    return out
+
+
+def config_from_dict(raw: Mapping | None, overrides: Iterable[str] = (), *, source: str = "recipe") -> RecipeConfig:
+    """Validate a raw recipe mapping (after overrides) into a `RecipeConfig`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+    merged = apply_overrides(raw, overrides)
+    _coerce_version(merged)
+    try:
+        cfg = _convert_dataclass(merged, RecipeConfig, "")
+        for i, _ in enumerate(cfg.stages):
+            _stage_config(cfg, i)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return cfg
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RecipeConfig:
+    """Read a YAML recipe, apply `a.b.c=value` overrides, validate strictly."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: recipe file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    return config_from_dict(raw, overrides, source=str(path))
+
+
+def _to_raw(obj: Any) -> Any:
+    if hasattr(obj, "_to_raw"):
+        return obj._to_raw()
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_raw(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_raw(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_raw(v) for v in obj]
+    return obj
+
+
+def config_to_dict(cfg: RecipeConfig) -> dict:
+    """The resolved config as a plain mapping that `config_from_dict` reads back to an equal config."""
+    return _to_raw(cfg)
+
+
+def save_config(cfg: RecipeConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (saved beside every checkpoint); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _stage_config(cfg: RecipeConfig, index: int, init_from: str | None = None) -> RecipeConfig:
+    stage = dict(cfg.stages[index])
+    name = stage.pop("name")
+    base = config_to_dict(cfg)
+    base["stages"] = []
+    merged = _deep_merge(base, stage, f"stages[{index}] ({name})")
+    train = merged.setdefault("train", {})
+    train["stage"] = name
+    train["output_dir"] = str(Path(cfg.train.output_dir) / name)
+    if init_from is not None:
+        train["init_from"] = init_from
+    _coerce_version(merged)
+    try:
+        return _convert_dataclass(merged, RecipeConfig, "")
+    except ConfigError as err:
+        raise ConfigError(f"stages[{index}] ({name}): {err}") from None
+
+
+def expand_stages(cfg: RecipeConfig) -> list[RecipeConfig]:
+    """One config per stage, in order; each stage writes to `<output_dir>/<stage name>` and starts from the
+    previous stage's `train.final_checkpoint`. A recipe without stages yields itself."""
+    if not cfg.stages:
+        return [cfg]
+    out: list[RecipeConfig] = []
+    for i in range(len(cfg.stages)):
+        previous = str(out[-1].train.final_checkpoint) if out else None
+        out.append(_stage_config(cfg, i, previous))
+    return out
