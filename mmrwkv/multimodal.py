@@ -1,0 +1,250 @@
+"""Early fusion of media into an RWKV token stream.
+
+The chat template (`mmrwkv.chat`) writes N reserved placeholder ids per media item, N being what the
+encoder + projector yield for THAT item. `MultimodalRWKV.embed` looks up the text embeddings, encodes and
+projects the media (one batch per modality and item shape), checks that the slots and the features agree in
+number, and writes the features into their slots with `masked_scatter` (torchtune's EarlyFusion scheme).
+ln0 stays an explicit op of the backbone, applied to the fused stream.
+
+Notation: B batch, T time, C model width, M media items, N tokens per item, D encoder width.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmrwkv.errors import CheckpointError, ConfigError, MediaError
+
+MODALITIES = ("image", "audio")
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class Media:
+    """Preprocessed media per modality, each list in order of appearance in the ids (batch-major)."""
+
+    items: dict[str, list[Tensor]] = field(default_factory=dict)
+
+    def add(self, modality: str, tensor: Tensor) -> None:
+        """Append one preprocessed item of `modality`."""
+        self.items.setdefault(modality, []).append(tensor)
+
+    def get(self, modality: str) -> list[Tensor]:
+        """The items of `modality` (empty list when there are none)."""
+        return self.items.get(modality, [])
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.items.values())
+
+    @staticmethod
+    def cat(parts: list[Media | None]) -> Media:
+        """Concatenate per-sample (or per-turn) media, keeping the order of `parts`."""
+        out = Media()
+        for part in parts:
+            for modality, tensors in (part.items if part else {}).items():
+                for t in tensors:
+                    out.add(modality, t)
+        return out
+
+
+class MultimodalRWKV(nn.Module):
+    """An RWKV backbone with media encoders whose projected features fill placeholder slots.
+
+    `encoders` and `projectors` are keyed by modality ("image", "audio"); placeholder ids come from
+    `tokenizer.special`. `config` is the dict `from_config` was built from; `save` needs it.
+    """
+
+    def __init__(self, backbone: nn.Module, encoders: dict[str, nn.Module], projectors: dict[str, nn.Module],
+                 tokenizer: Any, *, config: dict | None = None):
+        super().__init__()
+        for modality, encoder in encoders.items():
+            if modality not in MODALITIES or getattr(encoder, "modality", modality) != modality:
+                raise ConfigError(f"encoders[{modality!r}]: modality must be one of {MODALITIES} and match "
+                                  f"the encoder's own ({getattr(encoder, 'modality', None)!r})")
+            if modality not in projectors:
+                raise ConfigError(f"projectors: missing the projector for modality {modality!r}")
+        self.backbone = backbone
+        self.encoders = nn.ModuleDict(encoders)
+        self.projectors = nn.ModuleDict({m: projectors[m] for m in encoders})
+        self.tokenizer = tokenizer
+        self.config = config
+        self.placeholder_ids = {m: int(getattr(tokenizer.special, m)) for m in self.encoders}
+
+    def preprocess(self, modality: str, item: Any) -> Tensor:
+        """Run the `modality` encoder's preprocessing on one item (path, PIL image, bytes, waveform...)."""
+        if modality not in self.encoders:
+            raise MediaError(f"this model has no {modality} encoder (it has: {sorted(self.encoders)})")
+        return self.encoders[modality].preprocess(item)
+
+    def tokens_per_item(self, modality: str, preprocessed: Tensor) -> int:
+        """Number of placeholder slots one preprocessed item fills (encoder tokens, then the projector's)."""
+        n_in = self.encoders[modality].num_tokens(preprocessed)
+        return int(self.projectors[modality].num_tokens(n_in))
+
+    def encode_media(self, modality: str, items: list[Tensor]) -> Tensor:
+        """Encode and project items of one modality into (sum of N_i, C) features in item order.
+
+        Items of equal shape share one encoder batch; the encoder runs without autograd when frozen.
+        """
+        encoder, projector = self.encoders[modality], self.projectors[modality]
+        groups: dict[tuple, list[int]] = {}
+        for i, t in enumerate(items):
+            groups.setdefault(tuple(t.shape), []).append(i)
+        trainable = torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())
+        out: list[Tensor | None] = [None] * len(items)
+        for idx in groups.values():
+            with torch.set_grad_enabled(trainable):
+                feats = encoder(encoder.collate([items[i] for i in idx]))  # (M, N, D)
+            proj = projector(feats)  # (M, N', C)
+            for j, i in enumerate(idx):
+                out[i] = proj[j, : self.tokens_per_item(modality, items[i])]
+        return torch.cat(out, dim=0)  # (sum N_i, C)
+
+    def embed(self, ids: Tensor, media: Media | None = None) -> Tensor:
+        """Embed ids (B, T) and write projected media features into their placeholder slots -> (B, T, C)."""
+        x = self.backbone.embed(ids)  # (B, T, C)
+        media = media or Media()
+        unknown = set(media.items) - set(self.encoders)
+        if any(media.items[m] for m in unknown):
+            raise MediaError(f"media of modality {sorted(unknown)} given, but this model encodes "
+                             f"{sorted(self.encoders)}")
+        for modality, pid in self.placeholder_ids.items():
+            mask = ids == pid  # (B, T)
+            items = media.get(modality)
+            n_slots = int(mask.sum())
+            if n_slots == 0 and not items:
+                continue
+            feats = self.encode_media(modality, items) if items else x.new_zeros(0, x.shape[-1])
+            if feats.shape[0] != n_slots:
+                raise MediaError(f"{modality}: the ids hold {n_slots} placeholder slots but the {len(items)} "
+                                 f"{modality} item(s) give {feats.shape[0]} features")
+            x = x.masked_scatter(mask.unsqueeze(-1), feats.to(x.dtype))
+        return x
+
+    def forward(self, ids: Tensor, media: Media | None = None, state=None, *, last_only: bool = False):
+        """Fused forward pass -> (logits, state); ln0 is applied by the backbone to the fused stream."""
+        return self.backbone(self.embed(ids, media), state, last_only=last_only)
+
+    def forward_hidden(self, ids: Tensor, media: Media | None = None, state=None):
+        """Fused forward pass up to ln_out -> (h (B, T, C), state)."""
+        return self.backbone.forward_hidden(self.embed(ids, media), state)
+
+    @classmethod
+    def from_config(cls, config: dict) -> MultimodalRWKV:
+        """Build a fresh model from a config dict (the `config.json` of a saved model, or a recipe's).
+
+        Keys: `backbone` (RWKVConfig fields, or `{"size": NAME, **overrides}`), `tokenizer` (spec for
+        `load_tokenizer`, default "world"), `encoders` ({modality: {"name", "kwargs"}}), `projectors`
+        ({modality: {"kind", "kwargs"}}), `placement` (chat template placement, default "inline").
+        """
+        from mmrwkv.encoders import build
+        from mmrwkv.encoders.projector import build_projector
+        from mmrwkv.tokenizer import load_tokenizer
+
+        _check_keys(config)
+        backbone = _build_backbone(config["backbone"])
+        encoders, projectors = {}, {}
+        for modality, spec in config.get("encoders", {}).items():
+            encoders[modality] = build(spec["name"], **spec.get("kwargs", {}))
+            pspec = config.get("projectors", {}).get(modality, {"kind": "linear"})
+            projectors[modality] = build_projector(pspec["kind"], encoders[modality].out_dim,
+                                                   backbone.config.n_embd, **pspec.get("kwargs", {}))
+        resolved = {**config, "backbone": asdict(backbone.config)}
+        resolved.setdefault("tokenizer", "world")
+        resolved.setdefault("placement", "inline")
+        return cls(backbone, encoders, projectors, load_tokenizer(resolved["tokenizer"]), config=resolved)
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write config.json (kind "multimodal") + model.safetensors to `directory`, atomically."""
+        from safetensors.torch import save_model
+
+        if self.config is None:
+            raise ConfigError("this model was not built by MultimodalRWKV.from_config: no config to save")
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            meta = {"format": "mmrwkv", "kind": "multimodal", **self.config}
+            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+            save_model(self, str(tmp / WEIGHTS_FILE))
+            _replace_dir(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, map_location: str = "cpu") -> MultimodalRWKV:
+        """Load a model written by `save`; a bad directory raises CheckpointError naming the file."""
+        from safetensors.torch import load_model
+
+        directory = Path(directory)
+        config = _read_config(directory / CONFIG_FILE)
+        model = cls.from_config({k: v for k, v in config.items() if k not in ("format", "kind")})
+        weights = directory / WEIGHTS_FILE
+        try:
+            # load_model restores tied weights that save_model stored once
+            missing, unexpected = load_model(model, str(weights), strict=False, device=map_location)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{weights}: cannot read the weights ({err})") from err
+        if missing or unexpected:
+            raise CheckpointError(f"{weights}: does not fit the config (missing {sorted(missing)[:5]}, "
+                                  f"unexpected {sorted(unexpected)[:5]})")
+        return model
+
+
+CONFIG_KEYS = {"backbone", "tokenizer", "encoders", "projectors", "placement"}
+
+
+def _check_keys(config: dict) -> None:
+    unknown = set(config) - CONFIG_KEYS
+    if unknown or "backbone" not in config:
+        raise ConfigError(f"multimodal config: unknown keys {sorted(unknown)} or no 'backbone' "
+                          f"(valid keys: {sorted(CONFIG_KEYS)})")
+    for part in ("encoders", "projectors"):
+        for modality in config.get(part, {}):
+            if modality not in MODALITIES:
+                raise ConfigError(f"multimodal config: {part}.{modality}: unknown modality (valid: {MODALITIES})")
+
+
+def _build_backbone(spec: dict) -> nn.Module:
+    from mmrwkv.rwkv import RWKV, RWKVConfig, config_for
+
+    spec = dict(spec)
+    size = spec.pop("size", None)
+    try:
+        cfg = config_for(size, **spec) if size else RWKVConfig(**spec)
+    except TypeError as err:
+        raise ConfigError(f"multimodal config: backbone: {err}") from err
+    return RWKV(cfg)
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: cannot read the config ({err})") from err
+    if config.get("format") != "mmrwkv" or config.get("kind") != "multimodal":
+        raise CheckpointError(f"{path}: not a multimodal mmrwkv checkpoint (format {config.get('format')!r}, "
+                              f"kind {config.get('kind')!r})")
+    return config
+
+
+def _replace_dir(src: Path, target: Path) -> None:
+    # rename is atomic; an existing target is moved aside first and removed after the swap
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(src, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
