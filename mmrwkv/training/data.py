@@ -1,0 +1,87 @@
+"""Training data: a resumable, rank-sharded batch order and the LightningDataModule over a recipe's dataset.
+
+The whole run is one pass over a fixed sequence of batches (every epoch a fresh permutation seeded by
+(seed, epoch)), so a run resumed after `k` optimizer steps simply starts at batch `k * grad_accum`: the data
+order of a resumed run equals the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """Batches of dataset indices for `epochs` epochs; rank `rank` of `world` takes its slice of each global batch.
+
+    The last incomplete global batch of an epoch is dropped so every rank sees equal-sized batches.
+    `start` skips that many batches (a resumed run).
+    """
+
+    def __init__(self, size: int, batch_size: int, *, epochs: int = 1, seed: int = 0, shuffle: bool = True,
+                 rank: int = 0, world: int = 1, start: int = 0):
+        if size < batch_size * world:
+            raise ValueError(f"dataset of {size} samples is smaller than one global batch ({batch_size} x {world})")
+        self.size, self.batch_size, self.epochs = size, batch_size, epochs
+        self.seed, self.shuffle, self.rank, self.world, self.start = seed, shuffle, rank, world, start
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Global batches in one epoch."""
+        return self.size // (self.batch_size * self.world)
+
+    def __len__(self) -> int:
+        return max(0, self.epochs * self.batches_per_epoch - self.start)
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.size)
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.size, generator=gen)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per = self.batches_per_epoch
+        first_epoch, offset = divmod(self.start, per)
+        for epoch in range(first_epoch, self.epochs):
+            order = self._order(epoch)
+            for b in range(offset if epoch == first_epoch else 0, per):
+                lo = (b * self.world + self.rank) * self.batch_size
+                yield order[lo : lo + self.batch_size].tolist()
+
+
+class RecipeDataModule(L.LightningDataModule):
+    """Serves `train` (and optionally `val`) samples through `collate` into training batches.
+
+    `collate(samples) -> batch dict` (input_ids, labels, media, meta), see docs/ARCHITECTURE.md.
+    """
+
+    def __init__(self, train: Sequence, collate: Callable[[list], dict], *, batch_size: int, grad_accum: int = 1,
+                 epochs: int = 1, seed: int = 0, val: Sequence | None = None, num_workers: int = 0):
+        super().__init__()
+        self.train_set, self.val_set, self.collate = train, val, collate
+        self.batch_size, self.grad_accum, self.epochs = batch_size, grad_accum, epochs
+        self.seed, self.num_workers = seed, num_workers
+
+    def batch_sampler(self, start: int = 0) -> ResumableBatchSampler:
+        """The training batch order for this process, skipping the first `start` batches."""
+        trainer = self._trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return ResumableBatchSampler(len(self.train_set), self.batch_size, epochs=self.epochs, seed=self.seed,
+                                     rank=rank, world=world, start=start)
+
+    def batches_per_epoch(self, world: int = 1) -> int:
+        """Batches each process takes per epoch (the incomplete last global batch is dropped)."""
+        return len(self.train_set) // (self.batch_size * world)
+
+    def train_dataloader(self) -> DataLoader:
+        # The trainer has restored global_step from the checkpoint before it asks for the data.
+        start = self.trainer.global_step * self.grad_accum if self._trainer is not None else 0
+        return DataLoader(self.train_set, batch_sampler=self.batch_sampler(start), collate_fn=self.collate,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set or [], batch_size=self.batch_size, collate_fn=self.collate,
+                          num_workers=self.num_workers)

@@ -1,0 +1,110 @@
+"""Train one recipe stage (or all of them): build, fit with step checkpoints, resume, save the final model."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import yaml
+
+from mmrwkv.config import RecipeConfig, config_to_dict, expand_stages
+from mmrwkv.errors import ConfigError
+from mmrwkv.training.checkpoints import StepCheckpoint, last_checkpoint
+from mmrwkv.training.data import RecipeDataModule
+from mmrwkv.training.module import MultimodalLM, OptimSettings
+
+FINAL = "final"
+
+
+@dataclass
+class StageResult:
+    """Where a finished stage left its final model, its logs and its last training loss."""
+
+    final: Path
+    log_dir: Path
+    steps: int
+    last_loss: float | None
+
+
+def recipe_text(cfg: RecipeConfig) -> str:
+    """The resolved recipe as YAML (stored beside every checkpoint)."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def optim_settings(cfg: RecipeConfig, total_steps: int) -> OptimSettings:
+    """The optimizer settings of a stage, from the recipe's `train` section."""
+    t = cfg.train
+    return OptimSettings(lr=t.lr.backbone, lr_projector=t.lr.projector, lr_encoder=t.lr.encoder,
+                         weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, total_steps=total_steps,
+                         min_lr_ratio=t.min_lr_ratio if t.cosine else 1.0, grad_clip=t.grad_clip)
+
+
+def _prepare_output(out: Path, cfg_text: str, *, resume: bool, fresh: bool) -> Path | None:
+    """Check the stage directory; return the trainer checkpoint to resume from (None: start fresh)."""
+    if fresh and out.exists():
+        shutil.rmtree(out)
+    last = last_checkpoint(out / "checkpoints") if out.exists() else None
+    if last is None:
+        return None
+    if not resume:
+        raise ConfigError(f"train.output_dir: {out} already holds checkpoints (last {last.name}); "
+                          "pass --resume to continue it or --fresh to start over")
+    saved = (last / "recipe.yaml").read_text()
+    if saved != cfg_text:
+        raise ConfigError(f"--resume: the recipe differs from the one saved in {last / 'recipe.yaml'}; "
+                          "resume with the same recipe and overrides, or pass --fresh")
+    return last / "trainer.ckpt"
+
+
+def _save_final(model, out: Path, text: str) -> Path:
+    final = out / FINAL
+    model.save(final)
+    tmp = final / "recipe.yaml.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, final / "recipe.yaml")
+    return final
+
+
+def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False, progress: bool = True
+                ) -> StageResult:
+    """Train one (already expanded) stage; a finished stage being resumed returns its result at once."""
+    from mmrwkv.training.build import build_datasets, build_model
+    from mmrwkv.training.plots import last_value, plot_curves
+    from mmrwkv.training.trainer import build_trainer
+
+    out = Path(cfg.train.output_dir)
+    text = recipe_text(cfg)
+    log_dir = out / "logs"
+    ckpt = _prepare_output(out, text, resume=resume, fresh=fresh)
+    final = out / FINAL
+    if ckpt is not None and (final / "recipe.yaml").is_file() and (final / "recipe.yaml").read_text() == text:
+        return StageResult(final, log_dir, -1, last_value(log_dir, "train/loss"))
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    model = build_model(cfg)
+    train_set, val_set, collate = build_datasets(cfg, model)
+    data = RecipeDataModule(train_set, collate, batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
+                            epochs=cfg.train.epochs, seed=cfg.train.seed, num_workers=cfg.train.num_workers)
+    saver = StepCheckpoint(out / "checkpoints", text, every_n_steps=cfg.train.checkpoint_every)
+    max_steps = cfg.train.max_steps or -1
+    trainer = build_trainer(cfg.train, max_steps=max_steps, callbacks=[saver], log_dir=log_dir, progress=progress)
+    per_epoch = data.batches_per_epoch(trainer.world_size)
+    if max_steps > 0:
+        data.epochs = math.ceil(max_steps * cfg.train.grad_accum / per_epoch)
+    steps = max_steps if max_steps > 0 else math.ceil(data.epochs * per_epoch / cfg.train.grad_accum)
+    module = MultimodalLM(model, optim_settings(cfg, steps))
+    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)
+    if trainer.is_global_zero:
+        _save_final(model, out, text)
+        plot_curves(log_dir, out / "curves.png")
+    trainer.strategy.barrier("mmrwkv-final")
+    return StageResult(final, log_dir, trainer.global_step, last_value(log_dir, "train/loss"))
+
+
+def train_recipe(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False, progress: bool = True
+                 ) -> list[StageResult]:
+    """Train every stage of a recipe in order; each stage starts from the previous one's final model."""
+    return [train_stage(stage, resume=resume, fresh=fresh, progress=progress) for stage in expand_stages(cfg)]

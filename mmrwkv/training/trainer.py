@@ -1,0 +1,86 @@
+"""Build the Lightning Trainer of a recipe: devices, strategy, precision, loggers, progress bar."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from mmrwkv.config import TrainConfig
+from mmrwkv.errors import ConfigError
+
+
+def _accelerator() -> str:
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_precision(precision: str) -> str:
+    """The recipe's precision, with bf16 falling back to fp32 where the accelerator lacks bf16."""
+    if precision.startswith("bf16") and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return "32-true"
+    return "32-true" if precision == "32" else precision
+
+
+def build_strategy(train: TrainConfig):
+    """The Lightning strategy for `train.strategy`; unavailable choices raise ConfigError saying why."""
+    name = train.strategy
+    if name == "auto":
+        return "auto"
+    if name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        # gloo runs on CPU processes; nccl needs GPUs
+        return DDPStrategy(process_group_backend="nccl" if torch.cuda.is_available() else "gloo")
+    if name == "fsdp":
+        if not torch.cuda.is_available():
+            raise ConfigError("train.strategy: 'fsdp' needs CUDA GPUs, and none is visible; use 'ddp' or 'auto'")
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        return FSDPStrategy(sharding_strategy="FULL_SHARD")
+    if name == "deepspeed":
+        if importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError("train.strategy: 'deepspeed' needs the deepspeed package, which is not installed "
+                              "(pip install deepspeed, on a CUDA machine); or use 'ddp' / 'fsdp'")
+        if not torch.cuda.is_available():
+            raise ConfigError("train.strategy: 'deepspeed' needs CUDA GPUs, and none is visible; use 'ddp' or 'auto'")
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        return DeepSpeedStrategy(stage=2)
+    raise ConfigError(f"train.strategy: unknown strategy {name!r}; valid: auto, ddp, fsdp, deepspeed")
+
+
+def build_trainer(train: TrainConfig, *, max_steps: int, callbacks: list, log_dir: str | Path,
+                  progress: bool = True, val_every: int | None = None) -> L.Trainer:
+    """A Trainer that runs exactly `max_steps` optimizer steps over one long pass of the batch sampler."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    loggers = [CSVLogger(str(log_dir), name="", version="csv")]
+    if importlib.util.find_spec("tensorboard") is not None:
+        loggers.append(TensorBoardLogger(str(log_dir), name="", version="tensorboard", default_hp_metric=False))
+    if progress:
+        callbacks = [*callbacks, TQDMProgressBar(refresh_rate=max(1, train.log_every))]
+    return L.Trainer(
+        accelerator=_accelerator(),
+        devices=train.devices,
+        strategy=build_strategy(train),
+        precision=resolve_precision(train.precision),
+        max_epochs=1,
+        max_steps=max_steps,
+        accumulate_grad_batches=train.grad_accum,
+        gradient_clip_val=train.grad_clip or None,
+        logger=loggers,
+        log_every_n_steps=max(1, train.log_every),
+        callbacks=callbacks,
+        enable_progress_bar=progress,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0 if val_every is None else 1.0,
+        val_check_interval=val_every,
+        use_distributed_sampler=False,
+        deterministic=False,
+        default_root_dir=str(log_dir),
+    )
