@@ -1,0 +1,110 @@
+"""The RWKV skeleton shared by every generation: emb, ln0, blocks, ln_out, head.
+
+Notation: B batch, T time, C channels, V vocabulary, L layers. Module names equal the official checkpoint keys
+(emb, blocks.{i}.ln0/ln1/ln2, blocks.{i}.att.*, blocks.{i}.ffn.*, ln_out, head). ln0 stays an explicit op
+(official loaders fold it into the embedding) because media embeddings enter the stream after the lookup.
+The same modules serve sequence mode (any B, T) and RNN mode (T = 1 with a state).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmrwkv.rwkv import v4, v5, v6, v7
+from mmrwkv.rwkv.config import RWKVConfig
+from mmrwkv.rwkv.state import State
+
+GENERATIONS = {4: v4, 5: v5, 6: v6, 7: v7}
+
+
+class Block(nn.Module):
+    """x + TimeMix(ln1(x)), then x + ChannelMix(ln2(x)); block 0 also owns ln0."""
+
+    def __init__(self, config: RWKVConfig, layer_id: int):
+        super().__init__()
+        C = config.n_embd
+        gen = GENERATIONS[config.generation]
+        if layer_id == 0:
+            self.ln0 = nn.LayerNorm(C)
+        self.ln1 = nn.LayerNorm(C)
+        self.ln2 = nn.LayerNorm(C)
+        self.att = gen.TimeMix(config, layer_id)
+        self.ffn = gen.ChannelMix(config, layer_id)
+
+    def forward(self, x, att_x_prev, wkv, ffn_x_prev, v_first=None, *, backend=None):
+        """x (B, T, C) and this layer's state -> (x, (att_x_prev, wkv, ffn_x_prev), v_first)."""
+        h = self.ln1(x)
+        dx, wkv, v_first = self.att(h, att_x_prev, wkv, v_first, backend=backend)
+        x = x + dx
+        h2 = self.ln2(x)
+        x = x + self.ffn(h2, ffn_x_prev)
+        # token shift keeps the last post-LayerNorm input of each sub-block
+        return x, (h[:, -1], wkv, h2[:, -1]), v_first
+
+
+class RWKV(nn.Module):
+    """An RWKV language model of any generation (`config.version`)."""
+
+    def __init__(self, config: RWKVConfig):
+        super().__init__()
+        self.config = config
+        C = config.n_embd
+        self.emb = nn.Embedding(config.vocab_size, C)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_out = nn.LayerNorm(C)
+        self.head = nn.Linear(C, config.vocab_size, bias=False)
+        if not self.emb.weight.is_meta:
+            from mmrwkv.rwkv.init import init_weights
+
+            init_weights(self)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Raw embedding rows (B, T) -> (B, T, C), without ln0."""
+        return self.emb(ids)
+
+    def init_state(self, batch_size: int, *, device=None) -> State:
+        """A zero state for `batch_size` sequences, on the model's device unless told."""
+        p = self.ln_out.weight
+        return State.zeros(self.config, batch_size, device=device or p.device, dtype=p.dtype)
+
+    def forward_hidden(self, x: torch.Tensor, state: State | None = None, *, backend: str | None = None):
+        """ids (B, T) or embeddings (B, T, C) -> (h (B, T, C) after ln_out, new state)."""
+        x = self._inputs(x)
+        B = x.shape[0]
+        state = self.init_state(B, device=x.device) if state is None else state
+        if state.batch_size != B:
+            raise ValueError(f"RWKV.forward: state batch size {state.batch_size} != input batch size {B}")
+        x = self.blocks[0].ln0(x)
+        att_prev, wkv, ffn_prev = [], [], []
+        v_first = None
+        for i, block in enumerate(self.blocks):
+            x, (a, s, f), v_first = block(
+                x, state.att_x_prev[i], state.wkv[i], state.ffn_x_prev[i], v_first, backend=backend
+            )
+            att_prev.append(a)
+            wkv.append(s)
+            ffn_prev.append(f)
+        new_state = type(state)(torch.stack(att_prev), torch.stack(wkv), torch.stack(ffn_prev))
+        return self.ln_out(x), new_state
+
+    def forward(self, x: torch.Tensor, state: State | None = None, *, last_only: bool = False,
+                backend: str | None = None):
+        """ids (B, T) or embeddings (B, T, C) -> (logits (B, T, V), or (B, 1, V) with last_only; new state)."""
+        h, state = self.forward_hidden(x, state, backend=backend)
+        if last_only:
+            h = h[:, -1:]
+        return self.head(h), state
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_floating_point(x):
+            if x.dim() != 2:
+                raise ValueError(f"RWKV.forward: token ids must be (B, T), got shape {list(x.shape)}")
+            return self.emb(x)
+        if x.dim() != 3 or x.shape[-1] != self.config.n_embd:
+            raise ValueError(f"RWKV.forward: embeddings must be (B, T, {self.config.n_embd}), got {list(x.shape)}")
+        return x
+
+    def num_parameters(self) -> int:
+        """Total parameter count."""
+        return sum(p.numel() for p in self.parameters())
