@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,3 +264,112 @@ class PrefixCache:
 
 def _entry_bytes(entry: tuple[Any, Tensor]) -> int:
     return entry[0].nbytes + entry[1].numel() * entry[1].element_size()
+
+
+@dataclass
+class _Reply:
+    """What one answer left behind: sampled ids, how many of them the state has consumed, the final state."""
+
+    state: Any = None
+    ids: list[int] = field(default_factory=list)
+    fed: int = 0
+    text: str = ""
+
+
+class ChatSession:
+    """A multi-turn chat whose RNN state carries over: turn N runs only its new tokens.
+
+    Media of a turn are prefilled up to their last placeholder through `cache` (when given), so a second
+    question about the same image after the same history neither re-encodes it nor re-runs that prefill.
+    """
+
+    def __init__(self, model: Any, template: ChatTemplate | None = None, *, cache: PrefixCache | None = None,
+                 system: str | None = None, sampling: Any = None):
+        self.model = model
+        self.template = template or ChatTemplate.for_model(model)
+        self.cache = cache
+        self.system = system
+        self.sampling = sampling
+        self.prefill_tokens = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the conversation (the cache is kept)."""
+        self.state = None
+        self.turns: list[Turn] = []
+        self._pending: list[int] = []
+        self._key = ""
+
+    def ask(self, text: str, images: Sequence = (), audio: Sequence = (), sampling: Any = None) -> Iterator[str]:
+        """Prefill the new turn now (bad media raise here, leaving the session as it was); stream the answer.
+
+        `text` is plain user text: it never creates media slots. The session's state advances as the
+        returned iterator is consumed; closing it early keeps what was generated so far.
+        """
+        turn = Turn("user", text, list(images), list(audio))
+        head = [Turn("system", self.system)] if self.system and not self.turns else []
+        enc = self.template.encode_turns([*head, turn])
+        logits, state, key = self._prefill(self._pending + enc.ids, enc.media)
+        return self._answer([*head, turn], logits, state, key, sampling or self.sampling)
+
+    @torch.no_grad()
+    def _prefill(self, ids: list[int], media: Media) -> tuple[Tensor, Any, str]:
+        placeholders = set(self.model.placeholder_ids.values())
+        cut = max((i + 1 for i, t in enumerate(ids) if t in placeholders), default=0)
+        state, key, logits = self.state, self._key, None
+        if cut and self.cache is not None:
+            key = content_key(ids[:cut], media, parent=key)
+            hit = self.cache.get(key)
+            if hit is None:
+                logits, state = self._run(ids[:cut], media, state)
+                self.cache.put(key, state, logits)
+            else:
+                state, logits = hit
+            ids, media = ids[cut:], None
+        if ids:
+            logits, state = self._run(ids, media, state)
+            key = content_key(ids, media, parent=key)
+        return logits, state, key
+
+    def _run(self, ids: list[int], media: Media | None, state: Any) -> tuple[Tensor, Any]:
+        device = next(self.model.parameters()).device
+        x = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
+        logits, state = self.model(x, media, state, last_only=True)
+        self.prefill_tokens += len(ids)
+        return logits[0, -1], state  # (V,)
+
+    def _answer(self, turns: list[Turn], logits: Tensor, state: Any, key: str, sampling: Any) -> Iterator[str]:
+        reply = _Reply(state=state)
+        try:
+            yield from _stream(self.model, logits, reply, sampling)
+        finally:
+            self._commit(turns, reply, key)
+
+    def _commit(self, turns: list[Turn], reply: _Reply, key: str) -> None:
+        tokenizer = self.template.tokenizer
+        self.state = reply.state
+        self._key = content_key(reply.ids[: reply.fed], parent=key)
+        self._pending = reply.ids[reply.fed:]
+        # the next turn must start after a blank line, whether or not the model wrote it
+        if not tokenizer.decode_bytes(reply.ids).endswith(b"\n\n"):
+            self._pending += list(tokenizer.encode("\n\n"))
+        self.turns += [*turns, Turn("assistant", reply.text)]
+
+
+def _stream(model: Any, logits: Tensor, reply: _Reply, sampling: Any) -> Iterator[str]:
+    # interim greedy decoder until mmrwkv.generate lands
+    tokenizer = model.tokenizer
+    max_tokens = getattr(sampling, "max_tokens", 32) if sampling is not None else 32
+    text = b""
+    with torch.no_grad():
+        for _ in range(max_tokens):
+            token = int(logits.argmax())
+            reply.ids.append(token)
+            text += tokenizer.decode_bytes([token])
+            if b"\n\n" in text:
+                break
+            out, reply.state = model.backbone(torch.tensor([[token]]), reply.state)
+            logits = out[0, -1]
+            reply.fed += 1
+    reply.text = text.decode("utf-8", errors="replace").split("\n\n")[0]
+    yield reply.text
