@@ -1,0 +1,323 @@
+"""Sampling and RNN-mode streaming generation.
+
+Notation: B batch, T time, V vocabulary. Generation prefills the prompt in sequence mode, then steps the model
+one token at a time with its constant-size state. Generators yield text pieces that never split a UTF-8
+character and never contain a stop string; a `GenerationResult` passed in is filled with the tokens, the
+final state and logits, so a chat can continue from where generation ended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from mmrwkv.errors import ConfigError
+
+
+@dataclass
+class SamplingConfig:
+    """How to pick each next token. Penalties follow the authors' chat tool: every generated token's
+    occurrence count is decayed by `penalty_decay` each step, and a token's logit is lowered by
+    `presence_penalty` (if it occurred) plus `frequency_penalty * count`.
+    """
+
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = no limit
+    top_p: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_decay: float = 0.996
+    max_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    banned_ids: list[int] = field(default_factory=list)
+    # None: the tokenizer's `special.eos`; [] never stops on a token
+    eos_ids: list[int] | None = None
+
+    def __post_init__(self):
+        checks = [
+            ("temperature", self.temperature >= 0, "must be >= 0"),
+            ("top_k", self.top_k >= 0, "must be >= 0"),
+            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
+            ("penalty_decay", 0 <= self.penalty_decay <= 1, "must be in [0, 1]"),
+            ("max_tokens", self.max_tokens >= 0, "must be >= 0"),
+        ]
+        for name, ok, problem in checks:
+            if not ok:
+                raise ConfigError(f"SamplingConfig.{name} = {getattr(self, name)!r} {problem}")
+        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
+            raise ConfigError(f"SamplingConfig.stop = {self.stop!r} must be a list of non-empty strings")
+
+    @property
+    def penalized(self) -> bool:
+        return self.presence_penalty != 0 or self.frequency_penalty != 0
+
+
+@dataclass
+class GenerationResult:
+    """Filled in while a generator runs; complete once the generator is exhausted.
+
+    `tokens` are the generated tokens fed to the model (an eos token is not), `state` and `logits` (V,) are
+    the model's after the last of them, so a caller can continue the conversation from `state`.
+    `finish_reason`: "eos", "stop" (a stop string) or "length" (max_tokens).
+    """
+
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    state: object | None = None
+    logits: torch.Tensor | None = None
+    finish_reason: str | None = None
+
+
+class Sampler:
+    """Draws next tokens for B rows from logits (B, V), keeping the per-row penalty counts."""
+
+    def __init__(self, sampling: SamplingConfig, batch_size: int, vocab_size: int, device=None):
+        self.cfg = sampling
+        self.generator = torch.Generator(device=device or "cpu")
+        if sampling.seed is not None:
+            self.generator.manual_seed(sampling.seed)
+        else:
+            self.generator.seed()
+        self.counts = torch.zeros(batch_size, vocab_size, device=device) if sampling.penalized else None
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits (B, V) -> token ids (B,)."""
+        cfg = self.cfg
+        logits = logits.float().clone()
+        if self.counts is not None:
+            logits -= (self.counts > 0) * cfg.presence_penalty + self.counts * cfg.frequency_penalty
+        if cfg.banned_ids:
+            logits[:, cfg.banned_ids] = float("-inf")
+        if cfg.temperature == 0:
+            token = logits.argmax(dim=-1)
+        else:
+            probs = _filter_top(torch.softmax(logits / cfg.temperature, dim=-1), cfg.top_k, cfg.top_p)
+            token = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+        if self.counts is not None:
+            self.counts *= cfg.penalty_decay
+            self.counts[torch.arange(len(token)), token] += 1
+        return token
+
+
+def _filter_top(probs: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Zero all but the top_k most likely tokens and the smallest set whose mass reaches top_p (B, V)."""
+    if top_k == 0 and top_p >= 1:
+        return probs
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    keep = torch.ones_like(sorted_p, dtype=torch.bool)
+    if top_k > 0:
+        keep[:, top_k:] = False
+    if top_p < 1:
+        # the mass before each token; the most likely token is always kept
+        keep &= (sorted_p.cumsum(dim=-1) - sorted_p) < top_p
+    sorted_p = sorted_p * keep
+    return torch.zeros_like(probs).scatter(-1, order, sorted_p)
+
+
+def _incomplete_utf8_tail(data: bytes) -> int:
+    """How many trailing bytes form the start of a UTF-8 character that is not complete yet."""
+    for back in range(1, min(3, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:  # continuation byte: keep looking for the lead byte
+            continue
+        need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4 if byte & 0xF8 == 0xF0 else 1
+        return back if need > back else 0
+    return 0
+
+
+class TextStream:
+    """Turns token bytes into text pieces: holds back an incomplete UTF-8 character and any text that may be
+    the start of a stop string; never emits a stop string or anything after it."""
+
+    def __init__(self, stop: Sequence[str] = ()):
+        self.stop = list(stop)
+        self._bytes = b""
+        self._text = ""
+        self.stopped = False
+
+    def feed(self, data: bytes) -> str:
+        """Add token bytes; return the text that is now safe to show (may be empty)."""
+        if self.stopped:
+            return ""
+        self._bytes += data
+        hold = _incomplete_utf8_tail(self._bytes)
+        ready = self._bytes[: len(self._bytes) - hold]
+        self._bytes = self._bytes[len(ready) :]
+        self._text += ready.decode("utf-8", errors="replace")
+        return self._release()
+
+    def _release(self) -> str:
+        hits = [i for i in (self._text.find(s) for s in self.stop) if i >= 0]
+        if hits:
+            self.stopped = True
+            out, self._text = self._text[: min(hits)], ""
+            return out
+        keep = max((_overlap(self._text, s) for s in self.stop), default=0)
+        out = self._text[: len(self._text) - keep]
+        self._text = self._text[len(out) :]
+        return out
+
+    def flush(self) -> str:
+        """The held-back text at the end of generation (an incomplete character becomes U+FFFD)."""
+        if self.stopped:
+            return ""
+        out = self._text + self._bytes.decode("utf-8", errors="replace")
+        self._text, self._bytes = "", b""
+        return out
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of `stop`."""
+    for n in range(min(len(text), len(stop) - 1), 0, -1):
+        if text.endswith(stop[:n]):
+            return n
+    return 0
+
+
+def _eos_ids(sampling: SamplingConfig, tokenizer) -> set[int]:
+    return set(sampling.eos_ids) if sampling.eos_ids is not None else {tokenizer.special.eos}
+
+
+@torch.inference_mode()
+def prefill(model, ids: Sequence[int] | torch.Tensor, state=None):
+    """Run prompt ids through the model in sequence mode -> (last logits (V,), state)."""
+    ids = torch.as_tensor(ids, dtype=torch.long, device=_device(model)).reshape(1, -1)
+    if ids.shape[1] == 0:
+        raise ValueError("prefill: the prompt has no tokens")
+    logits, state = model(ids, state, last_only=True)
+    return logits[0, -1], state
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def sample_stream(
+    model,
+    tokenizer,
+    logits: torch.Tensor,
+    state,
+    sampling: SamplingConfig | None = None,
+    *,
+    result: GenerationResult | None = None,
+) -> Iterator[str]:
+    """Stream text from precomputed last logits (V,) and the state after the prompt (RNN mode).
+
+    The multimodal chat prefills embeddings itself and calls this; `result` (if given) is filled in.
+    """
+    sampling = sampling or SamplingConfig()
+    result = result if result is not None else GenerationResult()
+    result.state, result.logits = state, logits
+    sampler = Sampler(sampling, 1, logits.shape[-1], device=logits.device)
+    stream, eos = TextStream(sampling.stop), _eos_ids(sampling, tokenizer)
+    result.finish_reason = "length"
+    for _ in range(sampling.max_tokens):
+        token = int(sampler(result.logits.reshape(1, -1))[0])
+        if token in eos:
+            result.finish_reason = "eos"
+            break
+        piece = stream.feed(tokenizer.decode_bytes([token]))
+        if piece:
+            result.text += piece
+            yield piece
+        result.tokens.append(token)
+        result.logits, result.state = _step(model, [token], result.state)
+        if stream.stopped:
+            result.finish_reason = "stop"
+            break
+    tail = stream.flush()
+    if tail:
+        result.text += tail
+        yield tail
+
+
+@torch.inference_mode()
+def _step(model, tokens: list[int], state):
+    """Feed one token per row in RNN mode -> (logits (V,) for one row or (B, V), state)."""
+    ids = torch.tensor(tokens, dtype=torch.long, device=_device(model)).view(-1, 1)
+    logits, state = model(ids, state)
+    logits = logits[:, -1]
+    return (logits[0] if len(tokens) == 1 else logits), state
+
+
+def generate(
+    model,
+    tokenizer,
+    prompt: str | Sequence[int],
+    sampling: SamplingConfig | None = None,
+    *,
+    state=None,
+    result: GenerationResult | None = None,
+) -> Iterator[str]:
+    """Stream the continuation of `prompt` (text or ids): sequence-mode prefill, then RNN-mode steps.
+
+    `state` continues from an earlier state; `result` (if given) receives tokens, final state and logits.
+    """
+    ids = tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+    logits, state = prefill(model, ids, state)
+    yield from sample_stream(model, tokenizer, logits, state, sampling, result=result)
+
+
+def generate_batch(
+    model, tokenizer, prompts: Sequence[str | Sequence[int]], sampling: SamplingConfig | None = None
+) -> list[GenerationResult]:
+    """Generate for several prompts of different lengths at once: prefill each, join the states, step the batch.
+
+    With temperature 0 the tokens equal those of one-at-a-time `generate`.
+    """
+    from mmrwkv.rwkv import State
+
+    sampling = sampling or SamplingConfig()
+    prefilled = [prefill(model, tokenizer.encode(p) if isinstance(p, str) else p) for p in prompts]
+    logits = torch.stack([lg for lg, _ in prefilled])  # (B, V)
+    state = State.cat([s for _, s in prefilled])
+    results = [GenerationResult() for _ in prompts]
+    streams = [TextStream(sampling.stop) for _ in prompts]
+    sampler, eos = (
+        Sampler(sampling, len(prompts), logits.shape[-1], device=logits.device),
+        _eos_ids(sampling, tokenizer),
+    )
+    active = set(range(len(prompts)))
+    for _ in range(sampling.max_tokens):
+        tokens = sampler(logits).tolist()
+        fed = []
+        for row in sorted(active):
+            if _advance(results[row], streams[row], tokenizer, tokens[row], eos):
+                fed.append(row)
+            else:
+                _snapshot(results[row], row, logits, state)
+        active = set(fed)
+        if not fed:
+            break
+        # finished rows ride along with their token; their snapshot was taken before this step
+        logits, state = _step(model, tokens, state)
+        logits = logits.view(len(prompts), -1)
+        active = {row for row in fed if results[row].finish_reason is None}
+        for row in set(fed) - active:
+            _snapshot(results[row], row, logits, state)
+    for row in active:
+        results[row].finish_reason = "length"
+        _snapshot(results[row], row, logits, state)
+    for row, result in enumerate(results):
+        result.text += streams[row].flush()
+    return results
+
+
+def _snapshot(result: GenerationResult, row: int, logits: torch.Tensor, state) -> None:
+    result.logits, result.state = logits[row].clone(), state[row].clone()
+
+
+def _advance(result: GenerationResult, stream: TextStream, tokenizer, token: int, eos: set[int]) -> bool:
+    """Record one sampled token of a batch row; False when it is eos (not fed to the model)."""
+    if token in eos:
+        result.finish_reason = "eos"
+        return False
+    result.tokens.append(token)
+    result.text += stream.feed(tokenizer.decode_bytes([token]))
+    if stream.stopped:
+        # fed once more, like single generation, so the state covers every token in `result.tokens`
+        result.finish_reason = "stop"
+    return True
