@@ -1,0 +1,266 @@
+"""RWKV checkpoints: the authors' official `.pth` and ours (a directory: config.json + model.safetensors).
+
+Official files are flat state_dicts whose keys equal our module names, so loading is a near-identity mapping:
+the generation and every size are read from tensor shapes (never from a formula), a few parameters are
+reshaped (e.g. [H, 1] -> [H]), and layer 0's unused RWKV-7 v0/v1/v2 are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import uuid
+import zipfile
+from pathlib import Path
+
+import torch
+
+from mmrwkv.errors import CheckpointError, ConfigError
+from mmrwkv.rwkv.config import RWKVConfig
+from mmrwkv.rwkv.model import RWKV
+
+FORMAT = "mmrwkv"
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+# layer 0 computes v_first and never uses these; some official RWKV-7 checkpoints carry them
+_DROPPED = ("blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2")
+
+
+def load_rwkv(path: str | Path, *, dtype: torch.dtype | None = None, device=None) -> RWKV:
+    """Load ours (a directory) or an official `.pth`; `dtype` defaults to the stored embedding's dtype."""
+    path = Path(path)
+    if path.is_dir():
+        model = _load_ours(path, dtype)
+    elif path.is_file():
+        model = load_official(path, dtype=dtype)
+    else:
+        raise CheckpointError(f"{path}: no such checkpoint file or directory")
+    return model.to(device) if device is not None else model
+
+
+def load_official(path: str | Path, *, dtype: torch.dtype | None = None) -> RWKV:
+    """Build an RWKV from an official `.pth` (ln0 kept explicit, not folded into the embedding)."""
+    path = Path(path)
+    state_dict = read_official(path)
+    config = detect_config(state_dict, source=str(path))
+    return _build(config, state_dict, dtype, source=str(path))
+
+
+def read_official(path: str | Path) -> dict[str, torch.Tensor]:
+    """The flat state_dict of a `.pth`, memory-mapped when the file format allows; never runs pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        data = _torch_load(path)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"{path}: refused to load: the pickle holds more than tensors (code?): {err}") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint (truncated or corrupt?): {err}") from err
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path}: not a flat state_dict of tensors (got {type(data).__name__})")
+    if "emb.weight" not in data:
+        raise CheckpointError(f"{path}: not an RWKV checkpoint: no 'emb.weight' among {len(data)} keys")
+    return data
+
+
+def _torch_load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as err:
+        # files saved with the legacy (non-zip) format cannot be memory-mapped
+        if "mmap" not in str(err) or zipfile.is_zipfile(path):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def detect_config(sd: dict[str, torch.Tensor], *, source: str = "checkpoint") -> RWKVConfig:
+    """Generation and every size from the tensor shapes of an official state_dict."""
+    V, C = _shape(sd, "emb.weight", source, dims=2)
+    layers = [int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))]
+    if not layers:
+        raise CheckpointError(f"{source}: no 'blocks.N.*' keys: not an RWKV checkpoint")
+    common = dict(n_layer=max(layers) + 1, n_embd=C, vocab_size=V)
+    att_c = _shape(sd, "blocks.0.att.key.weight", source, dims=2)[0]
+    if att_c != C:
+        raise CheckpointError(f"{source}: attention width {att_c} differs from n_embd {C}; not supported")
+    common["dim_ffn"] = _shape(sd, "blocks.0.ffn.key.weight", source, dims=2)[0]
+    try:
+        return RWKVConfig(**common, **_generation_fields(sd, source))
+    except ConfigError as err:
+        raise CheckpointError(f"{source}: inconsistent sizes: {err}") from err
+
+
+def _generation_fields(sd: dict, source: str) -> dict:
+    att = "blocks.0.att."
+    C = sd["emb.weight"].shape[1]
+    if att + "r_k" in sd:
+        H, N = _shape(sd, att + "r_k", source, dims=2)
+        v1 = "blocks.1.att.v1" if "blocks.1.att.v1" in sd else att + "v1"
+        fields = dict(version="7", head_size=N, dim_w=_shape(sd, att + "w1", source)[1])
+        fields["dim_a"] = _shape(sd, att + "a1", source)[1]
+        fields["dim_g"] = _shape(sd, att + "g1", source)[1]
+        if v1 in sd:
+            fields["dim_v"] = sd[v1].shape[1]
+        return fields
+    if att + "time_maa_x" in sd:
+        H, N = _shape(sd, att + "time_faaaa", source, dims=2)
+        dim_maa = _shape(sd, att + "time_maa_w1", source)[1] // 5
+        return dict(version="6", head_size=N, dim_maa=dim_maa, dim_decay=_shape(sd, att + "time_decay_w1", source)[1])
+    if att + "ln_x.weight" in sd:
+        decay = sd.get(att + "time_decay")
+        if decay is None:
+            raise CheckpointError(f"{source}: missing key {att}time_decay")
+        H = decay.shape[0]
+        if decay.dim() > 1 and decay.shape[1] > 1:
+            version = "5.2"
+        else:
+            version = "5.1" if att + "gate.weight" in sd else "5.0"
+        return dict(version=version, head_size=C // H)
+    return dict(version="4")
+
+
+def _shape(sd: dict, key: str, source: str, *, dims: int | None = None) -> tuple[int, ...]:
+    if key not in sd:
+        raise CheckpointError(f"{source}: missing key {key}")
+    shape = tuple(sd[key].shape)
+    if dims is not None and len(shape) != dims:
+        raise CheckpointError(f"{source}: {key} has shape {list(shape)}, expected {dims} dimensions")
+    return shape
+
+
+def _build(config: RWKVConfig, sd: dict[str, torch.Tensor], dtype, *, source: str) -> RWKV:
+    """A model whose parameters are the given tensors (mapped/reshaped, cast to `dtype`), without a copy."""
+    dtype = dtype or sd["emb.weight"].dtype
+    with torch.device("meta"):
+        model = RWKV(config)
+    expected = model.state_dict()
+    sd = {k: v for k, v in sd.items() if k not in _DROPPED or k in expected}
+    missing = [k for k in expected if k not in sd]
+    extra = [k for k in sd if k not in expected]
+    if missing:
+        raise CheckpointError(f"{source}: missing keys for an RWKV-{config.version} model: {_few(missing)}")
+    if extra:
+        raise CheckpointError(f"{source}: unexpected keys for an RWKV-{config.version} model: {_few(extra)}")
+    mapped = {k: _fit(sd[k], tuple(want.shape), k, source).to(dtype) for k, want in expected.items()}
+    model.load_state_dict(mapped, assign=True)
+    return model
+
+
+def _fit(tensor: torch.Tensor, shape: tuple[int, ...], key: str, source: str) -> torch.Tensor:
+    if tuple(tensor.shape) == shape:
+        return tensor
+    if tensor.numel() == torch.Size(shape).numel():
+        return tensor.reshape(shape)
+    raise CheckpointError(f"{source}: {key} has shape {list(tensor.shape)}, the model needs {list(shape)}")
+
+
+def _few(keys: list[str], n: int = 6) -> str:
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def save_rwkv(model: RWKV, directory: str | Path) -> Path:
+    """Write ours: `directory/config.json` + `model.safetensors`, atomically (temp directory, then rename)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(tensors, str(tmp / WEIGHTS_FILE))
+        meta = {"format": FORMAT, "kind": "rwkv", "config": model.config.to_dict(),
+                "dtype": str(model.emb.weight.dtype).removeprefix("torch.")}
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        _replace_dir(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    if not dst.exists():
+        os.replace(src, dst)
+        return
+    old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(dst, old)
+    os.replace(src, dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_config(directory: str | Path) -> RWKVConfig:
+    """The RWKVConfig stored in one of our checkpoint directories."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: not an mmrwkv checkpoint directory (no {CONFIG_FILE})")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: invalid JSON: {err}") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: 'format' is {_get(meta, 'format')!r}, expected {FORMAT!r}")
+    if meta.get("kind") != "rwkv":
+        raise CheckpointError(f"{path}: 'kind' is {meta.get('kind')!r}, expected 'rwkv' (multimodal: MultimodalRWKV)")
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path}: 'config' must be an object with the RWKVConfig fields")
+    try:
+        return RWKVConfig.from_dict(meta["config"], source=str(path))
+    except (ConfigError, TypeError) as err:
+        raise CheckpointError(f"{path}: bad 'config': {err}") from err
+
+
+def _get(meta, key):
+    return meta.get(key) if isinstance(meta, dict) else None
+
+
+def _load_ours(directory: Path, dtype) -> RWKV:
+    from safetensors.torch import load_file
+
+    config = read_config(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: missing {WEIGHTS_FILE}")
+    try:
+        sd = load_file(str(weights))
+    except Exception as err:
+        raise CheckpointError(f"{weights}: cannot read safetensors (truncated or corrupt?): {err}") from err
+    if "emb.weight" not in sd:
+        raise CheckpointError(f"{weights}: missing key emb.weight")
+    return _build(config, sd, dtype, source=str(weights))
+
+
+def save_official(model: RWKV, path: str | Path) -> Path:
+    """Write an official-format `.pth` (flat state_dict, official keys and shapes), atomically."""
+    path = Path(path)
+    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        torch.save(tensors, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def convert(src: str | Path, dst: str | Path, *, dtype: torch.dtype | None = None) -> Path:
+    """Convert either way: a `dst` ending in `.pth` gets the official format, anything else ours."""
+    model = load_rwkv(src, dtype=dtype)
+    if str(dst).endswith(".pth"):
+        return save_official(model, dst)
+    return save_rwkv(model, dst)
+
+
+def describe(path: str | Path) -> dict:
+    """Format, config and parameter count of a checkpoint, without loading its weights into a model."""
+    path = Path(path)
+    if path.is_dir():
+        fmt, config = FORMAT, read_config(path)
+    else:
+        fmt, config = "official", detect_config(read_official(path), source=str(path))
+    with torch.device("meta"):
+        n_params = RWKV(config).num_parameters()
+    return {"path": str(path), "format": fmt, "config": config, "parameters": n_params}
