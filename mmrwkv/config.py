@@ -25,6 +25,7 @@ from mmrwkv.errors import ConfigError
 VERSIONS = ("4", "5.0", "5.1", "5.2", "6", "7")
 MODALITIES = ("image", "audio")
 TRAINABLE_MODES = ("frozen", "full", "lora")
+DATA_TASKS = ("auto", "vqa", "caption", "both")
 DATA_KINDS = ("easy_vqa", "coco_captions", "vqav2", "llava", "audiocaps", "clotho", "shapes", "tones")
 PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "bf16-true")
 STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
@@ -150,10 +151,12 @@ class DataConfig:
 
     `paths[split]` maps a reader's file roles to paths, e.g. `{questions: q.json, annotations: a.json,
     images: val2014/}`. Generated kinds (shapes, tones) write into `root` and use `sizes[split]` samples;
-    reader kinds cap a split at `sizes[split]` when given.
+    reader kinds cap a split at `sizes[split]` (a seeded subset) when given. `task` picks the samples of the
+    generated kinds (captioning, VQA or both; "auto" = both); reader kinds have one task each.
     """
 
     kind: str = field(default="easy_vqa", **_choices(*DATA_KINDS))
+    task: str = field(default="auto", **_choices(*DATA_TASKS))
     root: str | None = None
     paths: dict[str, dict[str, str]] = field(default_factory=dict)
     train_split: str = "train"
@@ -405,8 +408,10 @@ def _convert_dataclass(value: Any, tp: type, path: str) -> Any:
 def _coerce_version(raw: Mapping) -> None:
     """YAML reads `version: 7` as an int and `5.2` as a float; a version is a string."""
     model = raw.get("model")
-    if isinstance(model, dict) and isinstance(model.get("version"), int | float) and not isinstance(
-        model.get("version"), bool
+    if (
+        isinstance(model, dict)
+        and isinstance(model.get("version"), int | float)
+        and not isinstance(model.get("version"), bool)
     ):
         model["version"] = str(model["version"])
 
