@@ -1,0 +1,78 @@
+"""Dataset readers, generators and the one sample type: `build_dataset(data_config, split) -> Dataset`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mmrwkv.data.sample import BadRecords, Dataset, Sample
+from mmrwkv.errors import DataError
+
+__all__ = ["BadRecords", "Dataset", "Sample", "build_dataset", "DEFAULT_SIZES", "PATH_ROLES"]
+
+# file roles each reader kind needs in `data.paths[split]` (optional ones end with "?")
+PATH_ROLES = {
+    "coco_captions": ("annotations", "images"),
+    "vqav2": ("questions", "images", "annotations?"),
+    "llava": ("conversations", "images?"),
+    "audiocaps": ("csv", "audio"),
+    "clotho": ("csv", "audio"),
+    "easy_vqa": (),
+    "shapes": (),
+    "tones": (),
+}
+DEFAULT_SIZES = {"train": 1000}
+DEFAULT_EVAL_SIZE = 200
+
+
+def _roles(cfg, split: str) -> dict[str, str]:
+    """The checked `paths[split]` mapping of a reader kind."""
+    roles = PATH_ROLES[cfg.kind]
+    given = dict(cfg.paths.get(split, {}))
+    names = [r.rstrip("?") for r in roles]
+    unknown = sorted(set(given) - set(names))
+    missing = [r for r in roles if not r.endswith("?") and r not in given]
+    if unknown or missing:
+        raise DataError(
+            f"data.paths.{split}: {cfg.kind} needs roles {', '.join(roles) or '(none)'}; "
+            f"missing {missing or 'none'}, unknown {unknown or 'none'}"
+        )
+    root = Path(cfg.root) if cfg.root else Path()
+    return {k: str(root / v) for k, v in given.items()}
+
+
+def _read(cfg, split: str) -> Dataset:
+    from mmrwkv.data import audio_readers, readers
+
+    skip = cfg.skip_bad_records
+    p = _roles(cfg, split)
+    if cfg.kind == "coco_captions":
+        return readers.read_coco_captions(p["annotations"], p["images"], split=split, skip_bad_records=skip)
+    if cfg.kind == "vqav2":
+        return readers.read_vqav2(p["questions"], p["images"], p.get("annotations"), split=split, skip_bad_records=skip)
+    if cfg.kind == "llava":
+        return readers.read_llava(p["conversations"], p.get("images"), split=split, skip_bad_records=skip)
+    if cfg.kind == "audiocaps":
+        return audio_readers.read_audiocaps(p["csv"], p["audio"], split=split, skip_bad_records=skip)
+    if cfg.kind == "clotho":
+        return audio_readers.read_clotho(p["csv"], p["audio"], split=split, skip_bad_records=skip)
+    return readers.read_easy_vqa(split, root=cfg.root, skip_bad_records=skip)
+
+
+def _generated(cfg, split: str) -> Dataset:
+    from mmrwkv.data.shapes import load_shapes
+    from mmrwkv.data.tones import load_tones
+
+    size = cfg.sizes.get(split, DEFAULT_SIZES.get(split, DEFAULT_EVAL_SIZE))
+    root = cfg.root or f"data/{cfg.kind}"
+    task = "both" if cfg.task == "auto" else cfg.task
+    load = load_shapes if cfg.kind == "shapes" else load_tones
+    return load(root, split, size, seed=cfg.seed, task=task, skip_bad_records=cfg.skip_bad_records)
+
+
+def build_dataset(cfg, split: str) -> Dataset:
+    """The samples of `split` for a `DataConfig`: generated kinds are prepared under `root` (default
+    `data/<kind>`) once; reader kinds read `paths[split]` (relative to `root`) and keep a seeded subset of
+    `sizes[split]` samples when given."""
+    if cfg.kind in ("shapes", "tones"):
+        return _generated(cfg, split)
+    return _read(cfg, split).subset(cfg.sizes.get(split), cfg.seed)

@@ -1,0 +1,221 @@
+"""Readers for the standard image datasets: COCO captions, VQAv2, LLaVA conversations, easy-VQA.
+
+Every reader checks that referenced media files exist; a malformed record raises DataError naming the file and
+the record (index or id), or is skipped and counted with `skip_bad_records=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mmrwkv.data.sample import BadRecords, Dataset, Sample, require_dir, require_file
+from mmrwkv.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+_TRAILING_DIGITS = re.compile(r"(\d+)$")
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse a JSON file; DataError names the file on a missing file or bad JSON."""
+    path = require_file(path, what)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{what} {path}: not valid JSON ({err})") from None
+
+
+def _list_field(doc: Any, key: str, path: Path) -> list:
+    if not isinstance(doc, Mapping) or not isinstance(doc.get(key), list):
+        raise DataError(f"{path}: expected a JSON object with a list '{key}'")
+    return doc[key]
+
+
+def index_images(folder: str | Path) -> dict[int, Path]:
+    """Map image id -> file for a folder of images named by id (`123.png`, `COCO_val2014_000000000123.jpg`)."""
+    folder = require_dir(folder, "image folder")
+    out: dict[int, Path] = {}
+    for path in folder.iterdir():
+        match = _TRAILING_DIGITS.search(path.stem)
+        if match and path.suffix.lower() in IMAGE_SUFFIXES:
+            out[int(match.group(1))] = path
+    return out
+
+
+def _str_field(record: Any, key: str) -> str | None:
+    value = record.get(key) if isinstance(record, Mapping) else None
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def read_coco_captions(
+    annotations: str | Path, images: str | Path, *, split: str = "val", skip_bad_records: bool = False
+) -> Dataset:
+    """COCO captions: one sample per image with all its reference captions."""
+    annotations = Path(annotations)
+    doc = read_json(annotations, "COCO captions file")
+    folder = require_dir(images, "COCO image folder")
+    bad = BadRecords(annotations, skip=skip_bad_records)
+    files: dict[Any, str] = {}
+    for i, image in enumerate(_list_field(doc, "images", annotations)):
+        name = _str_field(image, "file_name")
+        if name is None or "id" not in image:
+            bad.bad(f"images[{i}]", "needs 'id' and a string 'file_name'")
+            continue
+        files[image["id"]] = name
+    captions: dict[Any, list[str]] = {}
+    for i, ann in enumerate(_list_field(doc, "annotations", annotations)):
+        caption = _str_field(ann, "caption")
+        if caption is None or ann.get("image_id") not in files:
+            bad.bad(f"annotations[{i}]", f"needs a non-empty 'caption' and a known 'image_id' ({ann!r:.120})")
+            continue
+        captions.setdefault(ann["image_id"], []).append(caption.strip())
+    samples = []
+    for image_id, name in files.items():
+        path = folder / name
+        if image_id not in captions:
+            bad.bad(f"image id {image_id}", "has no captions")
+        elif not path.is_file():
+            bad.bad(f"image id {image_id}", f"image file {path} not found")
+        else:
+            samples.append(Sample(id=str(image_id), images=[path], captions=captions[image_id]))
+    return bad.finish("coco_captions", split, samples)
+
+
+def _vqa_answers(annotations: Path | None, bad: BadRecords) -> dict[Any, Mapping]:
+    if annotations is None:
+        return {}
+    doc = read_json(annotations, "VQAv2 annotations file")
+    out = {}
+    for i, ann in enumerate(_list_field(doc, "annotations", annotations)):
+        answers = ann.get("answers") if isinstance(ann, Mapping) else None
+        if not isinstance(answers, list) or not answers or "question_id" not in ann:
+            bad.bad(f"annotations[{i}]", "needs 'question_id' and a non-empty list 'answers'")
+            continue
+        out[ann["question_id"]] = ann
+    return out
+
+
+def _answer_texts(ann: Mapping) -> list[str] | None:
+    texts = [a.get("answer") if isinstance(a, Mapping) else None for a in ann["answers"]]
+    return texts if all(isinstance(t, str) for t in texts) else None
+
+
+def read_vqav2(
+    questions: str | Path,
+    images: str | Path,
+    annotations: str | Path | None = None,
+    *,
+    split: str = "val",
+    skip_bad_records: bool = False,
+) -> Dataset:
+    """VQAv2 questions (+ annotations with 10 answers each, absent for test splits): one sample per question."""
+    questions = Path(questions)
+    doc = read_json(questions, "VQAv2 questions file")
+    files = index_images(images)
+    bad = BadRecords(questions, skip=skip_bad_records)
+    answers = _vqa_answers(Path(annotations) if annotations is not None else None, bad)
+    samples = []
+    for i, q in enumerate(_list_field(doc, "questions", questions)):
+        text = _str_field(q, "question")
+        qid = q.get("question_id") if isinstance(q, Mapping) else None
+        if text is None or qid is None or "image_id" not in q:
+            bad.bad(f"questions[{i}]", "needs 'question_id', 'image_id' and a string 'question'")
+            continue
+        if q["image_id"] not in files:
+            bad.bad(f"question_id {qid}", f"no image file for image_id {q['image_id']} in {images}")
+            continue
+        sample = Sample(id=str(qid), images=[files[q["image_id"]]], question=text, meta={"image_id": q["image_id"]})
+        if answers:
+            ann = answers.get(qid)
+            texts = _answer_texts(ann) if ann is not None else None
+            if texts is None:
+                bad.bad(f"question_id {qid}", "no annotation with string answers")
+                continue
+            sample.answers, sample.answer_type = texts, ann.get("answer_type")
+        samples.append(sample)
+    return bad.finish("vqav2", split, samples)
+
+
+_ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
+
+
+def _llava_turns(record: Mapping) -> list[tuple[str, str]] | str:
+    """The (role, text) turns of one record, or a string saying what is wrong."""
+    conversations = record.get("conversations")
+    if not isinstance(conversations, list) or not conversations:
+        return "needs a non-empty list 'conversations'"
+    turns = []
+    for j, turn in enumerate(conversations):
+        role = _ROLES.get(turn.get("from")) if isinstance(turn, Mapping) else None
+        if role is None or not isinstance(turn.get("value"), str):
+            return f"conversations[{j}] needs 'from' in {sorted(_ROLES)} and a string 'value'"
+        turns.append((role, turn["value"]))
+    if not any(role == "assistant" for role, _ in turns):
+        return "has no 'gpt' turn to learn from"
+    return turns
+
+
+def read_llava(
+    path: str | Path, images: str | Path | None = None, *, split: str = "train", skip_bad_records: bool = False
+) -> Dataset:
+    """LLaVA conversation JSON: `[{id, image?, conversations: [{from: human|gpt, value}]}]`, `<image>` in the
+    human text exactly once per image."""
+    path = Path(path)
+    records = read_json(path, "LLaVA conversation file")
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a JSON list of conversation records")
+    bad = BadRecords(path, skip=skip_bad_records)
+    folder = Path(images) if images is not None else path.parent
+    samples = []
+    for i, record in enumerate(records):
+        rid = record.get("id", i) if isinstance(record, Mapping) else i
+        turns = _llava_turns(record) if isinstance(record, Mapping) else "is not a JSON object"
+        if isinstance(turns, str):
+            bad.bad(f"{i} (id {rid})", turns)
+            continue
+        image = record.get("image")
+        markers = sum(text.count("<image>") for _, text in turns)
+        if markers != (1 if image else 0):
+            bad.bad(f"{i} (id {rid})", f"has {markers} <image> markers for {1 if image else 0} images")
+            continue
+        files = [folder / image] if image else []
+        if files and not files[0].is_file():
+            bad.bad(f"{i} (id {rid})", f"image file {files[0]} not found")
+            continue
+        samples.append(Sample(id=str(rid), images=files, turns=turns))
+    return bad.finish("llava", split, samples)
+
+
+def _easy_vqa_folder(split: str) -> Path:
+    import easy_vqa
+
+    # easy-VQA ships train and test only; "val" evaluates on its test images.
+    name = {"train": "train", "test": "test", "val": "test"}.get(split)
+    if name is None:
+        raise DataError(f"easy-VQA has no split {split!r}; valid: train, val (= test), test")
+    return Path(easy_vqa.__file__).parent / "data" / name
+
+
+def read_easy_vqa(split: str = "train", *, root: str | Path | None = None, skip_bad_records: bool = False) -> Dataset:
+    """easy-VQA (bundled offline with the `easy_vqa` package, or a copy at `root/<split>`): one sample per question,
+    one reference answer."""
+    folder = Path(root) / split if root is not None else _easy_vqa_folder(split)
+    questions = folder / "questions.json"
+    records = read_json(questions, "easy-VQA questions file")
+    files = index_images(folder / "images")
+    bad = BadRecords(questions, skip=skip_bad_records)
+    samples = []
+    for i, record in enumerate(records):
+        ok = isinstance(record, list) and len(record) == 3 and all(isinstance(x, str) for x in record[:2])
+        if not ok:
+            bad.bad(i, f"expected [question, answer, image_id], got {record!r:.120}")
+        elif record[2] not in files:
+            bad.bad(i, f"no image file for image_id {record[2]!r}")
+        else:
+            samples.append(
+                Sample(id=f"{split}-{i}", images=[files[record[2]]], question=record[0], answers=[record[1]])
+            )
+    return bad.finish("easy_vqa", split, samples)
