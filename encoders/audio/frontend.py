@@ -1,0 +1,46 @@
+"""Log-mel front end (Whisper convention): 25 ms windows, 10 ms hop, log10, 8-decade floor, scaled to about [-1, 1].
+
+Notation: S samples, M mel bins, F frames (= S // hop).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmrwkv.errors import ConfigError
+
+
+class LogMel(nn.Module):
+    """Mono (S,) waveform -> (M, F) normalized log-mel features; one frame per `hop_length` samples."""
+
+    def __init__(self, *, sample_rate: int = 16000, n_mels: int = 80, n_fft: int = 400, hop_length: int = 160):
+        super().__init__()
+        import torchaudio
+
+        if n_mels not in (80, 128):
+            raise ConfigError(f"log-mel n_mels={n_mels}: use 80 or 128 (the Whisper front ends)")
+        self.n_mels = n_mels
+        self.hop_length = hop_length
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            hop_length=hop_length,
+            n_mels=n_mels,
+            power=2.0,
+            mel_scale="slaney",
+            norm="slaney",
+        )
+
+    def num_frames(self, n_samples: int) -> int:
+        """Frames for a clip of `n_samples` samples."""
+        return n_samples // self.hop_length
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """(S,) -> (M, S // hop)."""
+        # the centred STFT yields S // hop + 1 frames; the last covers mostly padding (Whisper drops it too)
+        power = self.mel(wave.float())[..., : self.num_frames(wave.shape[-1])]  # (M, F)
+        log = power.clamp(min=1e-10).log10()
+        # keep 8 decades below the loudest bin, then map to roughly [-1, 1]
+        log = torch.maximum(log, log.max() - 8.0)
+        return (log + 4.0) / 4.0

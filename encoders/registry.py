@@ -1,0 +1,77 @@
+"""Encoder registry: stable names users type in recipes (`open_clip`, `tiny_cnn`, ...) -> Encoder classes.
+
+Built-in encoders register themselves when their module is imported; `build` and `list_encoders` import them on
+first use, so `import mmrwkv.encoders` stays cheap (heavy libraries are imported inside constructors).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+
+from mmrwkv.errors import ConfigError
+
+_REGISTRY: dict[str, type] = {}
+_BUILTIN_MODULES = (
+    "mmrwkv.encoders.image.openclip",
+    "mmrwkv.encoders.image.tvision",
+    "mmrwkv.encoders.image.tiny",
+    "mmrwkv.encoders.audio.whisper",
+    "mmrwkv.encoders.audio.wav2vec",
+)
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator adding an Encoder class under `name`; a name already taken by another class raises."""
+
+    def decorator(cls: type) -> type:
+        known = _REGISTRY.get(name)
+        # re-importing the same module (e.g. importlib reload in tests) re-registers the same qualified class
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ConfigError(
+                f"encoder name {name!r} is already registered to {known.__module__}.{known.__qualname__}; "
+                f"known encoders: {', '.join(sorted(_REGISTRY))}"
+            )
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_encoders() -> list[str]:
+    """Sorted names of all registered encoders (built-in and user-registered)."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def get_encoder_class(name: str) -> type:
+    """The class registered under `name`; an unknown name raises ConfigError listing the known ones."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown encoder {name!r}; known encoders: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def build(name: str, **kwargs):
+    """Build the encoder registered under `name` with keyword arguments (its config).
+
+    An argument the encoder does not take raises ConfigError listing the ones it does.
+    """
+    cls = get_encoder_class(name)
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError as err:
+        params = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+        raise ConfigError(f"encoder {name!r}: {err}; valid arguments: {', '.join(params)}") from None
+    return cls(**kwargs)
