@@ -1,0 +1,76 @@
+"""`mmrwkv info CKPT`, `mmrwkv convert IN OUT`, `mmrwkv init SIZE OUT`: RWKV checkpoints on the command line."""
+
+from __future__ import annotations
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def register(sub) -> None:
+    """Add the `info`, `convert` and `init` subcommands."""
+    p = sub.add_parser("info", help="print an RWKV checkpoint's generation, sizes and parameter count")
+    p.add_argument("checkpoint", help="our checkpoint directory or an official .pth")
+    p.set_defaults(func=run_info)
+
+    p = sub.add_parser("convert", help="convert official .pth <-> ours (OUT ending in .pth gets the official format)")
+    p.add_argument("src", help="our checkpoint directory or an official .pth")
+    p.add_argument("dst", help="a .pth path (official format) or a directory (ours)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="weight dtype (default: as stored)")
+    p.set_defaults(func=run_convert)
+
+    p = sub.add_parser("init", help="write a from-scratch model of a named size (see `mmrwkv.rwkv.SIZES`)")
+    p.add_argument("size", help="a named size such as v7-tiny or v7-0.1b")
+    p.add_argument("dst", help="output: a directory (ours) or a .pth path (official format)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_init)
+
+
+def _dtype(name: str | None):
+    import torch
+
+    return getattr(torch, DTYPES[name]) if name else None
+
+
+def run_info(args) -> int:
+    from mmrwkv.checkpoint import describe
+
+    info = describe(args.checkpoint)
+    c = info["config"]
+    lines = [
+        ("path", info["path"]),
+        ("format", info["format"]),
+        ("generation", f"RWKV-{c.generation} (version {c.version})"),
+        ("layers", c.n_layer),
+        ("n_embd", c.n_embd),
+        ("heads", f"{c.n_head} x {c.head_size}" if c.generation > 4 else "per channel"),
+        ("vocab_size", c.vocab_size),
+        ("dim_ffn", c.dim_ffn),
+    ]
+    if c.generation == 6:
+        lines.append(("lora (maa, decay)", f"{c.dim_maa}, {c.dim_decay}"))
+    if c.generation == 7:
+        lines.append(("lora (w, a, v, g)", f"{c.dim_w}, {c.dim_a}, {c.dim_v}, {c.dim_g}"))
+    lines.append(("parameters", f"{info['parameters']:,} ({info['parameters'] / 1e9:.3f} B)"))
+    for key, value in lines:
+        print(f"{key:<18} {value}")
+    return 0
+
+
+def run_convert(args) -> int:
+    from mmrwkv.checkpoint import convert
+
+    out = convert(args.src, args.dst, dtype=_dtype(args.dtype))
+    print(f"wrote {out}")
+    return 0
+
+
+def run_init(args) -> int:
+    import torch
+
+    from mmrwkv.checkpoint import save_official, save_rwkv
+    from mmrwkv.rwkv import RWKV, config_for
+
+    torch.manual_seed(args.seed)
+    model = RWKV(config_for(args.size))
+    out = save_official(model, args.dst) if args.dst.endswith(".pth") else save_rwkv(model, args.dst)
+    print(f"wrote {out} ({model.num_parameters():,} parameters)")
+    return 0
