@@ -185,6 +185,7 @@ class MultimodalRWKV(nn.Module):
     @classmethod
     def load(cls, directory: str | os.PathLike, *, map_location: str = "cpu") -> MultimodalRWKV:
         """Load a model written by `save`; a bad directory raises CheckpointError naming the file."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_model
 
         directory = Path(directory)
@@ -194,7 +195,7 @@ class MultimodalRWKV(nn.Module):
         try:
             # load_model restores tied weights that save_model stored once
             missing, unexpected = load_model(model, str(weights), strict=False, device=map_location)
-        except (OSError, RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError, SafetensorError) as err:
             raise CheckpointError(f"{weights}: cannot read the weights ({err})") from err
         if missing or unexpected:
             raise CheckpointError(f"{weights}: does not fit the config (missing {sorted(missing)[:5]}, "
