@@ -1,0 +1,2 @@
+// The CPU emulator build compiles the very same kernel source as C++ (see cuda_emu.h).
+#include "../wkv6.cu"

@@ -1,0 +1,168 @@
+// RWKV-5/6 WKV, forward and backward, sequential over time.
+// Per (batch, head) one block of N threads. State S [N, N] indexed [key, value]; per step t:
+//   y = r @ (u[:, None] * k[:, None] * v[None, :] + S);  S = exp(w)[:, None] * S + k[:, None] * v[None, :]
+// Forward: thread j keeps column j of S (one value channel). Backward: thread i keeps row i of the state
+// gradient G and column i of G (no cross-thread reduction needed) and reads row i of S_{t-1} from the chunk's
+// recomputed states.
+#include "wkv_api.h"
+#include "wkv_common.cuh"
+
+namespace {
+
+constexpr int N = MMRWKV_N;
+constexpr int K = MMRWKV_CHUNK;
+
+template <class F>
+__global__ void wkv6_forward_kernel(int T, int H, const F* __restrict__ r_, const F* __restrict__ w_,
+                                    const F* __restrict__ k_, const F* __restrict__ v_, const float* __restrict__ u_,
+                                    const float* __restrict__ s0, F* __restrict__ y_, float* __restrict__ sT,
+                                    float* __restrict__ ckpt) {
+    const int bh = blockIdx.x, bi = bh / H, h = bh % H, j = threadIdx.x;
+    const int chunks = mmrwkv_chunks(T);
+    __shared__ float r[N], d[N], k[N], u[N];
+    u[j] = u_[h * N + j];
+    float S[N];  // column j: S[:, j]
+#pragma unroll
+    for (int i = 0; i < N; i++) S[i] = s0[(size_t)bh * N * N + i * N + j];
+
+    for (int t = 0; t < T; t++) {
+        const size_t idx = ((size_t)(bi * T + t) * H + h) * N + j;
+        __syncthreads();
+        r[j] = to_f(r_[idx]);
+        d[j] = expf(to_f(w_[idx]));
+        k[j] = to_f(k_[idx]);
+        const float v = to_f(v_[idx]);
+        __syncthreads();
+        if (ckpt != nullptr && t % K == 0) {
+            float* c = ckpt + ((size_t)bh * chunks + t / K) * N * N + j;
+#pragma unroll
+            for (int i = 0; i < N; i++) c[i * N] = S[i];
+        }
+        float y = 0.f;
+#pragma unroll
+        for (int i = 0; i < N; i++) {
+            y += r[i] * (u[i] * k[i] * v + S[i]);
+            S[i] = S[i] * d[i] + k[i] * v;
+        }
+        y_[idx] = from_f<F>(y);
+    }
+#pragma unroll
+    for (int i = 0; i < N; i++) sT[(size_t)bh * N * N + i * N + j] = S[i];
+}
+
+// Recomputes steps [t0, t1) from the checkpoint, storing row i of S_{t-1} in scratch [K, N, N] laid out
+// [step, value j, key i].
+template <class F>
+__device__ __forceinline__ void wkv6_recompute_chunk(int T, int H, int t0, int t1, const F* __restrict__ w_,
+                                                     const F* __restrict__ k_, const F* __restrict__ v_,
+                                                     const float* __restrict__ ck, float* __restrict__ scr,
+                                                     float* v) {
+    const int bh = blockIdx.x, bi = bh / H, h = bh % H, i = threadIdx.x;
+    float Srow[N];
+#pragma unroll
+    for (int j = 0; j < N; j++) Srow[j] = ck[i * N + j];
+    for (int t = t0; t < t1; t++) {
+        const size_t idx = ((size_t)(bi * T + t) * H + h) * N + i;
+        __syncthreads();
+        v[i] = to_f(v_[idx]);
+        __syncthreads();
+        const float di = expf(to_f(w_[idx])), ki = to_f(k_[idx]);
+        float* s = scr + (size_t)(t - t0) * N * N;
+#pragma unroll
+        for (int j = 0; j < N; j++) {
+            s[j * N + i] = Srow[j];
+            Srow[j] = Srow[j] * di + ki * v[j];
+        }
+    }
+}
+
+template <class F>
+__global__ void wkv6_backward_kernel(int T, int H, const F* __restrict__ r_, const F* __restrict__ w_,
+                                     const F* __restrict__ k_, const F* __restrict__ v_, const float* __restrict__ u_,
+                                     const F* __restrict__ dy_, const float* __restrict__ ckpt,
+                                     const float* __restrict__ dsT, F* __restrict__ dr_, F* __restrict__ dw_,
+                                     F* __restrict__ dk_, F* __restrict__ dv_, float* __restrict__ du_,
+                                     float* __restrict__ ds0, float* __restrict__ scratch) {
+    const int bh = blockIdx.x, bi = bh / H, h = bh % H, i = threadIdx.x;
+    const int chunks = mmrwkv_chunks(T);
+    __shared__ float r[N], d[N], k[N], v[N], dy[N], u[N];
+    u[i] = u_[h * N + i];
+    float Grow[N], Gcol[N];  // G[i, :], G[:, i]
+    const float* g = dsT + (size_t)bh * N * N;
+#pragma unroll
+    for (int j = 0; j < N; j++) {
+        Grow[j] = g[i * N + j];
+        Gcol[j] = g[j * N + i];
+    }
+    float* scr = scratch + (size_t)bh * K * N * N;
+    float du = 0.f;
+
+    for (int c = chunks - 1; c >= 0; c--) {
+        const int t0 = c * K, t1 = t0 + K < T ? t0 + K : T;
+        wkv6_recompute_chunk<F>(T, H, t0, t1, w_, k_, v_, ckpt + ((size_t)bh * chunks + c) * N * N, scr, v);
+        for (int t = t1 - 1; t >= t0; t--) {
+            const size_t idx = ((size_t)(bi * T + t) * H + h) * N + i;
+            __syncthreads();
+            r[i] = to_f(r_[idx]);
+            d[i] = expf(to_f(w_[idx]));
+            k[i] = to_f(k_[idx]);
+            v[i] = to_f(v_[idx]);
+            dy[i] = to_f(dy_[idx]);
+            __syncthreads();
+            const float ri = r[i], di = d[i], ki = k[i], ui = u[i], dyi = dy[i];
+            // dyv = dy . v and ruk = r . (u * k): the bonus term's two contractions
+            float dyv = 0.f, ruk = 0.f;
+#pragma unroll
+            for (int j = 0; j < N; j++) {
+                dyv += dy[j] * v[j];
+                ruk += r[j] * u[j] * k[j];
+            }
+            const float* s = scr + (size_t)(t - t0) * N * N;
+            float dr = ui * ki * dyv, dk = ri * ui * dyv, dd = 0.f, dv = dyi * ruk;
+#pragma unroll
+            for (int j = 0; j < N; j++) {
+                const float sprev = s[j * N + i];  // S_{t-1}[i, j]
+                dr += dy[j] * sprev;
+                dk += Grow[j] * v[j];
+                dd += Grow[j] * sprev;
+                dv += Gcol[j] * k[j];
+            }
+            du += ri * ki * dyv;
+#pragma unroll
+            for (int j = 0; j < N; j++) {
+                Grow[j] = Grow[j] * di + ri * dy[j];
+                Gcol[j] = Gcol[j] * d[j] + r[j] * dyi;
+            }
+            dr_[idx] = from_f<F>(dr);
+            dw_[idx] = from_f<F>(dd * di);
+            dk_[idx] = from_f<F>(dk);
+            dv_[idx] = from_f<F>(dv);
+        }
+    }
+    du_[(size_t)bh * N + i] = du;
+#pragma unroll
+    for (int j = 0; j < N; j++) ds0[(size_t)bh * N * N + i * N + j] = Grow[j];
+}
+
+template <class F>
+const char* forward(const Wkv6Fwd& p) {
+    const dim3 grid(p.B * p.H), block(N);
+    MMRWKV_LAUNCH(wkv6_forward_kernel<F>, grid, block, p.stream, p.T, p.H, (const F*)p.r, (const F*)p.w,
+                  (const F*)p.k, (const F*)p.v, p.u, p.s0, (F*)p.y, p.sT, p.ckpt);
+    return MMRWKV_LAST_ERROR();
+}
+
+template <class F>
+const char* backward(const Wkv6Bwd& p) {
+    const dim3 grid(p.B * p.H), block(N);
+    MMRWKV_LAUNCH(wkv6_backward_kernel<F>, grid, block, p.stream, p.T, p.H, (const F*)p.r, (const F*)p.w,
+                  (const F*)p.k, (const F*)p.v, p.u, (const F*)p.dy, p.ckpt, p.dsT, (F*)p.dr, (F*)p.dw, (F*)p.dk,
+                  (F*)p.dv, p.du, p.ds0, p.scratch);
+    return MMRWKV_LAST_ERROR();
+}
+
+}  // namespace
+
+const char* mmrwkv_wkv6_forward(const Wkv6Fwd& p) { return p.is_bf16 ? forward<bf16>(p) : forward<float>(p); }
+
+const char* mmrwkv_wkv6_backward(const Wkv6Bwd& p) { return p.is_bf16 ? backward<bf16>(p) : backward<float>(p); }
