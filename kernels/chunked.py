@@ -165,6 +165,7 @@ def wkv4(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: Tensor | None = None
     """
     dt = compute_dtype(w, u, k, v)
     s = empty_state_v4(k, dt) if state is None else state.to(dt)
+    out_dtype = v.dtype
     w, u, k, v = (x.to(dt) for x in (w, u, k, v))
     t = k.shape[1]
     full = t - t % chunk_len
@@ -174,8 +175,8 @@ def wkv4(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: Tensor | None = None
         if hi > lo:
             y, s = _v4_chunks(w, u, k[:, lo:hi], v[:, lo:hi], s, size)
             ys.append(y)
-    y = torch.cat(ys, 1) if ys else v.new_zeros(v.shape, dtype=dt)
-    return y.to(v.dtype), s
+    y = torch.cat(ys, 1) if ys else v.new_zeros(v.shape)
+    return y.to(out_dtype), s
 
 
 def _v4_chunks(w, u, k, v, s0, size: int):

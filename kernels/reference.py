@@ -112,3 +112,33 @@ def _stack_time(ys: list[Tensor], v: Tensor) -> Tensor:
     if not ys:
         return v.new_zeros(v.shape)
     return torch.stack(ys, dim=1).to(v.dtype)
+
+
+def random_inputs(op: str, batch: int, time: int, heads: int, head_size: int, *, dtype: torch.dtype = torch.float32,
+                  device: torch.device | str | None = None, with_state: bool = True) -> dict[str, Tensor]:
+    """Random keyword arguments for `op` ("wkv4" | "wkv6" | "wkv7") in the ranges the models produce.
+
+    v7: decay in (0.545, 1), a = -kk and b = kk * gate with kk unit per head (as the model passes them);
+    v6: w = -exp(N(-1, 1)); v4: C = heads * head_size, w = -exp(N(0, 1)). For tests and benchmarks.
+    """
+    shape = (batch, time, heads, head_size)
+    if op == "wkv7":
+        kk = torch.nn.functional.normalize(torch.randn(shape), dim=-1)
+        args = {"r": torch.randn(shape), "w": -0.6065 * torch.sigmoid(torch.randn(shape)), "k": torch.randn(shape),
+                "v": torch.randn(shape), "a": -kk, "b": kk * torch.rand(shape)}
+        state = 0.5 * torch.randn(batch, heads, head_size, head_size)
+    elif op == "wkv6":
+        args = {"r": torch.randn(shape), "w": -torch.exp(torch.randn(shape) - 1), "k": torch.randn(shape),
+                "v": torch.randn(shape), "u": torch.randn(heads, head_size)}
+        state = 0.5 * torch.randn(batch, heads, head_size, head_size)
+    elif op == "wkv4":
+        c = heads * head_size
+        args = {"w": -torch.exp(torch.randn(c)), "u": torch.randn(c), "k": torch.randn(batch, time, c),
+                "v": torch.randn(batch, time, c)}
+        state = torch.stack((torch.randn(batch, c), torch.rand(batch, c) + 0.5, torch.randn(batch, c)), dim=1)
+    else:
+        raise ValueError(f"random_inputs: op must be 'wkv4', 'wkv6' or 'wkv7', got {op!r}")
+    args = {name: x.to(dtype=dtype, device=device) for name, x in args.items()}
+    if with_state:
+        args["state"] = state.to(device=device)
+    return args
