@@ -1,0 +1,177 @@
+"""Evaluation reports: predictions JSON, metrics JSON, a Markdown report with a few examples (image thumbnails
+for image tasks), and a PNG of loss/metric curves from a training metrics CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from mmrwkv.data.sample import Sample
+from mmrwkv.errors import DataError
+
+THUMB_SIZE = 128
+_INFO_KEYS = ("split", "decoding", "normalization", "tokenizer", "scale", "num_samples")
+
+
+def prediction_records(samples: Sequence[Sample], predictions: Mapping[str, str]) -> list[dict]:
+    """One JSON-ready record per sample that has a prediction: id, media, prompt, prediction, references."""
+    records = []
+    for s in samples:
+        if s.id not in predictions:
+            continue
+        record = {"id": s.id, "prediction": predictions[s.id]}
+        record["images"] = [str(p) for p in s.images]
+        record["audio"] = [str(p) for p in s.audio]
+        if s.question is not None:
+            record.update(question=s.question, answers=s.answers, answer_type=s.answer_type)
+        if s.captions:
+            record["captions"] = s.captions
+        records.append(record)
+    return records
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def _thumbnail(image: str, out: Path) -> str | None:
+    from PIL import Image
+
+    try:
+        with Image.open(image) as img:
+            img = img.convert("RGB")
+            img.thumbnail((THUMB_SIZE, THUMB_SIZE))
+            img.save(out, format="PNG")
+    except OSError:
+        return None
+    return out.name
+
+
+def _example_md(record: dict, thumbs: Path | None, index: int) -> list[str]:
+    lines = [f"### {record['id']}", ""]
+    if thumbs is not None and record["images"]:
+        name = _thumbnail(record["images"][0], thumbs / f"{index:03d}.png")
+        if name:
+            lines += [f"![{record['id']}]({thumbs.name}/{name})", ""]
+    if record["audio"]:
+        lines += [f"Audio: `{record['audio'][0]}`", ""]
+    if "question" in record:
+        lines += [f"- Question: {record['question']}", f"- Answers: {', '.join(record['answers'])}"]
+    if "captions" in record:
+        lines += [f"- Reference: {c}" for c in record["captions"][:5]]
+    lines += [f"- **Prediction:** {record['prediction']}", ""]
+    return lines
+
+
+def _markdown(title: str, result: dict, records: list[dict], thumbs: Path | None, num_examples: int) -> str:
+    lines = [f"# {title}", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(result[k])} |" for k in _INFO_KEYS if k in result]
+    lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in result.get("metrics", {}).items()]
+    if result.get("unavailable"):
+        lines += ["", "Unavailable:", ""] + [f"- {k}: {v}" for k, v in result["unavailable"].items()]
+    if records[:num_examples]:
+        lines += ["", "## Examples", ""]
+    for i, record in enumerate(records[:num_examples]):
+        lines += _example_md(record, thumbs, i)
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    out_dir: str | Path,
+    samples: Sequence[Sample],
+    predictions: Mapping[str, str],
+    result: dict,
+    *,
+    title: str = "Evaluation report",
+    num_examples: int = 8,
+    thumbnails: bool = True,
+    metrics_csv: str | Path | None = None,
+) -> dict[str, Path]:
+    """Write predictions.json, metrics.json, report.md (+ thumbs/) and, given a metrics CSV, curves.png.
+    `result` is a `score_samples` result. Returns the written paths by kind."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = prediction_records(samples, predictions)
+    paths = {"predictions": out / "predictions.json", "metrics": out / "metrics.json", "report": out / "report.md"}
+    _write_json(paths["predictions"], records)
+    _write_json(paths["metrics"], {k: v for k, v in result.items() if k != "per_sample"})
+    thumbs = None
+    if thumbnails and any(r["images"] for r in records[:num_examples]):
+        thumbs = out / "thumbs"
+        thumbs.mkdir(exist_ok=True)
+    markdown = _markdown(title, result, records, thumbs, num_examples)
+    if metrics_csv is not None:
+        paths["curves"] = plot_curves(metrics_csv, out / "curves.png")
+        markdown += "\n## Curves\n\n![curves](curves.png)\n"
+    paths["report"].write_text(markdown, encoding="utf-8")
+    return paths
+
+
+def read_metrics_csv(path: str | Path) -> dict[str, tuple[list[float], list[float]]]:
+    """Series {column: (steps, values)} from a CSV with a `step` column (Lightning CSVLogger style: empty cells
+    where a metric was not logged)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"metrics CSV {path}: file not found")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if "step" not in (reader.fieldnames or []):
+            raise DataError(f"metrics CSV {path}: needs a 'step' column; has {reader.fieldnames}")
+        series: dict[str, tuple[list[float], list[float]]] = {}
+        for line, row in enumerate(reader, start=2):
+            _add_row(series, row, path, line)
+    return series
+
+
+def _add_row(series: dict, row: dict, path: Path, line: int) -> None:
+    try:
+        step = float(row["step"])
+    except (TypeError, ValueError):
+        raise DataError(f"metrics CSV {path}: line {line}: step {row['step']!r} is not a number") from None
+    for key, text in row.items():
+        if key in ("step", "epoch") or text in ("", None):
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            steps, values = series.setdefault(key, ([], []))
+            steps.append(step)
+            values.append(value)
+
+
+def plot_curves(metrics_csv: str | Path, out: str | Path) -> Path:
+    """Plot every numeric column of the CSV against step: losses on one panel, other metrics on another."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = read_metrics_csv(metrics_csv)
+    if not series:
+        raise DataError(f"metrics CSV {metrics_csv}: no numeric columns to plot")
+    losses = {k: v for k, v in series.items() if "loss" in k}
+    others = {k: v for k, v in series.items() if "loss" not in k}
+    panels = [p for p in (losses, others) if p]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for name, (steps, values) in sorted(panel.items()):
+            ax.plot(steps, values, label=name, marker="." if len(steps) < 30 else None)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss" if panel is losses else "metric")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

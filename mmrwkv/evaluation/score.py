@@ -1,0 +1,60 @@
+"""Score a split's predictions with the metrics a recipe asks for; the result says split, normalization,
+tokenizer path and decoding next to every number."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from mmrwkv.data.sample import Sample
+from mmrwkv.evaluation.captions import CAPTION_METRICS, caption_metrics
+from mmrwkv.evaluation.vqa import score_vqa
+
+VQA_METRICS = ("vqa_accuracy", "exact_match")
+
+
+def _caption_scale(samples: Sequence[Sample]) -> float:
+    # image captioning papers report x100, audio captioning papers raw values
+    return 1.0 if samples and all(s.audio and not s.images for s in samples) else 100.0
+
+
+def score_samples(
+    samples: Sequence[Sample],
+    predictions: Mapping[str, str],
+    metrics: Sequence[str],
+    *,
+    split: str,
+    decoding: str,
+    tokenizer: str = "auto",
+) -> dict:
+    """Metrics of `predictions` ({sample id: text}) over `samples`: VQA metrics on the samples with a question
+    and answers, caption metrics on the samples with captions. Returns one JSON-ready dict."""
+    vqa = [s for s in samples if s.question is not None and s.answers]
+    captioned = [s for s in samples if s.captions]
+    result: dict = {"split": split, "decoding": decoding, "num_samples": len(samples), "metrics": {}}
+    for metric in (m for m in metrics if m in VQA_METRICS):
+        scored = score_vqa(
+            {s.id: predictions[s.id] for s in vqa if s.id in predictions},
+            {s.id: s.answers for s in vqa},
+            {s.id: s.answer_type for s in vqa},
+            metric=metric,
+        )
+        result["normalization"] = scored["normalization"]
+        result["metrics"][metric] = scored["accuracy"]
+        result["metrics"].update({f"{metric}/{k}": v for k, v in scored["per_answer_type"].items()})
+        result.setdefault("per_sample", {}).update({k: {metric: v} for k, v in scored["per_question"].items()})
+    wanted = [m for m in metrics if m in CAPTION_METRICS]
+    if wanted and captioned:
+        scored = caption_metrics(
+            {s.id: predictions[s.id] for s in captioned if s.id in predictions},
+            {s.id: s.captions for s in captioned},
+            metrics=wanted,
+            tokenizer=tokenizer,
+            scale=_caption_scale(captioned),
+        )
+        result["metrics"].update(scored["metrics"])
+        result["tokenizer"] = scored["tokenizer"]
+        result["scale"] = scored["scale"]
+        result["unavailable"] = scored["unavailable"]
+        for key, values in scored["per_sample"].items():
+            result.setdefault("per_sample", {}).setdefault(key, {}).update(values)
+    return result
