@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from mmrwkv.errors import DataError, MediaError
+from mmrwkv.generate import GenerationResult, SamplingConfig, sample_stream
 from mmrwkv.multimodal import MODALITIES, Media
 
 IGNORE = -100
@@ -266,16 +267,6 @@ def _entry_bytes(entry: tuple[Any, Tensor]) -> int:
     return entry[0].nbytes + entry[1].numel() * entry[1].element_size()
 
 
-@dataclass
-class _Reply:
-    """What one answer left behind: sampled ids, how many of them the state has consumed, the final state."""
-
-    state: Any = None
-    ids: list[int] = field(default_factory=list)
-    fed: int = 0
-    text: str = ""
-
-
 class ChatSession:
     """A multi-turn chat whose RNN state carries over: turn N runs only its new tokens.
 
@@ -284,12 +275,12 @@ class ChatSession:
     """
 
     def __init__(self, model: Any, template: ChatTemplate | None = None, *, cache: PrefixCache | None = None,
-                 system: str | None = None, sampling: Any = None):
+                 system: str | None = None, sampling: SamplingConfig | None = None):
         self.model = model
         self.template = template or ChatTemplate.for_model(model)
         self.cache = cache
         self.system = system
-        self.sampling = sampling
+        self.sampling = sampling or SamplingConfig(temperature=1.0, top_p=0.3, stop=["\n\n"])
         self.prefill_tokens = 0
         self.reset()
 
@@ -297,10 +288,13 @@ class ChatSession:
         """Forget the conversation (the cache is kept)."""
         self.state = None
         self.turns: list[Turn] = []
+        # every token the state has consumed, with its media: the whole-history equivalent of `state`
+        self.history = Encoded()
         self._pending: list[int] = []
         self._key = ""
 
-    def ask(self, text: str, images: Sequence = (), audio: Sequence = (), sampling: Any = None) -> Iterator[str]:
+    def ask(self, text: str, images: Sequence = (), audio: Sequence = (),
+            sampling: SamplingConfig | None = None) -> Iterator[str]:
         """Prefill the new turn now (bad media raise here, leaving the session as it was); stream the answer.
 
         `text` is plain user text: it never creates media slots. The session's state advances as the
@@ -309,10 +303,11 @@ class ChatSession:
         turn = Turn("user", text, list(images), list(audio))
         head = [Turn("system", self.system)] if self.system and not self.turns else []
         enc = self.template.encode_turns([*head, turn])
-        logits, state, key = self._prefill(self._pending + enc.ids, enc.media)
-        return self._answer([*head, turn], logits, state, key, sampling or self.sampling)
+        new = Encoded(self._pending + enc.ids, [IGNORE] * len(self._pending) + enc.labels, enc.media)
+        logits, state, key = self._prefill(new.ids, new.media)
+        return self._answer([*head, turn], new, (logits, state, key), sampling or self.sampling)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _prefill(self, ids: list[int], media: Media) -> tuple[Tensor, Any, str]:
         placeholders = set(self.model.placeholder_ids.values())
         cut = max((i + 1 for i, t in enumerate(ids) if t in placeholders), default=0)
@@ -338,38 +333,22 @@ class ChatSession:
         self.prefill_tokens += len(ids)
         return logits[0, -1], state  # (V,)
 
-    def _answer(self, turns: list[Turn], logits: Tensor, state: Any, key: str, sampling: Any) -> Iterator[str]:
-        reply = _Reply(state=state)
+    def _answer(self, turns: list[Turn], new: Encoded, prefilled: tuple[Tensor, Any, str],
+                sampling: SamplingConfig) -> Iterator[str]:
+        logits, state, key = prefilled
+        result = GenerationResult()
         try:
-            yield from _stream(self.model, logits, reply, sampling)
+            yield from sample_stream(self.model.backbone, self.template.tokenizer, logits, state, sampling,
+                                     result=result)
         finally:
-            self._commit(turns, reply, key)
+            self._commit(turns, new, result, key)
 
-    def _commit(self, turns: list[Turn], reply: _Reply, key: str) -> None:
-        tokenizer = self.template.tokenizer
-        self.state = reply.state
-        self._key = content_key(reply.ids[: reply.fed], parent=key)
-        self._pending = reply.ids[reply.fed:]
-        # the next turn must start after a blank line, whether or not the model wrote it
-        if not tokenizer.decode_bytes(reply.ids).endswith(b"\n\n"):
-            self._pending += list(tokenizer.encode("\n\n"))
-        self.turns += [*turns, Turn("assistant", reply.text)]
+    def _commit(self, turns: list[Turn], new: Encoded, result: GenerationResult, key: str) -> None:
+        # the state covers every token in result.tokens; with the "\n\n" stop the blank line is among them
+        self.state = result.state
+        self._key = content_key(result.tokens, parent=key)
+        self.history.extend(new).extend(Encoded(list(result.tokens), list(result.tokens)))
+        ended = self.template.tokenizer.decode_bytes(result.tokens).endswith(b"\n\n")
+        self._pending = [] if ended else list(self.template.tokenizer.encode("\n\n"))
+        self.turns += [*turns, Turn("assistant", result.text)]
 
-
-def _stream(model: Any, logits: Tensor, reply: _Reply, sampling: Any) -> Iterator[str]:
-    # interim greedy decoder until mmrwkv.generate lands
-    tokenizer = model.tokenizer
-    max_tokens = getattr(sampling, "max_tokens", 32) if sampling is not None else 32
-    text = b""
-    with torch.no_grad():
-        for _ in range(max_tokens):
-            token = int(logits.argmax())
-            reply.ids.append(token)
-            text += tokenizer.decode_bytes([token])
-            if b"\n\n" in text:
-                break
-            out, reply.state = model.backbone(torch.tensor([[token]]), reply.state)
-            logits = out[0, -1]
-            reply.fed += 1
-    reply.text = text.decode("utf-8", errors="replace").split("\n\n")[0]
-    yield reply.text
