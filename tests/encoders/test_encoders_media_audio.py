@@ -73,8 +73,11 @@ def test_nan_audio_is_refused():
 
 @pytest.mark.parametrize(
     ("data", "problem"),
-    [(b"", "empty"), (b"RIFF\x00\x00\x00\x00WAVEjunkjunk", "corrupt audio or an unsupported format"),
-     (b"just some text, not audio", "corrupt audio or an unsupported format")],
+    [
+        (b"", "empty"),
+        (b"RIFF\x00\x00\x00\x00WAVEjunkjunk", "corrupt audio or an unsupported format"),
+        (b"just some text, not audio", "corrupt audio or an unsupported format"),
+    ],
 )
 def test_bad_bytes_raise_media_error(data, problem):
     with pytest.raises(MediaError, match=problem):
