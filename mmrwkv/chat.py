@@ -30,7 +30,7 @@ import hashlib
 import re
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -352,3 +352,18 @@ class ChatSession:
         self._pending = [] if ended else list(self.template.tokenizer.encode("\n\n"))
         self.turns += [*turns, Turn("assistant", result.text)]
 
+
+
+def answer_once(checkpoint: str, prompt: str, *, images: Sequence = (), audio: Sequence = (),
+                sampling: SamplingConfig | None = None, device: str = "cpu") -> Iterator[str]:
+    """Load a multimodal checkpoint and stream its answer to one user turn (`mmrwkv generate --image ...`).
+
+    The answer ends at the end-of-turn blank line: "\\n\\n" is added to the stop strings.
+    """
+    from mmrwkv.multimodal import MultimodalRWKV
+
+    model = MultimodalRWKV.load(checkpoint, map_location=device).eval()
+    sampling = sampling or SamplingConfig()
+    if "\n\n" not in sampling.stop:
+        sampling = replace(sampling, stop=[*sampling.stop, "\n\n"])
+    return ChatSession(model, sampling=sampling).ask(prompt, images, audio)

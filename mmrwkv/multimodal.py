@@ -103,8 +103,9 @@ class MultimodalRWKV(nn.Module):
         trainable = torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())
         out: list[Tensor | None] = [None] * len(items)
         for idx in groups.values():
+            batch = encoder.collate([items[i] for i in idx]).to(self.backbone.head.weight.device)
             with torch.set_grad_enabled(trainable):
-                feats = encoder(encoder.collate([items[i] for i in idx]))  # (M, N, D)
+                feats = encoder(batch)  # (M, N, D)
             proj = projector(feats)  # (M, N', C)
             for j, i in enumerate(idx):
                 out[i] = proj[j, : self.tokens_per_item(modality, items[i])]
@@ -194,13 +195,22 @@ class MultimodalRWKV(nn.Module):
         weights = directory / WEIGHTS_FILE
         try:
             # load_model restores tied weights that save_model stored once
-            missing, unexpected = load_model(model, str(weights), strict=False, device=map_location)
+            missing, unexpected = load_model(model, str(weights), strict=False)
         except (OSError, RuntimeError, ValueError, SafetensorError) as err:
             raise CheckpointError(f"{weights}: cannot read the weights ({err})") from err
         if missing or unexpected:
             raise CheckpointError(f"{weights}: does not fit the config (missing {sorted(missing)[:5]}, "
                                   f"unexpected {sorted(unexpected)[:5]})")
-        return model
+        return model.to(map_location)
+
+
+def is_multimodal_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` is a directory saved by `MultimodalRWKV.save` (config.json of kind "multimodal")."""
+    config = Path(path) / CONFIG_FILE
+    try:
+        return json.loads(config.read_text()).get("kind") == "multimodal"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 CONFIG_KEYS = {"backbone", "tokenizer", "encoders", "projectors", "placement"}
