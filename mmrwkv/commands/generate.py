@@ -21,6 +21,8 @@ def register(sub) -> None:
     )
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="weight dtype")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--image", action="append", default=[], help="image file (repeatable; multimodal checkpoint)")
+    parser.add_argument("--audio", action="append", default=[], help="audio file (repeatable; multimodal checkpoint)")
     add_sampling_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -120,6 +122,15 @@ def stream_to(pieces: Iterator[str], out=None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mmrwkv.multimodal import is_multimodal_checkpoint
+
+    if args.image or args.audio or is_multimodal_checkpoint(args.checkpoint):
+        from mmrwkv.chat import answer_once
+
+        prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+        stream_to(answer_once(args.checkpoint, prompt, images=args.image, audio=args.audio,
+                              sampling=sampling_from_args(args), device=args.device))
+        return 0
     model, tokenizer = load_for_generation(args)
     stream_to(text_pieces(args, model, tokenizer, sampling_from_args(args)))
     return 0
