@@ -92,3 +92,25 @@ def make_official(version: str, *, n_layer=2, n_embd=128, head_size=64, vocab=51
 def official_sd():
     """Factory: official_sd(version, **sizes) -> state_dict in the official layout."""
     return make_official
+
+
+TINY = {"4": "v4-tiny", "5.0": "v5-tiny", "5.1": "v5-tiny", "5.2": "v5-tiny", "6": "v6-tiny", "7": "v7-tiny"}
+VERSIONS = list(TINY)
+
+
+def make_random_model(version: str, **overrides):
+    """A tiny model of `version` whose parameters are all perturbed, so no branch is silenced by a zero init."""
+    from mmrwkv.rwkv import RWKV, config_for
+
+    torch.manual_seed(0)
+    model = RWKV(config_for(TINY[version], version=version, **overrides))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.fixture
+def random_model():
+    """Factory: random_model(version, **config overrides) -> RWKV in eval mode."""
+    return make_random_model
