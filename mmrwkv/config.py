@@ -249,13 +249,25 @@ class GenerationConfig:
 
     temperature: float = 1.0
     top_k: int = 0
-    top_p: float = 0.0
+    top_p: float = 1.0
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     penalty_decay: float = 0.996
     max_tokens: int = 64
     stop: list[str] = field(default_factory=lambda: ["\n\n"])
     seed: int | None = None
+
+    def _check(self, path: str) -> None:
+        checks = [
+            ("temperature", self.temperature >= 0, ">= 0"),
+            ("top_k", self.top_k >= 0, ">= 0"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("penalty_decay", 0 <= self.penalty_decay <= 1, "in [0, 1]"),
+            ("max_tokens", self.max_tokens >= 0, ">= 0"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"{path}.{name}: must be {rule}, got {getattr(self, name)!r}")
 
     def to_sampling(self):
         """Build the generator's `SamplingConfig` from these fields."""

@@ -104,6 +104,8 @@ def test_wrong_type_names_field_expected_type_and_value(raw, pieces):
         ({"model": {"size": None}}, ["model", "checkpoint"]),
         ({"train": {"devices": "all"}}, ["train.devices", "'auto'"]),
         ({"train": {"batch_size": 0}}, ["train.batch_size", ">= 1"]),
+        ({"generation": {"top_p": 0}}, ["generation.top_p", "(0, 1]"]),
+        ({"generation": {"temperature": -1}}, ["generation.temperature", ">= 0"]),
     ],
 )
 def test_bad_values_list_valid_choices(raw, pieces):
@@ -209,3 +211,11 @@ def test_bad_stage_is_caught_at_load_time():
 def test_generation_decoding_label():
     assert config_from_dict({"generation": {"temperature": 0.0}}).generation.decoding == "greedy"
     assert "top_p 0.5" in config_from_dict({"generation": {"top_p": 0.5}}).generation.decoding
+
+
+def test_generation_section_builds_the_generators_sampling_config():
+    cfg = config_from_dict({"generation": {"top_k": 1, "max_tokens": 5, "stop": ["\n"], "seed": 3}})
+    sampling = cfg.generation.to_sampling()
+    assert type(sampling).__name__ == "SamplingConfig"
+    assert (sampling.top_k, sampling.max_tokens, sampling.stop, sampling.seed) == (1, 5, ["\n"], 3)
+    assert config_from_dict({}).generation.to_sampling().top_p == 1.0
