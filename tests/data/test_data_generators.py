@@ -129,3 +129,12 @@ def test_build_dataset_generates_into_root(tmp_path):
     cfg = DataConfig(kind="shapes", root=str(tmp_path), sizes={"train": 3}, task="caption", seed=9)
     data = build_dataset(cfg, "train")
     assert len(data) == 3 and data[0].images[0].parent == tmp_path / "train"
+
+
+def test_prepare_command_generates_and_prints(tmp_path, capsys):
+    from mmrwkv.data.__main__ import main
+
+    assert main(["shapes", "--root", str(tmp_path), "--size", "2", "--show", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "shapes/train: 10 samples from 2 items" in out and "Describe the image." in out
+    assert (tmp_path / "train" / "000001.png").is_file()
