@@ -50,7 +50,7 @@ class ModelConfig:
     a `tokenizer.json` path, or "bpe" (trained on the recipe's data with `bpe_vocab_size` entries).
     """
 
-    version: str = field(default="7", **_choices(*VERSIONS))
+    version: str | None = field(default=None, **_choices(*VERSIONS))
     size: str | None = "v7-tiny"
     checkpoint: str | None = None
     tokenizer: str = "world"
@@ -68,17 +68,23 @@ class ModelConfig:
         if self.bpe_vocab_size < 260:
             raise ConfigError(f"{path}.bpe_vocab_size: {self.bpe_vocab_size} is too small (need >= 260)")
         if self.size is not None and self.checkpoint is None:
-            _check_size_name(self.size, f"{path}.size")
+            _check_size(self, path)
 
 
-def _check_size_name(name: str, path: str) -> None:
-    """Check `name` against the model sizes table when the rwkv package provides one."""
+def _check_size(model: ModelConfig, path: str) -> None:
+    """Check the size name (and the version, when given) against the model sizes table."""
     try:
         from mmrwkv.rwkv.config import SIZES
     except ImportError:
         return
-    if name not in SIZES:
-        raise ConfigError(f"{path}: unknown model size {name!r}; valid sizes: {', '.join(sorted(SIZES))}")
+    if model.size not in SIZES:
+        raise ConfigError(f"{path}.size: unknown model size {model.size!r}; valid sizes: {', '.join(sorted(SIZES))}")
+    version = model.overrides.get("version", SIZES[model.size].fields.get("version"))
+    if model.version is not None and version is not None and model.version != version:
+        raise ConfigError(
+            f"{path}.version: {model.version!r} does not match size {model.size!r} (version {version!r}); "
+            "drop model.version or pick a size of that generation"
+        )
 
 
 @dataclass

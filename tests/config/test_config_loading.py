@@ -45,6 +45,13 @@ def test_sections_map_onto_typed_dataclasses():
     assert cfg.template.placement == "first"
 
 
+def test_version_is_optional_and_checked_against_the_size():
+    assert config_from_dict({"model": {"size": "v4-tiny"}}).model.version is None
+    assert config_from_dict({"model": {"size": "v5-tiny", "version": 5.2}}).model.version == "5.2"
+    # a checkpoint start is not checked against the sizes table
+    assert config_from_dict({"model": {"size": None, "checkpoint": "x.pth", "version": "6"}}).model.version == "6"
+
+
 def test_empty_recipe_gives_defaults():
     cfg = config_from_dict({})
     assert cfg == RecipeConfig()
@@ -93,6 +100,8 @@ def test_wrong_type_names_field_expected_type_and_value(raw, pieces):
         ({"trainable": {"encoder": "thawed"}}, ["trainable.encoder", "frozen, full, lora"]),
         ({"data": {"kind": "imagenet"}}, ["data.kind", "easy_vqa", "vqav2"]),
         ({"model": {"version": 8}}, ["model.version", "'8'", "5.2"]),
+        ({"model": {"size": "v9-huge"}}, ["model.size", "'v9-huge'", "v7-tiny"]),
+        ({"model": {"version": 4, "size": "v7-tiny"}}, ["model.version", "'4'", "v7-tiny", "version '7'"]),
         ({"eval": {"metrics": ["bleu", "bert"]}}, ["eval.metrics[1]", "'bert'", "cider"]),
         ({"template": {"placement": "last"}}, ["template.placement", "sandwich"]),
         ({"train": {"wkv_backend": "triton"}}, ["train.wkv_backend", "chunked"]),
