@@ -135,6 +135,7 @@ def read_vqav2(
                 bad.bad(f"question_id {qid}", "no annotation with string answers")
                 continue
             sample.answers, sample.answer_type = texts, ann.get("answer_type")
+            sample.meta["multiple_choice_answer"] = ann.get("multiple_choice_answer")
         samples.append(sample)
     return bad.finish("vqav2", split, samples)
 
@@ -215,7 +216,14 @@ def read_easy_vqa(split: str = "train", *, root: str | Path | None = None, skip_
         elif record[2] not in files:
             bad.bad(i, f"no image file for image_id {record[2]!r}")
         else:
+            answer_type = "yes/no" if record[1] in ("yes", "no") else "other"
             samples.append(
-                Sample(id=f"{split}-{i}", images=[files[record[2]]], question=record[0], answers=[record[1]])
+                Sample(
+                    id=f"{split}-{i}",
+                    images=[files[record[2]]],
+                    question=record[0],
+                    answers=[record[1]],
+                    answer_type=answer_type,
+                )
             )
     return bad.finish("easy_vqa", split, samples)

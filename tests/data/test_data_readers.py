@@ -175,6 +175,8 @@ def test_easy_vqa_bundled_splits_read_offline():
     test = read_easy_vqa("test")
     assert len({s.images[0] for s in test}) == 1000
     assert all(len(s.answers) == 1 and s.question.endswith("?") for s in test.samples[:50])
+    assert {s.answer_type for s in test} == {"yes/no", "other"}
+    assert all((s.answer_type == "yes/no") == (s.answers[0] in ("yes", "no")) for s in test)
     assert test[0].images[0].is_file()
     with pytest.raises(DataError, match="no split 'dev'"):
         read_easy_vqa("dev")
