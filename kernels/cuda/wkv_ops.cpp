@@ -2,7 +2,10 @@
 // mmrwkv_wkv_n64) for the CUDA dispatch key, or for CPU when built with the emulator (-DMMRWKV_EMU).
 // Python (kernels/cuda.py) validates and casts the inputs and wraps these ops in autograd Functions; the
 // checks here only guard the memory the kernels touch.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/sum.h>
 #include <torch/library.h>
 
 #include <vector>
