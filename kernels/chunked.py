@@ -99,38 +99,50 @@ def _cumsums(w: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return g, ge, tail
 
 
-def _scan(s0: Tensor, num_chunks: int, step) -> tuple[Tensor, Tensor]:
-    """Carry the state through the chunks with `step(s, c)`: (every chunk's start state (B, H, NC, ..), final)."""
+def _scan(s0: Tensor, mats: Tensor | None, scales: Tensor | None, adds: Tensor) -> tuple[Tensor, Tensor]:
+    """Carry the state through the chunks: S -> S @ mat_c + add_c (v7) or S -> scale_c * S + add_c (v6).
+
+    mats/scales/adds are (NC, B, H, .., ..). Returns (every chunk's start state (B, H, NC, .., ..), final state).
+    """
+    bsz, h = s0.shape[:2]
+    flat = s0.reshape(bsz * h, *s0.shape[2:])
+    # unbind (not indexing) so the backward pass stacks the per-chunk gradients once instead of once per chunk
+    steps = zip(mats.flatten(1, 2).unbind(0) if mats is not None else scales.flatten(1, 2).unbind(0),
+                adds.flatten(1, 2).unbind(0), strict=True)
     starts = []
-    s = s0
-    for c in range(num_chunks):
-        starts.append(s)
-        s = step(s, c)
-    return torch.stack(starts, dim=2), s
+    for factor, add in steps:
+        starts.append(flat)
+        flat = torch.baddbmm(add, flat, factor) if mats is not None else torch.addcmul(add, factor, flat)
+    return torch.stack(starts, dim=1).view(bsz, h, len(starts), *s0.shape[2:]), flat.view(s0.shape)
+
+
+def _causal_masks(size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(2L, L) mask for [a-rows; r-rows] against one column block: strictly causal for a, causal for r."""
+    ones = torch.ones(size, size, dtype=dtype, device=device)
+    return torch.cat((ones.tril(-1), ones.tril()), 0)
 
 
 def _v7_chunks(r, w, k, v, a, b, s0):
     """All chunks of RWKV-7: r..b (B, H, NC, L, N), s0 (B, H, Nv, Nk) -> y (B, H, NC, L, N), final state."""
-    g, ge, tail = _cumsums(w)
-    size = w.shape[-2]
-    a_dec = a * ge.exp()  # a_t * Gamma_{t-1}
-    r_dec = r * g.exp()  # r_t * Gamma_t
-    b_inv, k_inv = b * (-g).exp(), k * (-g).exp()
-    b_end, k_end = b * tail.exp(), k * tail.exp()  # (B, H, NC, L, N): decayed to the chunk's end
-    m_ab = (a_dec @ b_inv.mT).tril(-1)  # (B, H, NC, L, L): b_i . Gamma_{t-1}/Gamma_i a_t, i < t
-    m_ak = (a_dec @ k_inv.mT).tril(-1)
-    q_rb = (r_dec @ b_inv.mT).tril()  # b_i . Gamma_t/Gamma_i r_t, i <= t
-    q_rk = (r_dec @ k_inv.mT).tril()
-    eye = torch.eye(size, dtype=w.dtype, device=w.device)
-    # U = W S0^T + U_v with W = (I - M_ab)^-1 A_g and U_v = (I - M_ab)^-1 M_ak V
-    sol = torch.linalg.solve_triangular(eye - m_ab, torch.cat((a_dec, m_ak @ v), -1), upper=False,
-                                        unitriangular=True)
-    wy, u_v = sol.split(a.shape[-1], dim=-1)  # (B, H, NC, L, Nk), (B, H, NC, L, Nv)
+    size, n = w.shape[-2:]
+    g = w.cumsum(-2)  # |g| <= MAX_EXP, so differences of g lose at most ~1e-6 in the exponent
+    inv, decay_end = (-g).exp(), (g[..., -1:, :] - g).exp()
+    rows = torch.cat((a * (g - w).exp(), r * g.exp()), -2)  # (B, H, NC, 2L, N): a_t Gamma_{t-1}; r_t Gamma_t
+    mask = _causal_masks(size, w.device, w.dtype)
+    # rows against b and k: b_i.(Gamma_{t-1}/Gamma_i a_t) for i < t and b_i.(Gamma_t/Gamma_i r_t) for i <= t
+    m_ab, q_rb = ((rows @ (b * inv).mT) * mask).split(size, -2)  # each (B, H, NC, L, L)
+    m_akv, q_rkv = (((rows @ (k * inv).mT) * mask) @ v).split(size, -2)  # each (B, H, NC, L, Nv)
+    a_dec, r_dec = rows.split(size, -2)
+    # U = W S0^T + U_v with W = (I - M_ab)^-1 A_g and U_v = (I - M_ab)^-1 M_ak V; the unit diagonal is implied
+    sol = torch.linalg.solve_triangular(-m_ab, torch.cat((a_dec, m_akv), -1), upper=False, unitriangular=True)
+    wy, u_v = sol.split(n, -1)  # (B, H, NC, L, Nk), (B, H, NC, L, Nv)
+    b_end = b * decay_end  # (B, H, NC, L, Nk): decayed to the chunk's end
     # chunk end: S_end = S0 (diag(Gamma_L) + W^T B_end) + U_v^T B_end + V^T K_end
-    mat = (torch.diag_embed(g[..., -1, :].exp()) + wy.mT @ b_end).movedim(2, 0)  # (NC, B, H, Nk, Nk)
-    add = (u_v.mT @ b_end + v.mT @ k_end).movedim(2, 0)  # (NC, B, H, Nv, Nk)
-    starts, s = _scan(s0, mat.shape[0], lambda s, c: s @ mat[c] + add[c])
-    y = (r_dec + q_rb @ wy) @ starts.mT + q_rb @ u_v + q_rk @ v
+    mats = torch.diag_embed(g[..., -1, :].exp()) + wy.mT @ b_end  # (B, H, NC, Nk, Nk)
+    adds = torch.cat((u_v, v), -2).mT @ torch.cat((b_end, k * decay_end), -2)  # (B, H, NC, Nv, Nk)
+    starts, s = _scan(s0, mats.movedim(2, 0), None, adds.movedim(2, 0))
+    rs_w, rs_u = (q_rb @ sol).split(n, -1)  # (B, H, NC, L, Nk), (B, H, NC, L, Nv)
+    y = (r_dec + rs_w) @ starts.mT + rs_u + q_rkv
     return y, s
 
 
@@ -139,9 +151,9 @@ def _v6_chunks(r, w, k, v, u, s0, explicit: bool):
     g, ge, tail = _cumsums(w)
     attn = _v6_explicit_attn(r, w, k) if explicit else (r * ge.exp()) @ (k * (-g).exp()).mT
     attn = attn.tril(-1) + torch.diag_embed((r * u[:, None, None, :] * k).sum(-1))  # (B, H, NC, L, L)
-    add = ((k * tail.exp()).mT @ v).movedim(2, 0)  # (NC, B, H, Nk, Nv)
-    scale = g[..., -1, :].exp().unsqueeze(-1).movedim(2, 0)  # (NC, B, H, Nk, 1)
-    starts, s = _scan(s0, add.shape[0], lambda s, c: scale[c] * s + add[c])
+    adds = ((k * tail.exp()).mT @ v).movedim(2, 0)  # (NC, B, H, Nk, Nv)
+    scales = g[..., -1, :].exp().unsqueeze(-1).movedim(2, 0)  # (NC, B, H, Nk, 1)
+    starts, s = _scan(s0, None, scales, adds)
     y = (r * ge.exp()) @ starts + attn @ v
     return y, s
 
