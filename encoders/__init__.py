@@ -1,8 +1,8 @@
 """Media encoders: a registry of image / audio encoders with their preprocessing, projectors, media loading.
 
-    enc = build("tiny_cnn", image_size=64)          # or "open_clip", "torchvision", "tiny_vit", "tiny_whisper", ...
-    x = enc.collate([enc.preprocess("cat.png")])    # (B, 3, 64, 64)
-    feats = enc(x)                                  # (B, N, D) with N = enc.num_tokens(x[0]), D = enc.out_dim
+enc = build("tiny_cnn", image_size=64)          # or "open_clip", "torchvision", "tiny_vit", "tiny_whisper", ...
+x = enc.collate([enc.preprocess("cat.png")])    # (B, 3, 64, 64)
+feats = enc(x)                                  # (B, N, D) with N = enc.num_tokens(x[0]), D = enc.out_dim
 """
 
 from mmrwkv.encoders.base import AudioEncoder, Encoder, ImageEncoder, ImagePreprocess

@@ -161,3 +161,19 @@ def zero_padding(tokens: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     positions = torch.arange(tokens.shape[1], device=tokens.device)
     keep = positions[None, :] < counts[:, None]
     return tokens * keep[..., None].to(tokens.dtype)
+
+
+def _gelu(x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.gelu(x)
+
+
+def transformer_encoder(width: int, heads: int, depth: int) -> nn.TransformerEncoder:
+    """A pre-norm GELU transformer stack (batch first, no dropout).
+
+    The activation is a plain function on purpose: it keeps PyTorch's fused inference fast path off, which
+    reads the Linear weights directly and would silently skip LoRA adapters on them.
+    """
+    layer = nn.TransformerEncoderLayer(
+        width, heads, 4 * width, dropout=0.0, activation=_gelu, batch_first=True, norm_first=True
+    )
+    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)

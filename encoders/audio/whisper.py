@@ -13,7 +13,7 @@ import math
 
 import torch
 from mmrwkv.encoders.audio.frontend import LogMel
-from mmrwkv.encoders.base import AudioEncoder, zero_padding
+from mmrwkv.encoders.base import AudioEncoder, transformer_encoder, zero_padding
 from mmrwkv.encoders.registry import register
 from torch import nn
 from torch.nn import functional as F
@@ -51,10 +51,7 @@ class TinyWhisper(AudioEncoder):
         self.n_mels = n_mels
         self.conv1 = nn.Conv1d(n_mels, width, 3, padding=1)
         self.conv2 = nn.Conv1d(width, width, 3, stride=2, padding=1)
-        layer = nn.TransformerEncoderLayer(
-            width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.blocks = transformer_encoder(width, heads, depth)
         self.ln_post = nn.LayerNorm(width)
         self.out_dim = width
 

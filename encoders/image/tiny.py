@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 import torch
-from mmrwkv.encoders.base import ImageEncoder, ImagePreprocess, as_size
+from mmrwkv.encoders.base import ImageEncoder, ImagePreprocess, as_size, transformer_encoder
 from mmrwkv.encoders.registry import register
 from torch import nn
 
@@ -73,10 +73,7 @@ class TinyViT(ImageEncoder):
         self.patch = nn.Conv2d(3, width, patch_size, stride=patch_size)
         self.cls = nn.Parameter(torch.zeros(1, 1, width)) if cls_token else None
         self.pos = nn.Parameter(torch.randn(1, n_patches + int(cls_token), width) * 0.02)
-        layer = nn.TransformerEncoderLayer(
-            width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.blocks = transformer_encoder(width, heads, depth)
         self.norm = nn.LayerNorm(width)
         self.out_dim = width
         self.tokens_per_image = n_patches + int(cls_token)
