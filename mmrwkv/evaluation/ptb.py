@@ -63,18 +63,20 @@ def tokenize_java(sentences: Sequence[str], *, timeout: float = 300.0) -> list[s
     return [_drop_punctuation(line) for line in lines[: len(sentences)]]
 
 
+_ABBREVIATIONS = ("mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "mt", "ave", "inc", "ltd", "co", "vs", "etc")
 _CONTRACTION = re.compile(r"(?i)(n't|'s|'re|'ve|'ll|'d|'m)$")
 _SPLIT_WORDS = {"cannot": "can not", "gonna": "gon na", "gotta": "got ta", "wanna": "wan na"}
-_TOKEN = re.compile(
-    r"""\d+(?:[.,]\d+)+          # numbers with separators: 3.5 1,000
-      | \.\.\.                   # ellipsis
-      | --                       # dash
-      | [a-z]\.(?:[a-z]\.)+      # abbreviations: u.s.
-      | [\w&]+(?:[-'/][\w&]+)*   # words, hyphenated or with inner apostrophes
-      | \S                       # any other single character
-    """,
-    re.VERBOSE,
-)
+_TOKEN_PARTS = [
+    r"\d+(?:[.,:]\d+)+",  # numbers with separators: 3.5 1,000 5:30
+    r"\.\.\.",  # ellipsis
+    r"--",  # dash
+    r"[!?]{2,}",  # repeated marks stay one token: !!! ??
+    r"[a-z]\.(?:[a-z]\.)+",  # abbreviations: u.s. p.m.
+    r"(?:" + "|".join(_ABBREVIATIONS) + r")\.(?!\w)",  # titles and short forms: mr. st.
+    r"[#@]?[\w&]+(?:[-'/][\w&]+)*",  # words, hyphenated or with inner apostrophes; #tags, @names
+    r"\S",  # any other single character
+]
+_TOKEN = re.compile("|".join(_TOKEN_PARTS))
 
 
 def _split_word(token: str) -> list[str]:
@@ -82,7 +84,8 @@ def _split_word(token: str) -> list[str]:
         return _SPLIT_WORDS[token].split()
     match = _CONTRACTION.search(token)
     if match and match.start() > 0:
-        return [token[: match.start()], match.group(1)]
+        # "they'd've" -> they 'd 've
+        return _split_word(token[: match.start()]) + [match.group(1)]
     return [token]
 
 

@@ -22,6 +22,10 @@ SENTENCES = [
     "Someone cannot find the 1,000 keys: they're lost.",
     "kids' toys scattered on the floor",
     "a sign reading 'stop' at the corner",
+    "Cars & trucks at 5:30 p.m. on Main St.",
+    "Mr. Smith's cat won't eat; they'd've gone.",
+    "Look at that!!! Wow?? #tag @name",
+    "A taco. The first one, stop. The 3rd Ave. store",
     "",
 ]
 
