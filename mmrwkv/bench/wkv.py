@@ -144,4 +144,6 @@ def _sync(device: torch.device) -> None:
 
 
 def _plain(values: dict) -> dict:
-    return {key: str(val) if isinstance(val, Path) else val for key, val in values.items()}
+    """The JSON-friendly options (drops the CLI's handler function)."""
+    plain = {key: str(val) if isinstance(val, Path) else val for key, val in values.items()}
+    return {key: val for key, val in plain.items() if isinstance(val, str | int | float | bool | type(None))}
