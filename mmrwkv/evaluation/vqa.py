@@ -4,7 +4,7 @@ single-answer sets (easy-VQA, GQA). Rules exactly as in EVAL_CONVENTIONS.md."""
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 
 NORMALIZATION = "VQAv2 official (punctuation, periods, number words, articles, contractions)"
@@ -100,8 +100,12 @@ def normalize_answer(text: str) -> str:
 def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     """VQAv2 accuracy of one prediction in [0, 1]: the mean over leave-one-out subsets of the human answers of
     min(1, matches / 3). Human answers get the punctuation step only when they are not all identical."""
-    if not answers:
-        raise ValueError("vqa_accuracy needs at least one human answer")
+    if len(answers) < 2:
+        # leave-one-out over a single answer always scores 0: a silent wrong number
+        raise ValueError(
+            f"vqa_accuracy needs several human answers (VQAv2 has 10), got {list(answers)!r}; "
+            "use exact_match for single-answer sets"
+        )
     pred = normalize_answer(prediction)
     gts = [process_punctuation(a) for a in answers] if len(set(answers)) > 1 else list(answers)
     scores = []
@@ -125,8 +129,8 @@ def score_vqa(
 ) -> dict:
     """Score predictions {id: text} against references {id: answers}: overall and per answer type, x100.
 
-    `metric` is "vqa_accuracy" (10 human answers) or "exact_match" (one answer). Every reference id needs a
-    prediction; a missing one is a KeyError naming it.
+    `metric` is "vqa_accuracy" (10 human answers) or "exact_match" (against the most common answer, i.e. the
+    only one of a single-answer set). Every reference id needs a prediction; a missing one is a KeyError.
     """
     if metric not in ("vqa_accuracy", "exact_match"):
         raise ValueError(f"unknown VQA metric {metric!r}; valid: vqa_accuracy, exact_match")
@@ -139,7 +143,7 @@ def score_vqa(
         if metric == "vqa_accuracy":
             score = vqa_accuracy(predictions[qid], answers)
         else:
-            score = exact_match(predictions[qid], answers[0])
+            score = exact_match(predictions[qid], Counter(answers).most_common(1)[0][0])
         per_question[qid] = score
         by_type[(answer_types or {}).get(qid) or "all"].append(score)
     return {

@@ -77,6 +77,16 @@ def test_ground_truth_gets_punctuation_only_when_answers_differ():
     assert vqa_accuracy("two", ["two"] * 9 + ["2"]) == pytest.approx(0.3)
 
 
+def test_vqa_accuracy_refuses_single_answer_sets():
+    with pytest.raises(ValueError, match="use exact_match for single-answer sets"):
+        vqa_accuracy("cat", ["cat"])
+
+
+def test_exact_match_on_ten_answers_uses_the_most_common():
+    result = score_vqa({"q": "dog"}, {"q": ["cat", "dog", "dog", "cat", "dog"]}, metric="exact_match")
+    assert result["accuracy"] == 100.0
+
+
 def test_exact_match_normalizes_both_sides():
     assert exact_match("A Circle.", "circle") == 1.0
     assert exact_match("Three", "3") == 1.0
