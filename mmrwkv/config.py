@@ -121,17 +121,7 @@ class ProjectorSpec:
         if isinstance(value, str):
             kind, _, reduction = value.partition("+")
             value = {"kind": kind.strip(), "reduction": reduction.strip() or None}
-        spec = _convert(value, _ProjectorFields, path)
-        return cls(kind=spec.kind, reduction=spec.reduction)
-
-    def _to_raw(self) -> dict:
-        return {"kind": self.kind, "reduction": self.reduction}
-
-
-@dataclass
-class _ProjectorFields:
-    kind: str = "mlp2x_gelu"
-    reduction: str | None = None
+        return _convert_dataclass(value, cls, path)
 
     def _check(self, path: str) -> None:
         if not _PROJECTOR_KIND.match(self.kind):
@@ -545,11 +535,15 @@ def _stage_config(cfg: RecipeConfig, index: int, init_from: str | None = None) -
     name = stage.pop("name")
     base = config_to_dict(cfg)
     base["stages"] = []
-    merged = _deep_merge(base, stage, f"stages[{index}] ({name})")
+    label = f"stages[{index}] ({name})"
+    explicit = _deep_merge({}, stage, label).get("train", {})
+    merged = _deep_merge(base, stage, label)
     train = merged.setdefault("train", {})
     train["stage"] = name
-    train["output_dir"] = str(Path(cfg.train.output_dir) / name)
-    if init_from is not None:
+    # a stage's own output_dir / init_from win over the chain
+    if "output_dir" not in explicit:
+        train["output_dir"] = str(Path(cfg.train.output_dir) / name)
+    if init_from is not None and "init_from" not in explicit:
         train["init_from"] = init_from
     _coerce_version(merged)
     try:
@@ -560,7 +554,8 @@ def _stage_config(cfg: RecipeConfig, index: int, init_from: str | None = None) -
 
 def expand_stages(cfg: RecipeConfig) -> list[RecipeConfig]:
     """One config per stage, in order; each stage writes to `<output_dir>/<stage name>` and starts from the
-    previous stage's `train.final_checkpoint`. A recipe without stages yields itself."""
+    previous stage's `train.final_checkpoint`, unless the stage sets `train.output_dir` / `train.init_from`
+    itself. A recipe without stages yields itself."""
     if not cfg.stages:
         return [cfg]
     out: list[RecipeConfig] = []

@@ -205,6 +205,18 @@ def test_expand_stages_chains_checkpoints_and_applies_overrides():
     assert align.stages == [] and finetune.stages == []
 
 
+def test_stage_settings_win_over_the_chain():
+    raw = {
+        "train": {"output_dir": "runs/x"},
+        "stages": [
+            {"name": "a"},
+            {"name": "b", "train.init_from": "other.pth", "train": {"output_dir": "elsewhere"}},
+        ],
+    }
+    _, b = expand_stages(config_from_dict(raw))
+    assert b.train.init_from == "other.pth" and b.train.output_dir == "elsewhere"
+
+
 def test_recipe_without_stages_expands_to_itself():
     cfg = config_from_dict(RECIPE)
     assert expand_stages(cfg) == [cfg]
