@@ -89,7 +89,16 @@ def test_preprocess_applies_the_pixel_limit():
         enc.preprocess(_image(20, 20))
 
 
-@pytest.mark.parametrize(("arch", "n_tokens", "dim"), [("resnet18", 4, 512), ("mobilenet_v3_small", 4, 576)])
+@pytest.mark.parametrize(
+    ("arch", "n_tokens", "dim"),
+    [
+        ("resnet18", 4, 512),
+        ("mobilenet_v3_small", 4, 576),
+        ("efficientnet_b0", 4, 1280),
+        pytest.param("convnext_tiny", 4, 768, marks=pytest.mark.slow),
+        pytest.param("resnet50", 4, 2048, marks=pytest.mark.slow),
+    ],
+)
 def test_torchvision_cnn_feature_map_becomes_tokens(arch, n_tokens, dim):
     enc = build("torchvision", arch=arch, image_size=64).eval()
     assert enc.image_preprocess.mean == (0.485, 0.456, 0.406)
