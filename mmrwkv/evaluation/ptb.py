@@ -53,7 +53,8 @@ def tokenize_java(sentences: Sequence[str], *, timeout: float = 300.0) -> list[s
     with tempfile.TemporaryDirectory(prefix="mmrwkv-ptb-") as tmp:
         source = Path(tmp) / "sentences.txt"
         source.write_text(text, encoding="utf-8")
-        cmd = ["java", "-cp", str(ptb_jar()), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase"]
+        cmd = ["java", "-Dfile.encoding=UTF-8", "-cp", str(ptb_jar()), "edu.stanford.nlp.process.PTBTokenizer"]
+        cmd += ["-preserveLines", "-lowerCase", "-encoding", "UTF-8"]
         result = subprocess.run(cmd + [str(source)], cwd=tmp, capture_output=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"PTBTokenizer failed ({result.returncode}): {result.stderr.decode(errors='replace')}")
@@ -95,6 +96,8 @@ def tokenize_python(sentences: Sequence[str]) -> list[str]:
     out = []
     for sentence in sentences:
         text = sentence.replace("\n", " ").lower().replace('"', " '' ")
+        # PTB writes em and en dashes as "--", a punctuation token
+        text = text.replace("\u2014", " -- ").replace("\u2013", " -- ")
         tokens = []
         for token in _TOKEN.findall(text):
             tokens.extend(_split_word(token))

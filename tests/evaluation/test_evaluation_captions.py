@@ -26,6 +26,7 @@ SENTENCES = [
     "Mr. Smith's cat won't eat; they'd've gone.",
     "Look at that!!! Wow?? #tag @name",
     "A taco. The first one, stop. The 3rd Ave. store",
+    "A café with naïve décor \u2014 nice \u2013 really",
     "",
 ]
 
