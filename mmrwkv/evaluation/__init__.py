@@ -2,7 +2,7 @@
 
 from mmrwkv.evaluation.captions import caption_metrics
 from mmrwkv.evaluation.report import plot_curves, write_report
-from mmrwkv.evaluation.score import score_samples
+from mmrwkv.evaluation.score import report_for_recipe, score_for_recipe, score_samples
 from mmrwkv.evaluation.vqa import exact_match, normalize_answer, score_vqa, vqa_accuracy
 
 __all__ = [
@@ -10,6 +10,8 @@ __all__ = [
     "exact_match",
     "normalize_answer",
     "plot_curves",
+    "report_for_recipe",
+    "score_for_recipe",
     "score_samples",
     "score_vqa",
     "vqa_accuracy",

@@ -4,6 +4,7 @@ tokenizer path and decoding next to every number."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from mmrwkv.data.sample import Sample
 from mmrwkv.evaluation.captions import CAPTION_METRICS, caption_metrics
@@ -58,3 +59,36 @@ def score_samples(
         for key, values in scored["per_sample"].items():
             result.setdefault("per_sample", {}).setdefault(key, {}).update(values)
     return result
+
+
+def score_for_recipe(cfg, samples: Sequence[Sample], predictions: Mapping[str, str]) -> dict:
+    """`score_samples` with a RecipeConfig's eval metrics, split, caption tokenizer and decoding label."""
+    return score_samples(
+        samples,
+        predictions,
+        cfg.eval.metrics,
+        split=cfg.eval.split,
+        decoding=cfg.generation.decoding,
+        tokenizer=cfg.eval.caption_tokenizer,
+    )
+
+
+def report_for_recipe(
+    cfg, samples: Sequence[Sample], predictions: Mapping[str, str], result: dict, *, metrics_csv=None
+) -> dict[str, Path]:
+    """`write_report` into `eval.report.dir` (default `<train.output_dir>/eval-<split>`) with the recipe's report
+    settings; curves only when `eval.report.curves` and a metrics CSV is given."""
+    from mmrwkv.evaluation.report import write_report
+
+    report = cfg.eval.report
+    out = Path(report.dir) if report.dir else Path(cfg.train.output_dir) / f"eval-{cfg.eval.split}"
+    return write_report(
+        out,
+        samples,
+        predictions,
+        result,
+        title=f"{cfg.name}: {cfg.eval.split}",
+        num_examples=report.num_examples,
+        thumbnails=report.thumbnails,
+        metrics_csv=metrics_csv if report.curves else None,
+    )

@@ -82,3 +82,24 @@ def test_metrics_csv_series_skip_empty_cells(tmp_path):
     path.write_text("step,loss\nfirst,2\n")
     with pytest.raises(DataError, match=r"m\.csv: line 2: step 'first'"):
         plot_curves(path, tmp_path / "c.png")
+
+
+def test_recipe_helpers_use_the_eval_section(samples, tmp_path):
+    from mmrwkv.config import config_from_dict
+    from mmrwkv.evaluation.score import report_for_recipe, score_for_recipe
+
+    cfg = config_from_dict(
+        {
+            "name": "toy",
+            "train": {"output_dir": str(tmp_path / "run")},
+            "eval": {"split": "test", "metrics": ["exact_match"], "report": {"num_examples": 1, "curves": False}},
+            "generation": {"top_k": 1},
+        }
+    )
+    result = score_for_recipe(cfg, samples, PREDICTIONS)
+    assert result["split"] == "test" and result["decoding"] == "greedy" and set(result["metrics"]) >= {"exact_match"}
+    paths = report_for_recipe(cfg, samples, PREDICTIONS, result, metrics_csv=tmp_path / "missing.csv")
+    assert paths["report"] == tmp_path / "run" / "eval-test" / "report.md" and "curves" not in paths
+    assert (
+        paths["report"].read_text().startswith("# toy: test") and paths["report"].read_text().count("Prediction") == 1
+    )
