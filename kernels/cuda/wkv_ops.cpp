@@ -17,11 +17,12 @@
 static void* current_stream() { return nullptr; }
 #define MMRWKV_DEVICE_GUARD(x)
 #else
-#include <ATen/cuda/CUDAContext.h>
+// c10's stream and guard headers need only the CUDA runtime headers (not cuBLAS/cuSPARSE)
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #define MMRWKV_KEY CUDA
-static void* current_stream() { return at::cuda::getCurrentCUDAStream().stream(); }
-#define MMRWKV_DEVICE_GUARD(x) const at::cuda::OptionalCUDAGuard device_guard(at::device_of(x))
+static void* current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+#define MMRWKV_DEVICE_GUARD(x) const c10::cuda::OptionalCUDAGuard device_guard(x.device())
 #endif
 
 // indirection so that MMRWKV_NS / MMRWKV_KEY expand before the token pasting inside the torch macros
