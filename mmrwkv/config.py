@@ -148,7 +148,8 @@ class DataConfig:
     `paths[split]` maps a reader's file roles to paths, e.g. `{questions: q.json, annotations: a.json,
     images: val2014/}`. Generated kinds (shapes, tones) write into `root` and use `sizes[split]` samples;
     reader kinds cap a split at `sizes[split]` (a seeded subset) when given. `task` picks the samples of the
-    generated kinds (captioning, VQA or both; "auto" = both); reader kinds have one task each.
+    generated kinds (captioning, VQA or both; "auto" = both); reader kinds have one task each. `generator`
+    holds options of the generated kinds (shapes: image_size, max_shapes, ...; tones: max_events, ...).
     """
 
     kind: str = field(default="easy_vqa", **_choices(*DATA_KINDS))
@@ -158,6 +159,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     sizes: dict[str, int] = field(default_factory=dict)
+    generator: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     skip_bad_records: bool = False
     max_text_tokens: int = 256

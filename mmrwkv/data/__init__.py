@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 from mmrwkv.data.sample import BadRecords, Dataset, Sample
-from mmrwkv.errors import DataError
+from mmrwkv.errors import ConfigError, DataError
 
 __all__ = ["BadRecords", "Dataset", "Sample", "build_dataset", "DEFAULT_SIZES", "PATH_ROLES"]
 
@@ -59,14 +60,18 @@ def _read(cfg, split: str) -> Dataset:
 
 
 def _generated(cfg, split: str) -> Dataset:
-    from mmrwkv.data.shapes import load_shapes
-    from mmrwkv.data.tones import load_tones
+    from mmrwkv.data.shapes import load_shapes, prepare_shapes
+    from mmrwkv.data.tones import load_tones, prepare_tones
 
     size = cfg.sizes.get(split, DEFAULT_SIZES.get(split, DEFAULT_EVAL_SIZE))
     root = cfg.root or f"data/{cfg.kind}"
     task = "both" if cfg.task == "auto" else cfg.task
-    load = load_shapes if cfg.kind == "shapes" else load_tones
-    return load(root, split, size, seed=cfg.seed, task=task, skip_bad_records=cfg.skip_bad_records)
+    load, prepare = (load_shapes, prepare_shapes) if cfg.kind == "shapes" else (load_tones, prepare_tones)
+    valid = [p for p in inspect.signature(prepare).parameters if p not in ("root", "split", "size", "seed")]
+    unknown = sorted(set(cfg.generator) - set(valid))
+    if unknown:
+        raise ConfigError(f"data.generator: unknown option(s) {unknown} for {cfg.kind}; valid: {', '.join(valid)}")
+    return load(root, split, size, seed=cfg.seed, task=task, skip_bad_records=cfg.skip_bad_records, **cfg.generator)
 
 
 def build_dataset(cfg, split: str) -> Dataset:

@@ -180,10 +180,18 @@ def prepare_shapes(
 
 
 def load_shapes(
-    root: str | Path, split: str, size: int, *, seed: int = 0, task: str = "both", skip_bad_records: bool = False
+    root: str | Path,
+    split: str,
+    size: int,
+    *,
+    seed: int = 0,
+    task: str = "both",
+    skip_bad_records: bool = False,
+    **options: Any,
 ) -> Dataset:
-    """Prepare (if needed) and read the shapes split: captioning and/or VQA samples."""
-    folder = prepare_shapes(root, split, size, seed=seed)
+    """Prepare (if needed) and read the shapes split: captioning and/or VQA samples. `options` go to
+    `prepare_shapes` (e.g. image_size)."""
+    folder = prepare_shapes(root, split, size, seed=seed, **options)
     return read_prepared(
         folder, name="shapes", split=split, modality="image", task=task, skip_bad_records=skip_bad_records
     )

@@ -162,10 +162,18 @@ def prepare_tones(
 
 
 def load_tones(
-    root: str | Path, split: str, size: int, *, seed: int = 0, task: str = "both", skip_bad_records: bool = False
+    root: str | Path,
+    split: str,
+    size: int,
+    *,
+    seed: int = 0,
+    task: str = "both",
+    skip_bad_records: bool = False,
+    **options: Any,
 ) -> Dataset:
-    """Prepare (if needed) and read the tones split: captioning and/or VQA samples."""
-    folder = prepare_tones(root, split, size, seed=seed)
+    """Prepare (if needed) and read the tones split: captioning and/or VQA samples. `options` go to
+    `prepare_tones` (e.g. max_events)."""
+    folder = prepare_tones(root, split, size, seed=seed, **options)
     return read_prepared(
         folder, name="tones", split=split, modality="audio", task=task, skip_bad_records=skip_bad_records
     )

@@ -138,3 +138,16 @@ def test_prepare_command_generates_and_prints(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "shapes/train: 10 samples from 2 items" in out and "Describe the image." in out
     assert (tmp_path / "train" / "000001.png").is_file()
+
+
+def test_generator_options_reach_the_generator_and_typos_raise(tmp_path):
+    from mmrwkv.errors import ConfigError
+
+    cfg = DataConfig(
+        kind="shapes", root=str(tmp_path), sizes={"train": 2}, task="caption", generator={"image_size": 48}
+    )
+    data = build_dataset(cfg, "train")
+    assert Image.open(data[0].images[0]).size == (48, 48)
+    cfg.generator = {"imagesize": 48}
+    with pytest.raises(ConfigError, match=r"data\.generator: unknown option\(s\) \['imagesize'\].*image_size"):
+        build_dataset(cfg, "train")
