@@ -12,7 +12,11 @@ from mmrwkv.errors import ConfigError
 
 
 class LogMel(nn.Module):
-    """Mono (S,) waveform -> (M, F) normalized log-mel features; one frame per `hop_length` samples."""
+    """Mono (S,) waveform -> (M, F) normalized log-mel features; one frame per `hop_length` samples.
+
+    The window and mel filterbank are non-persistent buffers (derived constants, kept out of checkpoints), and
+    features are computed on the waveform's device, so preprocessing stays on the CPU when the encoder is on a GPU.
+    """
 
     def __init__(self, *, sample_rate: int = 16000, n_mels: int = 80, n_fft: int = 400, hop_length: int = 160):
         super().__init__()
@@ -20,17 +24,12 @@ class LogMel(nn.Module):
 
         if n_mels not in (80, 128):
             raise ConfigError(f"log-mel n_mels={n_mels}: use 80 or 128 (the Whisper front ends)")
-        self.n_mels = n_mels
-        self.hop_length = hop_length
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate,
-            n_fft=n_fft,
-            hop_length=hop_length,
-            n_mels=n_mels,
-            power=2.0,
-            mel_scale="slaney",
-            norm="slaney",
+        self.n_mels, self.n_fft, self.hop_length = n_mels, n_fft, hop_length
+        fbank = torchaudio.functional.melscale_fbanks(
+            n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate, norm="slaney", mel_scale="slaney"
         )
+        self.register_buffer("fbank", fbank, persistent=False)  # (n_fft // 2 + 1, M)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def num_frames(self, n_samples: int) -> int:
         """Frames for a clip of `n_samples` samples."""
@@ -38,9 +37,11 @@ class LogMel(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """(S,) -> (M, S // hop)."""
+        window = self.window.to(wave.device)
+        spec = torch.stft(wave.float(), self.n_fft, self.hop_length, window=window, return_complex=True)
         # the centred STFT yields S // hop + 1 frames; the last covers mostly padding (Whisper drops it too)
-        power = self.mel(wave.float())[..., : self.num_frames(wave.shape[-1])]  # (M, F)
-        log = power.clamp(min=1e-10).log10()
+        power = spec[:, : self.num_frames(wave.shape[-1])].abs() ** 2  # (n_fft // 2 + 1, F)
+        log = (self.fbank.to(wave.device).T @ power).clamp(min=1e-10).log10()  # (M, F)
         # keep 8 decades below the loudest bin, then map to roughly [-1, 1]
         log = torch.maximum(log, log.max() - 8.0)
         return (log + 4.0) / 4.0
