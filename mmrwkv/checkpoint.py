@@ -233,6 +233,18 @@ def _load_ours(directory: Path, dtype) -> RWKV:
     return _build(config, sd, dtype, source=str(weights))
 
 
+def load_backbone_weights(model: RWKV, path: str | Path) -> RWKV:
+    """Copy the weights of an RWKV checkpoint (ours or official) into `model`, in place; the shapes must match."""
+    source = load_rwkv(path, dtype=model.emb.weight.dtype)
+    for name, want in model.config.to_dict().items():
+        got = getattr(source.config, name)
+        if got != want:
+            raise CheckpointError(f"{path}: checkpoint has {name}={got!r}, the model was built with {name}={want!r}")
+    with torch.no_grad():
+        model.load_state_dict(source.state_dict())
+    return model
+
+
 def save_official(model: RWKV, path: str | Path) -> Path:
     """Write an official-format `.pth` (flat state_dict, official keys and shapes), atomically."""
     path = Path(path)

@@ -176,3 +176,17 @@ def test_official_export_uses_official_shapes_for_rwkv5_0(random_model, tmp_path
     sd = torch.load(tmp_path / "m.pth", weights_only=True)
     assert sd["blocks.0.att.time_decay"].shape == (4,) and sd["blocks.0.att.time_first"].shape == (4,)
     assert "blocks.0.att.gate.weight" not in sd and sd["blocks.0.att.time_mix_k"].shape == (1, 1, 64)
+
+
+def test_load_backbone_weights_copies_into_a_built_model_and_checks_its_shape(official_sd, tmp_path):
+    from mmrwkv.checkpoint import load_backbone_weights
+    from mmrwkv.rwkv import RWKV, config_for
+
+    torch.save(official_sd("7", n_embd=64, head_size=16, vocab=256), tmp_path / "m.pth")
+    reference = load_rwkv(tmp_path / "m.pth")
+    target = RWKV(reference.config)
+    assert load_backbone_weights(target, tmp_path / "m.pth") is target
+    _same_logits(target, reference)
+    with pytest.raises(CheckpointError, match="vocab_size=256, the model was built with vocab_size=300"):
+        load_backbone_weights(RWKV(config_for("v7-tiny", vocab_size=300, dim_w=32, dim_a=32, dim_g=32)),
+                              tmp_path / "m.pth")
