@@ -1,0 +1,164 @@
+"""`mmrwkv bench chat`: multi-turn chat latency with state reuse, and the image prefix cache.
+
+Three measurements on a random model (v7 backbone, tiny_cnn image encoder; flags for sizes):
+- a chat of `--turns` turns about one image with `ChatSession` (turn N prefills only its new tokens), beside a
+  baseline that re-runs the whole history (image included) from an empty state at every turn;
+- the cost of a second question about an image whose prefix is in the `PrefixCache`, against the first.
+Every answer is exactly `--answer-tokens` greedy tokens (no stop strings), so turns differ only in prefill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import time
+
+QUESTIONS = ("What is in the picture?", "What colour is it?", "Is there anything on the left?",
+             "How many objects are there?", "Describe the background.", "What happens next?")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Size and length flags (defaults run in about a minute on 2 CPU cores)."""
+    parser.add_argument("--turns", type=int, default=20, help="turns in the chat about one image")
+    parser.add_argument("--layers", type=int, default=4, help="backbone layers")
+    parser.add_argument("--embd", type=int, default=128, help="backbone width C")
+    parser.add_argument("--head-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=64, help="tiny_cnn input side in pixels")
+    parser.add_argument("--grid", type=int, default=8, help="tiny_cnn grid side: grid**2 image tokens")
+    parser.add_argument("--answer-tokens", type=int, default=8, help="tokens generated per answer")
+    parser.add_argument("--repeats", type=int, default=3, help="cache measurement repeats (median)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def build_model(args: argparse.Namespace):
+    """A random multimodal v7 model of the flag sizes, with the World tokenizer."""
+    import torch
+
+    from mmrwkv.multimodal import MultimodalRWKV
+
+    torch.manual_seed(args.seed)
+    config = {
+        "backbone": {"size": "v7-tiny", "n_layer": args.layers, "n_embd": args.embd, "head_size": args.head_size,
+                     "vocab_size": 65536},
+        "tokenizer": "world",
+        "encoders": {"image": {"name": "tiny_cnn",
+                               "kwargs": {"image_size": args.image_size, "width": 64, "grid": args.grid}}},
+        "projectors": {"image": {"kind": "mlp2x_gelu"}},
+        "placement": "first",
+    }
+    return MultimodalRWKV.from_config(config).eval()
+
+
+def random_png(seed: int, side: int = 96) -> bytes:
+    """A random RGB image, PNG-encoded, so the real media loading path runs."""
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _sampling(args: argparse.Namespace):
+    from mmrwkv.generate import SamplingConfig
+
+    return SamplingConfig(temperature=0, max_tokens=args.answer_tokens, stop=[], eos_ids=[])
+
+
+def _timed_turn(session, question: str, images: list) -> tuple[float, float]:
+    """(seconds until the prefill is done, seconds for the whole turn)."""
+    start = time.perf_counter()
+    pieces = session.ask(question, images=images)
+    prefilled = time.perf_counter()
+    "".join(pieces)
+    return prefilled - start, time.perf_counter() - start
+
+
+def chat_with_state_reuse(model, image: bytes, args: argparse.Namespace):
+    """Per-turn seconds of a ChatSession chat; the session (its turns feed the baseline)."""
+    from mmrwkv.chat import ChatSession
+
+    session = ChatSession(model, sampling=_sampling(args))
+    times = []
+    for turn in range(args.turns):
+        times.append(_timed_turn(session, QUESTIONS[turn % len(QUESTIONS)], [image] if turn == 0 else [])[1])
+    return times, session
+
+
+def chat_rerunning_history(model, turns: list, args: argparse.Namespace) -> tuple[list[float], list[int]]:
+    """Per-turn seconds when every turn prefills the whole history from an empty state; prompt lengths."""
+    import torch
+
+    from mmrwkv.chat import ChatTemplate
+    from mmrwkv.generate import sample_stream
+
+    template = ChatTemplate.for_model(model)
+    times, lengths = [], []
+    for turn in range(args.turns):
+        start = time.perf_counter()
+        enc = template.encode_turns(turns[: 2 * turn + 1])
+        with torch.inference_mode():
+            logits, state = model(torch.tensor([enc.ids]), enc.media, last_only=True)
+        "".join(sample_stream(model.backbone, model.tokenizer, logits[0, -1], state, _sampling(args)))
+        times.append(time.perf_counter() - start)
+        lengths.append(len(enc.ids))
+    return times, lengths
+
+
+def cached_image_costs(model, image: bytes, args: argparse.Namespace) -> dict:
+    """Median (prefill, turn) seconds of a first and a second question about one image, with a PrefixCache."""
+    from mmrwkv.chat import ChatSession, PrefixCache
+
+    calls: list[int] = []
+    hook = model.encoders["image"].register_forward_hook(lambda *_: calls.append(1))
+    first, second, tokens = [], [], []
+    try:
+        for _ in range(args.repeats):
+            session = ChatSession(model, cache=PrefixCache(), sampling=_sampling(args))
+            for sink, question in ((first, QUESTIONS[0]), (second, QUESTIONS[1])):
+                session.reset()
+                before = session.prefill_tokens
+                sink.append(_timed_turn(session, question, [image]))
+                tokens.append(session.prefill_tokens - before)
+    finally:
+        hook.remove()
+    med = {name: tuple(statistics.median(t[i] for t in runs) for i in (0, 1))
+           for name, runs in (("first", first), ("second", second))}
+    return {**med, "encoder_calls": len(calls) // args.repeats, "prefill_tokens": tokens[:2]}
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Run the three measurements; a dict of per-turn times, prompt lengths and cache costs."""
+    model = build_model(args)
+    image = random_png(args.seed)
+    # one untimed turn so lazy initialisation is not charged to turn 1
+    chat_with_state_reuse(model, image, argparse.Namespace(**{**vars(args), "turns": 1}))
+    reuse, session = chat_with_state_reuse(model, image, args)
+    rerun, lengths = chat_rerunning_history(model, session.turns, args)
+    return {"reuse": reuse, "rerun": rerun, "history_tokens": lengths,
+            "image_tokens": model.tokens_per_item("image", model.preprocess("image", image)),
+            "cache": cached_image_costs(model, image, args)}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the side-by-side table and the ratios against their targets."""
+    import torch
+
+    r = measure(args)
+    print(f"chat bench: random v7 L{args.layers} C{args.embd}, tiny_cnn {args.image_size}px -> {r['image_tokens']} "
+          f"image tokens, {args.answer_tokens}-token greedy answers, {torch.get_num_threads()} threads")
+    print(f"{'turn':>4} {'state reuse ms':>15} {'re-run history ms':>18} {'history tokens':>15}")
+    for i, (a, b, n) in enumerate(zip(r["reuse"], r["rerun"], r["history_tokens"], strict=True)):
+        print(f"{i + 1:>4} {a * 1e3:>15.1f} {b * 1e3:>18.1f} {n:>15}")
+    last = len(r["reuse"]) - 1
+    print(f"turn {last + 1} / turn 1: state reuse {r['reuse'][last] / r['reuse'][0]:.2f}x (target <= 1.2), "
+          f"re-run history {r['rerun'][last] / r['rerun'][0]:.2f}x")
+    c = r["cache"]
+    print(f"prefix cache, same image: first question prefill {c['first'][0] * 1e3:.1f} ms "
+          f"(turn {c['first'][1] * 1e3:.1f} ms), second {c['second'][0] * 1e3:.1f} ms "
+          f"(turn {c['second'][1] * 1e3:.1f} ms); prefill ratio {c['second'][0] / c['first'][0]:.2f}x (target <= 0.3), "
+          f"turn ratio {c['second'][1] / c['first'][1]:.2f}x; encoder calls per pair {c['encoder_calls']}, "
+          f"prefill tokens {c['prefill_tokens'][0]} -> {c['prefill_tokens'][1]}")
+    return 0
