@@ -64,14 +64,22 @@ def load_image(src: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         return to_rgb(src)
     data, name = _read_source(src, "image")
     img = _open_image(data, name)
-    _check_pixels(img, name, max_pixels)
+    try:
+        _check_pixels(img, name, max_pixels)
+        _decode(img, name)
+    except MediaError:
+        img.close()
+        raise
+    return to_rgb(ImageOps.exif_transpose(img) or img)
+
+
+def _decode(img: Image.Image, name: str) -> None:
     try:
         img.load()
     except Image.DecompressionBombError as err:
         raise MediaError(f"image {name}: over the pixel limit ({err})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise MediaError(f"image {name}: corrupt or truncated image data ({err})") from None
-    return to_rgb(ImageOps.exif_transpose(img) or img)
 
 
 def _open_image(data: bytes | str, name: str) -> Image.Image:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -14,7 +15,8 @@ from mmrwkv.errors import CheckpointError
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state_dict from `.safetensors` or a torch file (`.pt`, `.pth`, `.bin`); bad files raise CheckpointError.
 
-    A torch file holding {"state_dict": ...} or {"model": ...} is unwrapped.
+    A torch file holding {"state_dict": ...} or {"model": ...} is unwrapped. TorchScript archives (OpenAI's CLIP
+    `.pt` files) are read with torch.jit.load, which `torch.load(weights_only=True)` refuses.
     """
     path = Path(path)
     if not path.is_file():
@@ -24,6 +26,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             state = load_file(str(path))
+        elif _is_torchscript(path):
+            state = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any reader failure means an unreadable file
@@ -34,6 +38,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"weights file {path}: expected a state_dict of tensors, got {type(state).__name__}")
     return state
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
 
 
 def strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -107,3 +107,20 @@ def test_pretrained_tag_uses_a_locally_cached_file(clip_file, monkeypatch, tmp_p
     monkeypatch.setenv("HOME", str(tmp_path))
     enc = build("open_clip", arch="ViT-B-32", pretrained="openai", model_overrides=TINY).eval()
     assert torch.equal(enc.visual.conv1.weight, model.visual.conv1.weight)
+
+
+def test_torchscript_archive_like_openai_files_is_read(clip_file, tmp_path):
+    _, model = clip_file
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, visual):
+            super().__init__()
+            self.visual = visual
+
+        def forward(self, x):
+            return self.visual(x)
+
+    path = tmp_path / "jit.pt"
+    torch.jit.trace(Wrapper(model.visual), torch.randn(1, 3, 32, 32), check_trace=False).save(str(path))
+    enc = build("open_clip", arch="ViT-S-32", weights=str(path), model_overrides=TINY)
+    assert torch.equal(enc.visual.conv1.weight, model.visual.conv1.weight)
