@@ -97,6 +97,7 @@ def _open_image(data: bytes | str, name: str) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as err:
         raise MediaError(f"image {name}: corrupt image header ({err})") from None
     if img.format not in IMAGE_FORMATS:
+        img.close()
         raise MediaError(
             f"image {name}: unsupported format {img.format}; supported: {', '.join(sorted(IMAGE_FORMATS))}"
         )
