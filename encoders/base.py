@@ -38,6 +38,15 @@ class Encoder(nn.Module):
         """Batch preprocessed items."""
         raise NotImplementedError
 
+    def train(self, mode: bool = True) -> Encoder:
+        """Like nn.Module.train, but a fully frozen encoder stays in eval mode.
+
+        Frozen means fixed: BatchNorm running statistics and dropout must not change it while the rest of a
+        multimodal model trains.
+        """
+        frozen = not any(p.requires_grad for p in self.parameters())
+        return super().train(mode and not frozen)
+
 
 @dataclass(frozen=True)
 class ImagePreprocess:

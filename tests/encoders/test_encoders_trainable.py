@@ -41,3 +41,15 @@ def test_trained_lora_changes_inference_outputs_of_transformer_encoders():
                 if hasattr(layer, "lora_B"):
                     layer.lora_B.fill_(0.5)
             assert not torch.allclose(enc(x), before, atol=1e-4)
+
+
+def test_frozen_encoder_stays_in_eval_mode_so_batchnorm_stats_do_not_drift():
+    enc = set_trainable(build("torchvision", arch="mobilenet_v3_small", image_size=32), "frozen")
+    parent = torch.nn.ModuleDict({"enc": enc}).train()
+    assert not enc.training
+    stats = {k: v.clone() for k, v in enc.state_dict().items() if "running_mean" in k}
+    enc(torch.randn(2, 3, 32, 32) * 5)
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in stats.items())
+    set_trainable(enc, "full")
+    parent.train()
+    assert enc.training
