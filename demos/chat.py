@@ -1,0 +1,233 @@
+"""Streaming multimodal chat (Gradio): text, image and audio uploads, microphone, several turns.
+
+Each browser session (Gradio's `session_hash`) has its own `DemoSession` in a `SessionStore`: a ChatSession
+whose RNN state carries over, so turn N runs only its new tokens, with a private prefix cache of image states.
+The answer streams into the chat one text piece per model step. Bad input (empty message, unknown or
+oversized file, corrupt media, a message sent while an answer streams, a missing checkpoint) becomes an
+error line in the chat; the session goes on.
+
+Run it with `mmrwkv demo` (or `make demo`); `build_chat_app` returns the Blocks for tests.
+"""
+
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mmrwkv.demos.common import (
+    AUDIO_SUFFIXES,
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_RUNS_DIR,
+    IMAGE_SUFFIXES,
+    NO_CHECKPOINT_HELP,
+    RANDOM_TINY,
+    ModelRegistry,
+    check_upload,
+    find_checkpoints,
+    offline_gradio,
+    sampling_from_controls,
+)
+from mmrwkv.demos.sessions import DemoSession, SessionStore
+
+from mmrwkv.errors import MMRWKVError
+
+log = logging.getLogger(__name__)
+BUSY = "an answer is still streaming: wait for it or press Stop, then send your message again"
+EMPTY = "empty message: type a question, or attach an image or an audio file"
+
+
+@dataclass
+class ChatOptions:
+    """How the chat demo runs (the `mmrwkv demo` flags)."""
+
+    checkpoint: str | None = None
+    runs_dir: str = DEFAULT_RUNS_DIR
+    random_tiny: bool = False
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    session_ttl_s: float = 1800.0
+    max_sessions: int = 64
+    concurrency: int = 4
+    temperature: float = 1.0
+    top_p: float = 0.3
+    max_tokens: int = 128
+
+
+def error_message(text: str) -> dict:
+    """A chat line that shows an error."""
+    return {"role": "assistant", "content": f"⚠️ Error: {text}"}
+
+
+def checkpoint_choices(options: ChatOptions) -> list[str]:
+    """Picker entries: the --checkpoint given, checkpoints under runs/, and the random tiny model if allowed."""
+    found = find_checkpoints(options.runs_dir)
+    choices = ([options.checkpoint] if options.checkpoint else []) + [c for c in found if c != options.checkpoint]
+    return choices + ([RANDOM_TINY] if options.random_tiny else [])
+
+
+class ChatDemo:
+    """The chat handlers, independent of the page layout (tests call them directly too)."""
+
+    def __init__(self, options: ChatOptions, *, registry: ModelRegistry | None = None,
+                 store: SessionStore | None = None):
+        self.options = options
+        self.registry = registry or ModelRegistry(allow_random=options.random_tiny)
+        self.store = store or SessionStore(ttl_s=options.session_ttl_s, max_sessions=options.max_sessions)
+
+    def respond(self, message: dict | str | None, choice: str | None, path: str | None, temperature: float,
+                top_p: float, max_tokens: int, sid: str) -> Iterator[list[dict]]:
+        """Answer one message of session `sid`, yielding the chat's messages after every streamed piece."""
+        session = self.store.get(sid)
+        if not session.try_begin():
+            session.messages.append(error_message(BUSY))
+            yield _copy(session.messages)
+            return
+        try:
+            yield from self._turn(session, message, (path or "").strip() or choice, (temperature, top_p, max_tokens))
+        finally:
+            session.end()
+            session.last_used = self.store.clock()
+
+    def _turn(self, session: DemoSession, message, choice: str | None, controls: tuple) -> Iterator[list[dict]]:
+        text, files = _split_message(message)
+        try:
+            uploads = [check_upload(f, max_bytes=self.options.max_file_bytes) for f in files]
+            if not text.strip() and not uploads:
+                raise MMRWKVError(EMPTY)
+            sampling = sampling_from_controls(*controls)
+            if not choice:
+                raise MMRWKVError(NO_CHECKPOINT_HELP.format(runs=self.options.runs_dir))
+            key, model = self.registry.get(choice)
+            if session.bind(key, model) and session.messages:
+                session.messages.append({"role": "assistant", "content": f"(model changed to {key}: new chat)"})
+            session.messages += _user_messages(text, uploads)
+            stream = session.chat.ask(text, images=[u.path for u in uploads if u.modality == "image"],
+                                      audio=[u.path for u in uploads if u.modality == "audio"], sampling=sampling)
+        except MMRWKVError as err:
+            session.messages.append(error_message(str(err)))
+            yield _copy(session.messages)
+            return
+        yield from self._stream(session, stream)
+
+    def _stream(self, session: DemoSession, stream: Iterator[str]) -> Iterator[list[dict]]:
+        index = len(session.messages)
+        session.messages.append({"role": "assistant", "content": ""})
+        yield _copy(session.messages)
+        reply = ""
+        try:
+            for piece in stream:
+                reply += piece
+                session.messages[index] = {"role": "assistant", "content": reply}
+                yield _copy(session.messages)
+                if session.stop.is_set():
+                    break
+        except Exception as err:  # a model failure must not take the server down
+            log.exception("chat session %s: generation failed", session.sid)
+            session.reset()
+            session.messages.append(error_message(f"generation failed ({err}); the chat was reset"))
+            yield _copy(session.messages)
+        finally:
+            # closing commits the partial answer to the session's state (ChatSession keeps what was streamed)
+            stream.close()
+
+    def stop(self, sid: str) -> None:
+        """Ask the answer streaming in session `sid` to stop after the current token."""
+        if sid in self.store:
+            self.store.get(sid).stop.set()
+
+    def reset(self, sid: str) -> list[dict]:
+        """Start a new conversation in session `sid` (the model and its image cache stay)."""
+        session = self.store.get(sid)
+        if not session.try_begin():
+            session.stop.set()
+            session.messages.append(error_message(f"{BUSY} (Reset waits for the answer to end)"))
+            return _copy(session.messages)
+        try:
+            session.reset()
+        finally:
+            session.end()
+        return []
+
+    def unload(self, sid: str) -> None:
+        """The browser tab closed: forget its session."""
+        self.store.drop(sid)
+
+
+def _split_message(message) -> tuple[str, list[str]]:
+    if message is None:
+        return "", []
+    if isinstance(message, str):
+        return message, []
+    files = [f if isinstance(f, str) else f.get("path", "") for f in message.get("files") or []]
+    return message.get("text") or "", files
+
+
+def _user_messages(text: str, uploads: list) -> list[dict]:
+    shown = [{"role": "user", "content": {"path": u.path}} for u in uploads]
+    return shown + ([{"role": "user", "content": text}] if text.strip() else [])
+
+
+def _copy(messages: list[dict]) -> list[dict]:
+    # Gradio diffs successive outputs: every yield gets its own list and dicts
+    return [dict(m) for m in messages]
+
+
+def build_chat_app(options: ChatOptions | None = None, demo: ChatDemo | None = None):
+    """The chat page as a `gr.Blocks` (launch it with `launch_app`); its API endpoint is `/chat`."""
+    offline_gradio()
+    import gradio as gr
+
+    options = options or ChatOptions()
+    demo = demo or ChatDemo(options)
+    choices = checkpoint_choices(options)
+    with gr.Blocks(title="mmrwkv chat", analytics_enabled=False, delete_cache=(600, 3600)) as app:
+        gr.Markdown("## mmrwkv chat\nRNN-mode multimodal chat: each turn runs only its new tokens." +
+                    ("" if choices else "\n\n**" + NO_CHECKPOINT_HELP.format(runs=options.runs_dir) + "**"))
+        with gr.Row():
+            picker = gr.Dropdown(choices, value=choices[0] if choices else None, label="Checkpoint", scale=3)
+            path = gr.Textbox(label="...or a checkpoint directory", placeholder="runs/easy_vqa/final", scale=3)
+        chatbot = gr.Chatbot(label="Chat", height=420, elem_id="chat")
+        box = gr.MultimodalTextbox(placeholder="Ask about an image or a sound...", file_count="multiple",
+                                   file_types=list(IMAGE_SUFFIXES + AUDIO_SUFFIXES),
+                                   sources=["upload", "microphone"], show_label=False, elem_id="message")
+        with gr.Row():
+            stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+            reset_btn = gr.Button("Reset", elem_id="reset")
+        with gr.Accordion("Sampling", open=False):
+            temperature = gr.Slider(0.0, 2.0, value=options.temperature, step=0.05, label="Temperature (0 = greedy)")
+            top_p = gr.Slider(0.05, 1.0, value=options.top_p, step=0.05, label="Top-p")
+            max_tokens = gr.Slider(1, 1024, value=options.max_tokens, step=1, label="Max tokens")
+
+        def respond(message, choice, typed, temp, p, n, request: gr.Request):
+            yield gr.MultimodalTextbox(value=None), gr.skip()
+            for messages in demo.respond(message, choice, typed, temp, p, n, request.session_hash):
+                yield gr.skip(), messages
+
+        def stop(request: gr.Request):
+            demo.stop(request.session_hash)
+
+        def reset(request: gr.Request):
+            return demo.reset(request.session_hash)
+
+        def unload(request: gr.Request):
+            demo.unload(request.session_hash)
+
+        sent = box.submit(respond, [box, picker, path, temperature, top_p, max_tokens], [box, chatbot],
+                          api_name="chat", concurrency_limit=options.concurrency, trigger_mode="multiple")
+        # Stop sets the session's flag (the stream ends after its current token) and cancels the event, which
+        # closes the handler so the partial answer is committed to the session's state
+        stop_btn.click(stop, None, None, api_name="stop", queue=False)
+        stop_btn.click(None, None, None, cancels=[sent])
+        reset_btn.click(reset, None, chatbot, api_name="reset")
+        app.unload(unload)
+    app.mmrwkv_demo = demo
+    return app
+
+
+def launch_app(app, *, host: str = "127.0.0.1", port: int | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+               block: bool = True, store: SessionStore | None = None):
+    """Launch `app` bound to `host` with the upload size limit; `block=False` returns at once (tests)."""
+    if store is not None:
+        store.start_sweeper()
+    app.queue(default_concurrency_limit=4)
+    return app.launch(server_name=host, server_port=port, max_file_size=max_file_bytes, prevent_thread_lock=not block,
+                      share=False, show_error=True, quiet=not block)
