@@ -147,8 +147,8 @@ class ChatTemplate:
         text = clean_message(_plain(turn.text))
         if self.placement == "inline" and isinstance(turn.text, list):
             return self._inline_body(turn, index)
-        if not slots:
-            return [text]
+        if not slots or not text:
+            return [*slots, text]
         if self.placement == "sandwich":
             return [text, "\n", *slots, "\n", text]
         return [*slots, "\n", text]

@@ -85,6 +85,12 @@ def test_placement_of_several_media_items(placement, expected):
     assert [t.numel() for t in enc.media.get("audio")] == [4]
 
 
+@pytest.mark.parametrize("placement", ["first", "sandwich", "inline"])
+def test_media_without_text_is_just_the_media(placement):
+    enc = template(placement).encode_turns([Turn("user", "", images=[2])])
+    assert render(enc.ids) == "User: [image x2]\n\nAssistant:"
+
+
 def test_inline_slots_follow_the_turn_structure_across_turns():
     turns = [Turn("user", ["Compare ", Slot("image"), " with ", Slot("image"), "."], images=[1, 2]),
              Turn("assistant", "Same."), Turn("user", ["Hear ", Slot("audio")], audio=[3])]
