@@ -8,6 +8,8 @@ final state and logits, so a chat can continue from where generation ended.
 
 from __future__ import annotations
 
+import functools
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -234,12 +236,35 @@ def sample_stream(
         yield tail
 
 
+_STEPPERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def stepper_for(model):
+    """The fastest one-token step for `model`: `RWKVStepper` for an RWKV-7, else `model` at T = 1.
+
+    Returns a function (ids (B,), state) -> (logits (B, V), state); RWKVStepper objects are cached per model.
+    """
+    from mmrwkv.rwkv import RWKV
+
+    if isinstance(model, RWKV) and model.config.generation == 7:
+        if model not in _STEPPERS:
+            from mmrwkv.stepper import RWKVStepper
+
+            _STEPPERS[model] = RWKVStepper(model)
+        return _STEPPERS[model]
+    return functools.partial(_forward_step, model)
+
+
 @torch.inference_mode()
+def _forward_step(model, ids: torch.Tensor, state):
+    logits, state = model(ids.view(-1, 1), state)
+    return logits[:, -1], state
+
+
 def _step(model, tokens: list[int], state):
     """Feed one token per row in RNN mode -> (logits (V,) for one row or (B, V), state)."""
-    ids = torch.tensor(tokens, dtype=torch.long, device=_device(model)).view(-1, 1)
-    logits, state = model(ids, state)
-    logits = logits[:, -1]
+    ids = torch.tensor(tokens, dtype=torch.long, device=_device(model))
+    logits, state = stepper_for(model)(ids, state)
     return (logits[0] if len(tokens) == 1 else logits), state
 
 

@@ -1,0 +1,75 @@
+"""RWKVStepper: the lean RWKV-7 step equals the model's forward at T = 1 (logits and every state field)."""
+
+import pytest
+import torch
+
+from mmrwkv.generate import stepper_for
+from mmrwkv.rwkv import RWKV, config_for
+from mmrwkv.stepper import RWKVStepper
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(5)
+    m = RWKV(config_for("v7-tiny", n_layer=3)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    return m
+
+
+def _assert_state_close(a, b):
+    for name in ("att_x_prev", "wkv", "ffn_x_prev"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-4, atol=1e-5)
+
+
+def test_stepper_equals_forward_over_several_batched_steps(model):
+    stepper = RWKVStepper(model)
+    ref_state = ours = model.init_state(3)
+    for _ in range(6):
+        ids = torch.randint(0, 256, (3,))
+        with torch.no_grad():
+            ref_logits, ref_state = model(ids[:, None], ref_state)
+        logits, ours = stepper(ids, ours)
+        torch.testing.assert_close(logits, ref_logits[:, 0], rtol=1e-4, atol=1e-4)
+        _assert_state_close(ours, ref_state)
+
+
+def test_stepper_continues_a_sequence_mode_prefill(model):
+    prompt = torch.randint(0, 256, (1, 9))
+    with torch.no_grad():
+        _, state = model(prompt[:, :-1])
+        full, _ = model(prompt)
+    logits, _ = RWKVStepper(model)(prompt[0, -1:], state)
+    torch.testing.assert_close(logits[0], full[0, -1], rtol=1e-4, atol=1e-4)
+
+
+def test_stepper_from_embeddings_equals_forward_on_embeddings(model):
+    x = torch.randn(2, model.config.n_embd)
+    with torch.no_grad():
+        ref, _ = model(x[:, None])
+    logits, _ = RWKVStepper(model).step_embedding(x, model.init_state(2))
+    torch.testing.assert_close(logits, ref[:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_stepper_sees_updated_parameters(model):
+    m = RWKV(config_for("v7-tiny")).eval()
+    stepper = RWKVStepper(m)
+    ids = torch.tensor([7])
+    with torch.no_grad():
+        m.blocks[0].att.x_r.add_(0.5)
+        m.blocks[1].ffn.value.weight.normal_()
+        ref, _ = m(ids[:, None])
+    logits, _ = stepper(ids, m.init_state(1))
+    torch.testing.assert_close(logits, ref[:, 0], rtol=1e-4, atol=1e-4)
+
+
+def test_stepper_for_picks_the_lean_path_only_for_rwkv7(model):
+    assert isinstance(stepper_for(model), RWKVStepper)
+    assert stepper_for(model) is stepper_for(model)
+    v6 = RWKV(config_for("v6-tiny")).eval()
+    logits, _ = stepper_for(v6)(torch.tensor([1, 2]), v6.init_state(2))
+    assert logits.shape == (2, 256)
+    with pytest.raises(ValueError, match="RWKV-7"):
+        RWKVStepper(v6)
