@@ -97,6 +97,8 @@ class RWKV(nn.Module):
         return self.head(h), state
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() >= 2 and x.shape[1] == 0:
+            raise ValueError(f"RWKV.forward: the input has no tokens (shape {list(x.shape)})")
         if not torch.is_floating_point(x):
             if x.dim() != 2:
                 raise ValueError(f"RWKV.forward: token ids must be (B, T), got shape {list(x.shape)}")

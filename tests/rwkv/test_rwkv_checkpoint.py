@@ -190,3 +190,15 @@ def test_load_backbone_weights_copies_into_a_built_model_and_checks_its_shape(of
     with pytest.raises(CheckpointError, match="vocab_size=256, the model was built with vocab_size=300"):
         load_backbone_weights(RWKV(config_for("v7-tiny", vocab_size=300, dim_w=32, dim_a=32, dim_g=32)),
                               tmp_path / "m.pth")
+
+
+def test_training_a_loaded_official_model_never_writes_into_the_file(official_sd, tmp_path):
+    path = tmp_path / "m.pth"
+    torch.save(official_sd("6", n_embd=64, head_size=16), path)
+    before = path.read_bytes()
+    model = load_rwkv(path)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    assert all(p.requires_grad for p in model.parameters())
+    assert path.read_bytes() == before

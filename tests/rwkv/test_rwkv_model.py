@@ -117,6 +117,8 @@ def test_bad_inputs_raise_clear_errors(random_model):
         model(torch.zeros(2, 3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="embeddings must be"):
         model(torch.zeros(1, 3, 7))
+    with pytest.raises(ValueError, match="no tokens"):
+        model(torch.zeros(1, 0, dtype=torch.long))
     with pytest.raises(ValueError, match="state batch size 2 != input batch size 1"):
         model(torch.zeros(1, 3, dtype=torch.long), model.init_state(2))
 
