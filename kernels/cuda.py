@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import threading
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = ["CHUNK", "EMULATOR", "MAX_HEAD_SIZE", "WKVKernels", "is_available", "load_ops", "wkv4", "wkv6", "wkv7"]
 
@@ -43,9 +45,17 @@ _failed: dict[tuple[int, bool], str] = {}
 
 
 def cache_dir() -> Path:
-    """Where the builds go: $XDG_CACHE_HOME/mmrwkv/kernels (default ~/.cache/mmrwkv/kernels)."""
+    """Where the builds go: $XDG_CACHE_HOME/mmrwkv/kernels (default ~/.cache/mmrwkv/kernels).
+
+    Falls back to a per-user folder in the temp directory when that one cannot be created.
+    """
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "mmrwkv" / "kernels"
+    path = Path(root) / "mmrwkv" / "kernels"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        path = Path(tempfile.gettempdir()) / f"mmrwkv-kernels-{os.getuid()}"
+    return path
 
 
 def is_available() -> tuple[bool, str]:
@@ -141,6 +151,7 @@ class _Wkv7(torch.autograd.Function):
         return y, s_t
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy, ds_t):
         r, w, k, v, a, b, sa, ckpt = ctx.saved_tensors
         grads = ctx.ops.wkv7_backward(r, w, k, v, a, b, sa, ckpt, _grad(dy, r), _state_grad(ds_t, r, ckpt))
@@ -158,6 +169,7 @@ class _Wkv6(torch.autograd.Function):
         return y, s_t
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy, ds_t):
         r, w, k, v, u, ckpt = ctx.saved_tensors
         grads = ctx.ops.wkv6_backward(r, w, k, v, u, ckpt, _grad(dy, r), _state_grad(ds_t, r, ckpt))
@@ -175,6 +187,7 @@ class _Wkv4(torch.autograd.Function):
         return y, s_t
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, dy, ds_t):
         w, u, k, v, ckpt = ctx.saved_tensors
         bsz, _, c = k.shape

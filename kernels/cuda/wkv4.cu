@@ -30,7 +30,7 @@ template <class F>
 __global__ void wkv4_forward_kernel(int T, int C, const float* __restrict__ w_, const float* __restrict__ u_,
                                     const F* __restrict__ k_, const F* __restrict__ v_, const float* __restrict__ s0,
                                     F* __restrict__ y_, float* __restrict__ sT, float* __restrict__ ckpt) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x, bi = blockIdx.y;
+    const int c = blockIdx.y * blockDim.x + threadIdx.x, bi = blockIdx.x;
     if (c >= C) return;
     const int chunks = mmrwkv_chunks(T);
     const float w = w_[c], u = u_[c];
@@ -101,7 +101,7 @@ __global__ void wkv4_backward_kernel(int T, int C, const float* __restrict__ w_,
                                      const float* __restrict__ ckpt, const float* __restrict__ dsT,
                                      float* __restrict__ dw_, float* __restrict__ du_, F* __restrict__ dk_,
                                      F* __restrict__ dv_, float* __restrict__ ds0) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x, bi = blockIdx.y;
+    const int c = blockIdx.y * blockDim.x + threadIdx.x, bi = blockIdx.x;
     if (c >= C) return;
     const int chunks = mmrwkv_chunks(T);
     const float w = w_[c], u = u_[c];
@@ -132,7 +132,8 @@ __global__ void wkv4_backward_kernel(int T, int C, const float* __restrict__ w_,
     o[2 * C] = g.pp;
 }
 
-dim3 grid_for(int B, int C) { return dim3((C + BLOCK - 1) / BLOCK, B); }
+// batch on x: gridDim.y is limited to 65535
+dim3 grid_for(int B, int C) { return dim3(B, (C + BLOCK - 1) / BLOCK); }
 
 dim3 block_for(int C) { return dim3(C < BLOCK ? C : BLOCK); }
 
