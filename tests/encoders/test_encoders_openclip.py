@@ -109,6 +109,7 @@ def test_pretrained_tag_uses_a_locally_cached_file(clip_file, monkeypatch, tmp_p
     assert torch.equal(enc.visual.conv1.weight, model.visual.conv1.weight)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_torchscript_archive_like_openai_files_is_read(clip_file, tmp_path):
     _, model = clip_file
 
