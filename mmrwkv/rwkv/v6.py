@@ -43,14 +43,9 @@ class TimeMix(nn.Module):
         B, T, C = x.shape
         m = torch.tanh((x + dx * self.time_maa_x) @ self.time_maa_w1)  # (B, T, 5*D)
         m = torch.bmm(m.view(B * T, 5, -1).transpose(0, 1), self.time_maa_w2)  # (5, B*T, C)
-        mw, mk, mv, mr, mg = m.view(5, B, T, C).unbind(0)
-        return (
-            x + dx * (self.time_maa_w + mw),
-            x + dx * (self.time_maa_k + mk),
-            x + dx * (self.time_maa_v + mv),
-            x + dx * (self.time_maa_r + mr),
-            x + dx * (self.time_maa_g + mg),
-        )
+        mu = torch.cat((self.time_maa_w, self.time_maa_k, self.time_maa_v, self.time_maa_r, self.time_maa_g))
+        m = m.view(5, B, T, C) + mu.unsqueeze(1)  # (5, B, T, C)
+        return torch.addcmul(x, dx, m).unbind(0)
 
     def forward(self, x, x_prev, wkv, v_first=None, *, backend=None):
         """x (B, T, C) post-ln1, x_prev (B, C), wkv (B, H, N, N) -> (out, wkv, v_first unchanged)."""
