@@ -25,6 +25,8 @@ import torch
 _PACKAGE_SERVER = r"""
 import json, sys, time, torch
 torch.set_flush_denormal(True)
+if int(sys.argv[2]) > 0:
+    torch.set_num_threads(int(sys.argv[2]))
 from rwkv.model import RWKV
 model = RWKV(model=sys.argv[1], strategy="cpu fp32")
 token, state = 0, None
@@ -46,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median round counts")
     parser.add_argument("--no-package", action="store_true", help="skip the rwkv package comparison")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16-weights row")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for both sides (0: torch's default)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
 
 
@@ -107,10 +110,10 @@ class _Ours:
 class _Package:
     """The `rwkv` package in a subprocess, timed on request."""
 
-    def __init__(self, pth: Path):
+    def __init__(self, pth: Path, threads: int):
         env = {**os.environ, "RWKV_V7_ON": "1", "RWKV_JIT_ON": "1", "RWKV_CUDA_ON": "0"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _PACKAGE_SERVER, str(pth.with_suffix(""))],
+            [sys.executable, "-c", _PACKAGE_SERVER, str(pth.with_suffix("")), str(threads)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -153,7 +156,7 @@ def _runners(args, model, pth: Path | None) -> tuple[dict, dict]:
     }
     bytes_per_token = dict.fromkeys(runners, fp32_bytes)
     if pth is not None:
-        runners["rwkv package 0.8.32 (cpu fp32)"] = _Package(pth)
+        runners["rwkv package 0.8.32 (cpu fp32)"] = _Package(pth, args.threads)
         bytes_per_token["rwkv package 0.8.32 (cpu fp32)"] = fp32_bytes
     if not args.no_bf16:
         bf16 = random_model(args.size).to(torch.bfloat16)
@@ -165,6 +168,8 @@ def _runners(args, model, pth: Path | None) -> tuple[dict, dict]:
 def run(args: argparse.Namespace) -> int:
     # Random weights drift into subnormal floats, which x86 handles ~100x slower; trained weights rarely do.
     torch.set_flush_denormal(True)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     model = random_model(args.size)
     with tempfile.TemporaryDirectory() as tmp:
         pth = None

@@ -1,0 +1,66 @@
+"""`mmrwkv bench decode` and `bench context` at toy sizes: they run, compare, and report what they claim."""
+
+import json
+
+from mmrwkv.bench.decode import random_model, read_bandwidth, weight_bytes_per_token
+from mmrwkv.cli import main
+
+
+def test_bench_decode_runs_ours_and_the_package_side_by_side(tmp_path, capsys):
+    out = tmp_path / "decode.json"
+    code = main(
+        ["bench", "decode", "--size", "v7-tiny", "--tokens", "2", "--rounds", "1", "--threads", "1", "--json", str(out)]
+    )
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {
+        "ours: forward T=1 (fp32)",
+        "ours: stepper (fp32)",
+        "rwkv package 0.8.32 (cpu fp32)",
+        "ours: stepper (bf16 weights)",
+    }
+    assert rows["rwkv package 0.8.32 (cpu fp32)"]["vs_package"] == 1.0
+    assert all(r["tok_per_s"] > 0 for r in rows.values())
+    assert "% bound" in capsys.readouterr().out
+
+
+def test_weight_bytes_per_token_counts_one_embedding_row():
+    model = random_model("v7-tiny")
+    total = sum(p.numel() * 4 for p in model.parameters())
+    V, C = model.emb.weight.shape
+    assert weight_bytes_per_token(model) == total - V * C * 4 + C * 4
+    assert read_bandwidth(1 << 22, repeats=2) > 0
+
+
+def test_bench_context_keeps_rwkv_state_constant_and_writes_plot(tmp_path):
+    png, out = tmp_path / "ctx.png", tmp_path / "ctx.json"
+    code = main(
+        [
+            "bench",
+            "context",
+            "--contexts",
+            "8,40",
+            "--n-embd",
+            "32",
+            "--n-layer",
+            "1",
+            "--head-size",
+            "16",
+            "--vocab-size",
+            "64",
+            "--steps",
+            "1",
+            "--rounds",
+            "1",
+            "--out",
+            str(png),
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0]["rwkv_bytes"] == rows[1]["rwkv_bytes"]
+    # the KV cache grows with the context: keys and values of every layer for every token
+    assert rows[1]["transformer_bytes"] > rows[0]["transformer_bytes"] * 3
