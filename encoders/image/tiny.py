@@ -30,9 +30,12 @@ class TinyCNN(ImageEncoder):
                 f"tiny_cnn: image_size {image_size} must be square and grid {grid} must divide it by a power of two"
             )
         n_down = int(math.log2(size[0] // grid))
-        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.GroupNorm(1, width), nn.GELU()]
-        for _ in range(n_down):
-            layers += [nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GroupNorm(1, width), nn.GELU()]
+        # the stem already halves the resolution: a full-resolution width x width conv would cost ~4x the compute
+        stem_stride = 2 if n_down else 1
+        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, stride=stem_stride, padding=1), nn.GroupNorm(1, width)]
+        for _ in range(n_down - 1):
+            layers += [nn.GELU(), nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GroupNorm(1, width)]
+        layers.append(nn.GELU())
         self.body = nn.Sequential(*layers)
         self.out_dim = width
         self.tokens_per_image = grid * grid
