@@ -5,6 +5,8 @@ Three measurements on a random model (v7 backbone, tiny_cnn image encoder; flags
   baseline that re-runs the whole history (image included) from an empty state at every turn;
 - the cost of a second question about an image whose prefix is in the `PrefixCache`, against the first.
 Every answer is exactly `--answer-tokens` greedy tokens (no stop strings), so turns differ only in prefill.
+Times are wall clock and this process's CPU time (both threads); on a shared machine the CPU time is the
+steadier figure, and the ratios are printed for both.
 """
 
 from __future__ import annotations
@@ -67,17 +69,27 @@ def _sampling(args: argparse.Namespace):
     return SamplingConfig(temperature=0, max_tokens=args.answer_tokens, stop=[], eos_ids=[])
 
 
-def _timed_turn(session, question: str, images: list) -> tuple[float, float]:
-    """(seconds until the prefill is done, seconds for the whole turn)."""
-    start = time.perf_counter()
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(start: tuple[float, float]) -> tuple[float, float]:
+    """(wall, cpu) seconds since `start`."""
+    now = _clock()
+    return now[0] - start[0], now[1] - start[1]
+
+
+def _timed_turn(session, question: str, images: list) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((wall, cpu) seconds until the prefill is done, (wall, cpu) seconds for the whole turn)."""
+    start = _clock()
     pieces = session.ask(question, images=images)
-    prefilled = time.perf_counter()
+    prefilled = _since(start)
     "".join(pieces)
-    return prefilled - start, time.perf_counter() - start
+    return prefilled, _since(start)
 
 
 def chat_with_state_reuse(model, image: bytes, args: argparse.Namespace):
-    """Per-turn seconds of a ChatSession chat; the session (its turns feed the baseline)."""
+    """Per-turn (wall, cpu) seconds of a ChatSession chat; the session (its turns feed the baseline)."""
     from mmrwkv.chat import ChatSession
 
     session = ChatSession(model, sampling=_sampling(args))
@@ -88,7 +100,8 @@ def chat_with_state_reuse(model, image: bytes, args: argparse.Namespace):
 
 
 def chat_rerunning_history(model, turns: list, args: argparse.Namespace) -> tuple[list[float], list[int]]:
-    """Per-turn seconds when every turn prefills the whole history from an empty state; prompt lengths."""
+    """Per-turn (wall, cpu) seconds when every turn prefills the whole history from an empty state; prompt
+    lengths."""
     import torch
 
     from mmrwkv.chat import ChatTemplate
@@ -97,18 +110,18 @@ def chat_rerunning_history(model, turns: list, args: argparse.Namespace) -> tupl
     template = ChatTemplate.for_model(model)
     times, lengths = [], []
     for turn in range(args.turns):
-        start = time.perf_counter()
+        start = _clock()
         enc = template.encode_turns(turns[: 2 * turn + 1])
         with torch.inference_mode():
             logits, state = model(torch.tensor([enc.ids]), enc.media, last_only=True)
         "".join(sample_stream(model.backbone, model.tokenizer, logits[0, -1], state, _sampling(args)))
-        times.append(time.perf_counter() - start)
+        times.append(_since(start))
         lengths.append(len(enc.ids))
     return times, lengths
 
 
 def cached_image_costs(model, image: bytes, args: argparse.Namespace) -> dict:
-    """Median (prefill, turn) seconds of a first and a second question about one image, with a PrefixCache."""
+    """Median (prefill, turn) CPU seconds of a first and a second question about one image, with a PrefixCache."""
     from mmrwkv.chat import ChatSession, PrefixCache
 
     calls: list[int] = []
@@ -124,7 +137,7 @@ def cached_image_costs(model, image: bytes, args: argparse.Namespace) -> dict:
                 tokens.append(session.prefill_tokens - before)
     finally:
         hook.remove()
-    med = {name: tuple(statistics.median(t[i] for t in runs) for i in (0, 1))
+    med = {name: tuple(statistics.median(t[i][1] for t in runs) for i in (0, 1))
            for name, runs in (("first", first), ("second", second))}
     return {**med, "encoder_calls": len(calls) // args.repeats, "prefill_tokens": tokens[:2]}
 
@@ -149,16 +162,25 @@ def run(args: argparse.Namespace) -> int:
     r = measure(args)
     print(f"chat bench: random v7 L{args.layers} C{args.embd}, tiny_cnn {args.image_size}px -> {r['image_tokens']} "
           f"image tokens, {args.answer_tokens}-token greedy answers, {torch.get_num_threads()} threads")
-    print(f"{'turn':>4} {'state reuse ms':>15} {'re-run history ms':>18} {'history tokens':>15}")
-    for i, (a, b, n) in enumerate(zip(r["reuse"], r["rerun"], r["history_tokens"], strict=True)):
-        print(f"{i + 1:>4} {a * 1e3:>15.1f} {b * 1e3:>18.1f} {n:>15}")
-    last = len(r["reuse"]) - 1
-    print(f"turn {last + 1} / turn 1: state reuse {r['reuse'][last] / r['reuse'][0]:.2f}x (target <= 1.2), "
-          f"re-run history {r['rerun'][last] / r['rerun'][0]:.2f}x")
-    c = r["cache"]
-    print(f"prefix cache, same image: first question prefill {c['first'][0] * 1e3:.1f} ms "
-          f"(turn {c['first'][1] * 1e3:.1f} ms), second {c['second'][0] * 1e3:.1f} ms "
-          f"(turn {c['second'][1] * 1e3:.1f} ms); prefill ratio {c['second'][0] / c['first'][0]:.2f}x (target <= 0.3), "
-          f"turn ratio {c['second'][1] / c['first'][1]:.2f}x; encoder calls per pair {c['encoder_calls']}, "
-          f"prefill tokens {c['prefill_tokens'][0]} -> {c['prefill_tokens'][1]}")
+    _print_turns(r)
+    _print_cache(r["cache"])
     return 0
+
+
+def _print_turns(r: dict) -> None:
+    print(f"{'turn':>4} {'state reuse ms wall/cpu':>24} {'re-run history ms wall/cpu':>27} {'history tokens':>15}")
+    for i, (a, b, n) in enumerate(zip(r["reuse"], r["rerun"], r["history_tokens"], strict=True)):
+        print(f"{i + 1:>4} {a[0] * 1e3:>14.1f} /{a[1] * 1e3:>8.1f} {b[0] * 1e3:>17.1f} /{b[1] * 1e3:>8.1f} {n:>15}")
+    last = len(r["reuse"]) - 1
+    for k, clock in enumerate(("wall", "cpu")):
+        print(f"turn {last + 1} / turn 1 ({clock}): state reuse {r['reuse'][last][k] / r['reuse'][0][k]:.2f}x "
+              f"(target <= 1.2), re-run history {r['rerun'][last][k] / r['rerun'][0][k]:.2f}x")
+
+
+def _print_cache(c: dict) -> None:
+    first, second = c["first"], c["second"]
+    print(f"prefix cache, same image (cpu ms): first prefill {first[0] * 1e3:.1f} (turn {first[1] * 1e3:.1f}), "
+          f"second {second[0] * 1e3:.1f} (turn {second[1] * 1e3:.1f})")
+    print(f"second / first: prefill ratio {second[0] / first[0]:.2f}x (target <= 0.3), turn ratio "
+          f"{second[1] / first[1]:.2f}x; encoder calls per pair {c['encoder_calls']}, prefill tokens "
+          f"{c['prefill_tokens'][0]} -> {c['prefill_tokens'][1]}")
