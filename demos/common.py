@@ -70,15 +70,24 @@ def random_tiny_config() -> dict:
     }
 
 
-def build_random_tiny(seed: int = 0):
-    """The `random_tiny_config` model with weights drawn from a fixed seed (same model every time)."""
+def build_random_tiny(seed: int = 0, *, noise: float = 0.3):
+    """The `random_tiny_config` model with weights drawn from a fixed seed (same model every time).
+
+    RWKV-7's init zeroes the output projections, so an untrained model answers the same whatever it is
+    shown; `noise` (std of normal noise added to every matrix) makes its answers depend on the input.
+    """
     import torch
 
     from mmrwkv.multimodal import MultimodalRWKV
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return MultimodalRWKV.from_config(random_tiny_config()).eval()
+        model = MultimodalRWKV.from_config(random_tiny_config()).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() >= 2:
+                    p.add_(torch.randn_like(p) * noise)
+    return model
 
 
 class ModelRegistry:
