@@ -67,7 +67,7 @@ class RecipeDataModule(L.LightningDataModule):
 
     def batch_sampler(self, start: int = 0) -> ResumableBatchSampler:
         """The training batch order for this process, skipping the first `start` batches."""
-        trainer = self._trainer
+        trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return ResumableBatchSampler(len(self.train_set), self.batch_size, epochs=self.epochs, seed=self.seed,
                                      rank=rank, world=world, start=start)
@@ -78,7 +78,7 @@ class RecipeDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # The trainer has restored global_step from the checkpoint before it asks for the data.
-        start = self.trainer.global_step * self.grad_accum if self._trainer is not None else 0
+        start = self.trainer.global_step * self.grad_accum if self.trainer is not None else 0
         return DataLoader(self.train_set, batch_sampler=self.batch_sampler(start), collate_fn=self.collate,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 

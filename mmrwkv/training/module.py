@@ -105,6 +105,7 @@ class MultimodalLM(L.LightningModule):
         super().__init__()
         self.model = model
         self.settings = settings
+        self.last_loss: float | None = None
 
     def _loss(self, batch: dict) -> torch.Tensor:
         hidden, _ = self.model.forward_hidden(batch["input_ids"], batch.get("media"))
@@ -117,6 +118,7 @@ class MultimodalLM(L.LightningModule):
                 f"training loss is {loss.item()} at step {self.global_step} (batch {batch_idx}); "
                 "stopping, the last good checkpoint is kept (lower train.lr or check the data)"
             )
+        self.last_loss = float(loss.detach())
         labelled = (batch["labels"][:, 1:] != IGNORE).sum()
         self.log("train/loss", loss, prog_bar=True, batch_size=int(labelled))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -26,7 +27,7 @@ class StageResult:
 
     final: Path
     log_dir: Path
-    steps: int
+    steps: int | None
     last_loss: float | None
 
 
@@ -60,20 +61,28 @@ def _prepare_output(out: Path, cfg_text: str, *, resume: bool, fresh: bool) -> P
     return last / "trainer.ckpt"
 
 
-def _save_final(model, out: Path, text: str) -> Path:
+def _save_final(module: MultimodalLM, out: Path, text: str, steps: int) -> Path:
     final = out / FINAL
-    model.save(final)
-    tmp = final / "recipe.yaml.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, final / "recipe.yaml")
+    module.model.save(final)
+    summary = json.dumps({"steps": steps, "last_loss": module.last_loss})
+    for name, content in (("summary.json", summary), ("recipe.yaml", text)):
+        tmp = final / (name + ".tmp")
+        tmp.write_text(content)
+        os.replace(tmp, final / name)
     return final
+
+
+def read_summary(final: Path) -> dict:
+    """The steps and last training loss a finished stage recorded beside its final model."""
+    path = Path(final) / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {"steps": None, "last_loss": None}
 
 
 def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False, progress: bool = True
                 ) -> StageResult:
     """Train one (already expanded) stage; a finished stage being resumed returns its result at once."""
     from mmrwkv.training.build import build_datasets, build_model
-    from mmrwkv.training.plots import last_value, plot_curves
+    from mmrwkv.training.plots import plot_curves
     from mmrwkv.training.trainer import build_trainer
 
     out = Path(cfg.train.output_dir)
@@ -82,7 +91,8 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
     ckpt = _prepare_output(out, text, resume=resume, fresh=fresh)
     final = out / FINAL
     if ckpt is not None and (final / "recipe.yaml").is_file() and (final / "recipe.yaml").read_text() == text:
-        return StageResult(final, log_dir, -1, last_value(log_dir, "train/loss"))
+        summary = read_summary(final)
+        return StageResult(final, log_dir, summary["steps"], summary["last_loss"])
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     model = build_model(cfg)
     train_set, val_set, collate = build_datasets(cfg, model)
@@ -98,10 +108,10 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
     module = MultimodalLM(model, optim_settings(cfg, steps))
     trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)
     if trainer.is_global_zero:
-        _save_final(model, out, text)
+        _save_final(module, out, text, trainer.global_step)
         plot_curves(log_dir, out / "curves.png")
     trainer.strategy.barrier("mmrwkv-final")
-    return StageResult(final, log_dir, trainer.global_step, last_value(log_dir, "train/loss"))
+    return StageResult(final, log_dir, trainer.global_step, module.last_loss)
 
 
 def train_recipe(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False, progress: bool = True

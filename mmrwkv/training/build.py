@@ -1,0 +1,177 @@
+"""Recipe -> model, tokenizer, datasets and collate: the glue between the config and the library parts."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from mmrwkv.config import DataConfig, RecipeConfig
+from mmrwkv.errors import DataError
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def load_split(data: DataConfig, split: str):
+    """The `mmrwkv.data.Dataset` of one split (generated kinds are prepared on first use)."""
+    from mmrwkv.data import build_dataset
+
+    return build_dataset(data, split)
+
+
+def _texts(dataset) -> list[str]:
+    texts = []
+    for sample in dataset:
+        texts += [text for _, text in sample.conversation()] + list(sample.captions)
+    return texts
+
+
+def tokenizer_spec(cfg: RecipeConfig, train_set) -> str:
+    """The tokenizer spec the model is built with; "bpe" trains one on the training texts (once per output dir)."""
+    if cfg.model.tokenizer != "bpe":
+        return cfg.model.tokenizer
+    from mmrwkv.chat import ROLES
+    from mmrwkv.tokenizer import train_bpe
+
+    path = Path(cfg.train.output_dir).resolve() / TOKENIZER_FILE
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the chat template's role words are text too: train on them so they are single tokens
+        template = [f"{role}: " for role in ROLES.values()] * 100
+        train_bpe(template + _texts(train_set), cfg.model.bpe_vocab_size, path)
+    return str(path)
+
+
+def model_config(cfg: RecipeConfig, tokenizer: str, vocab_size: int) -> dict:
+    """The `MultimodalRWKV.from_config` dict of a fresh model."""
+    backbone = {"size": cfg.model.size, **cfg.model.overrides, "vocab_size": vocab_size}
+    return {
+        "backbone": backbone,
+        "tokenizer": tokenizer,
+        "encoders": {m: {"name": e.name, "kwargs": dict(e.kwargs)} for m, e in cfg.encoders.items()},
+        "projectors": {m: _projector(p) for m, p in cfg.projector.items()},
+        "placement": cfg.template.placement,
+    }
+
+
+def _projector(spec) -> dict:
+    kwargs = {} if spec.reduction is None else {"reduction": spec.reduction}
+    return {"kind": spec.kind, "kwargs": kwargs}
+
+
+def build_model(cfg: RecipeConfig, train_set=None):
+    """A fresh model (or `train.init_from` / `model.checkpoint` weights) with the recipe's trainable parts."""
+    from mmrwkv.multimodal import MultimodalRWKV
+    from mmrwkv.tokenizer import load_tokenizer
+
+    if cfg.train.init_from is not None:
+        model = MultimodalRWKV.load(cfg.train.init_from)
+    else:
+        spec = tokenizer_spec(cfg, train_set if train_set is not None else load_split(cfg.data, cfg.data.train_split))
+        vocab = load_tokenizer(spec).vocab_size
+        model = MultimodalRWKV.from_config(model_config(cfg, spec, vocab))
+        if cfg.model.checkpoint is not None:
+            _load_backbone(model, cfg.model.checkpoint)
+    apply_trainable(model, cfg)
+    return model
+
+
+def _load_backbone(model, path: str) -> None:
+    from mmrwkv.checkpoint import load_backbone_weights
+
+    load_backbone_weights(model.backbone, path)
+
+
+def apply_trainable(model, cfg: RecipeConfig) -> None:
+    """Freeze / train / LoRA-wrap the encoders, projectors and backbone as the recipe's `trainable` says."""
+    from mmrwkv.lora import set_trainable
+
+    t = cfg.trainable
+    for part, mode in (("encoders", t.encoder), ("projectors", t.projector), ("backbone", t.backbone)):
+        lora = {"rank": t.lora_rank, "alpha": t.lora_alpha} if mode == "lora" else {}
+        set_trainable(getattr(model, part), mode, **lora)
+
+
+class MediaCache:
+    """Stands in for the model inside the chat template: preprocesses each media file once, then reuses it."""
+
+    def __init__(self, model):
+        self.model = model
+        self._items: dict[tuple[str, str], torch.Tensor] = {}
+
+    def preprocess(self, modality: str, item) -> torch.Tensor:
+        """The model's preprocessing of `item`, cached by (modality, path) for file paths."""
+        if not isinstance(item, str | Path):
+            return self.model.preprocess(modality, item)
+        key = (modality, str(item))
+        if key not in self._items:
+            self._items[key] = self.model.preprocess(modality, item)
+        return self._items[key]
+
+    def tokens_per_item(self, modality: str, preprocessed: torch.Tensor) -> int:
+        """Placeholder slots of one item (the model's answer)."""
+        return self.model.tokens_per_item(modality, preprocessed)
+
+
+class ChatDataset(torch.utils.data.Dataset):
+    """Samples encoded on access through the chat template (`train`: with the reply and its labels)."""
+
+    def __init__(self, samples: Sequence, template, *, train: bool, seed: int = 0, max_tokens: int | None = None):
+        self.samples, self.template, self.train = samples, template, train
+        self.seed, self.max_tokens = seed, max_tokens
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        rng = random.Random(self.seed * 1_000_003 + index) if self.train else None
+        encoded = self.template.encode_turns(to_turns(sample, rng, train=self.train), train=self.train)
+        if self.max_tokens is not None and len(encoded.ids) > self.max_tokens:
+            raise DataError(f"sample {sample.id}: {len(encoded.ids)} tokens exceed data.max_text_tokens "
+                            f"{self.max_tokens}")
+        return encoded, {"id": sample.id, "question": sample.question, "answers": sample.answers,
+                         "captions": sample.captions, "images": [str(p) for p in sample.images],
+                         "audio": [str(p) for p in sample.audio]}
+
+
+def to_turns(sample, rng: random.Random | None = None, *, train: bool = True) -> list:
+    """Chat `Turn`s of a data `Sample`; the first user turn carries its media (paths). Without `train` the
+    final assistant reply is left out (the prompt of a generation)."""
+    from mmrwkv.chat import Turn, parse_markers
+
+    conversation = sample.conversation(rng)
+    if not train and conversation and conversation[-1][0] == "assistant":
+        conversation = conversation[:-1]
+    turns = []
+    for role, text in conversation:
+        first_user = role == "user" and not any(t.role == "user" for t in turns)
+        parts = parse_markers(text)
+        body = parts if any(not isinstance(p, str) for p in parts) else "".join(parts)
+        turns.append(Turn(role, body, images=list(sample.images) if first_user else [],
+                          audio=list(sample.audio) if first_user else []))
+    return turns
+
+
+def make_collate(tokenizer):
+    """Collate (Encoded, meta) pairs into the training batch contract."""
+    from mmrwkv.chat import collate
+
+    pad = int(tokenizer.special.eos)
+
+    def collate_pairs(pairs: list) -> dict:
+        return collate([e for e, _ in pairs], pad_id=pad, meta=[m for _, m in pairs])
+
+    return collate_pairs
+
+
+def build_datasets(cfg: RecipeConfig, model):
+    """(train dataset, val dataset or None, collate) for training `model` on the recipe's data."""
+    from mmrwkv.chat import ChatTemplate
+
+    template = ChatTemplate(model.tokenizer, cfg.template.placement, model=MediaCache(model))
+    train = load_split(cfg.data, cfg.data.train_split)
+    train_set = ChatDataset(train, template, train=True, seed=cfg.data.seed, max_tokens=cfg.data.max_text_tokens)
+    return train_set, None, make_collate(model.tokenizer)

@@ -1,0 +1,33 @@
+"""`mmrwkv run`: train every stage of a recipe (resuming finished work), evaluate the final model, report."""
+
+from __future__ import annotations
+
+import time
+
+from mmrwkv.config import RecipeConfig
+from mmrwkv.training.evaluate import EvalReport, evaluate_recipe
+from mmrwkv.training.plots import CSV_NAME
+from mmrwkv.training.run import train_recipe
+
+
+def run_recipe(cfg: RecipeConfig, *, fresh: bool = False, progress: bool = True) -> EvalReport:
+    """Train all stages, then evaluate the last stage's final model on `eval.split`; the report gets the
+    timings of both phases."""
+    start = time.perf_counter()
+    results = train_recipe(cfg, resume=True, fresh=fresh, progress=progress)
+    trained = time.perf_counter()
+    last = results[-1]
+    stage_cfg = _last_stage(cfg)
+    report = evaluate_recipe(stage_cfg, last.final, metrics_csv=last.log_dir / CSV_NAME, progress=progress)
+    total = time.perf_counter() - start
+    timing = (f"\nTiming: training {trained - start:.0f} s ({len(results)} stage(s)), evaluation "
+              f"{report.seconds:.0f} s, total {total:.0f} s.\n")
+    report.markdown += timing
+    report.paths["report"].write_text(report.markdown, encoding="utf-8")
+    return report
+
+
+def _last_stage(cfg: RecipeConfig) -> RecipeConfig:
+    from mmrwkv.config import expand_stages
+
+    return expand_stages(cfg)[-1]
