@@ -23,6 +23,8 @@ __all__ = ["wkv4", "wkv6", "wkv7"]
 MAX_EXP = 40.0
 # longest chunk: the [L, L] intra-chunk work grows with L, the sequential scan shrinks with it
 MAX_CHUNK = 64
+# elements per [B, H, NC, L, N] tensor in one segment of time (4 MiB in fp32)
+SEGMENT_ELEMENTS = 1 << 21
 # chunk length of the explicit (never overflowing) forms used for v4 and for v6 with very strong decay
 EXPLICIT_CHUNK = 16
 
@@ -40,9 +42,8 @@ def wkv7(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, state
     # a step decay below e^-40 is below fp32 resolution next to that step's new v k^T term
     w = w.to(dt).clamp(min=-MAX_EXP)
     size = chunk_len or _factored_chunk_len(w, MAX_CHUNK)
-    xs = [_to_chunks(x.to(dt), size) for x in (r, w, k, v, a, b)]  # each (B, H, NC, L, N)
-    y, s = _v7_chunks(*xs, s0)
-    return _from_chunks(y, r.shape[1]).to(v.dtype), s
+    y, s = _segments(_v7_chunks, (r, w, k, v, a, b), s0, size, dt)
+    return y.to(v.dtype), s
 
 
 def wkv6(r: Tensor, w: Tensor, k: Tensor, v: Tensor, u: Tensor, state: Tensor | None = None,
@@ -59,9 +60,25 @@ def wkv6(r: Tensor, w: Tensor, k: Tensor, v: Tensor, u: Tensor, state: Tensor | 
     if chunk_len is None and size < EXPLICIT_CHUNK:
         size = EXPLICIT_CHUNK
     explicit = size * _max_abs(w) > MAX_EXP
-    xs = [_to_chunks(x.to(dt), size) for x in (r, w, k, v)]  # each (B, H, NC, L, N)
-    y, s = _v6_chunks(*xs, u.to(dt), s0, explicit)
-    return _from_chunks(y, r.shape[1]).to(v.dtype), s
+    u = u.to(dt)
+    y, s = _segments(lambda *xs: _v6_chunks(*xs, u, explicit), (r, w, k, v), s0, size, dt)
+    return y.to(v.dtype), s
+
+
+def _segments(chunk_fn, xs: tuple[Tensor, ...], s0: Tensor, size: int, dt: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Run `chunk_fn(*chunked inputs, state)` over time segments of at most SEGMENT_ELEMENTS per tensor.
+
+    Bounded tensors keep the allocator reusing memory instead of mapping fresh pages for every op, which
+    is what makes the time linear in T. xs are [B, T, H, N]; returns (y [B, T, H, N] fp32, final state).
+    """
+    bsz, t, h, n = xs[0].shape
+    seg = max(1, SEGMENT_ELEMENTS // (bsz * h * n * size)) * size
+    ys, s = [], s0
+    for lo in range(0, t, seg):
+        chunks = [_to_chunks(x[:, lo:lo + seg].to(dt), size) for x in xs]  # each (B, H, NC, L, N)
+        y, s = chunk_fn(*chunks, s)
+        ys.append(_from_chunks(y, min(seg, t - lo)))
+    return (torch.cat(ys, 1) if ys else xs[-1].new_zeros(xs[-1].shape, dtype=dt)), s
 
 
 def _max_abs(w: Tensor) -> float:
