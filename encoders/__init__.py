@@ -6,6 +6,8 @@ feats = enc(x)                                  # (B, N, D) with N = enc.num_tok
 """
 
 from mmrwkv.encoders.base import AudioEncoder, Encoder, ImageEncoder, ImagePreprocess
+from mmrwkv.encoders.media import load_audio, load_image
+from mmrwkv.encoders.projector import Projector, build_projector
 from mmrwkv.encoders.registry import build, get_encoder_class, list_encoders, register
 
 from mmrwkv.lora import set_trainable
@@ -15,9 +17,13 @@ __all__ = [
     "Encoder",
     "ImageEncoder",
     "ImagePreprocess",
+    "Projector",
     "build",
+    "build_projector",
     "get_encoder_class",
     "list_encoders",
+    "load_audio",
+    "load_image",
     "register",
     "set_trainable",
 ]
