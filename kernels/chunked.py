@@ -61,7 +61,7 @@ def wkv6(r: Tensor, w: Tensor, k: Tensor, v: Tensor, u: Tensor, state: Tensor | 
         size = EXPLICIT_CHUNK
     explicit = size * _max_abs(w) > MAX_EXP
     u = u.to(dt)
-    y, s = _segments(lambda *xs: _v6_chunks(*xs, u, explicit), (r, w, k, v), s0, size, dt)
+    y, s = _segments(lambda r, w, k, v, s: _v6_chunks(r, w, k, v, u, explicit, s), (r, w, k, v), s0, size, dt)
     return y.to(v.dtype), s
 
 
@@ -163,7 +163,7 @@ def _v7_chunks(r, w, k, v, a, b, s0):
     return y, s
 
 
-def _v6_chunks(r, w, k, v, u, s0, explicit: bool):
+def _v6_chunks(r, w, k, v, u, explicit: bool, s0):
     """All chunks of RWKV-5/6: r, w, k, v (B, H, NC, L, N), u (H, N), s0 (B, H, Nk, Nv) -> y, final state."""
     g, ge, tail = _cumsums(w)
     attn = _v6_explicit_attn(r, w, k) if explicit else (r * ge.exp()) @ (k * (-g).exp()).mT
