@@ -2,9 +2,12 @@
 // Per (batch, head) one block of N threads. State S [N, N] indexed [value, key]; per step t:
 //   sa = S @ a;  S = S * exp(w)[None, :] + sa[:, None] * b[None, :] + v[:, None] * k[None, :];  y = S @ r
 // Forward: thread i keeps row i of S in registers. Backward: thread i keeps column i of S and both row i and
-// column i of the state gradient G (the same matrix twice, so that no step needs a cross-thread reduction);
-// the states of each chunk are recomputed from the forward's checkpoint into a scratch buffer and read back
-// in reverse, which is exact for any decay (no division by exp(w)).
+// column i of the state gradient G (the same matrix twice, so that no step needs a cross-thread reduction).
+// Backward walks each chunk of K steps in reverse from the checkpoint at its end. When every decay of the
+// chunk is >= exp(MMRWKV_BACKSTEP_MIN_W) (always so for the model's w >= -exp(-0.5)) it steps the state
+// back by inverting the update (S_{t-1} = (S_t - sa b^T - v k^T) / exp(w), as the authors' kernel does),
+// which costs no memory traffic; otherwise it recomputes the chunk forward from the checkpoint at its start
+// into a scratch buffer, exact for any decay.
 #include "wkv_api.h"
 #include "wkv_common.cuh"
 
@@ -12,6 +15,10 @@ namespace {
 
 constexpr int N = MMRWKV_N;
 constexpr int K = MMRWKV_CHUNK;
+// the error of stepping back grows by 1 / decay per step: allow it only for decays >= exp(-0.61) ~ 0.54
+#ifndef MMRWKV_BACKSTEP_MIN_W
+#define MMRWKV_BACKSTEP_MIN_W -0.61f
+#endif
 
 template <class F>
 __global__ void wkv7_forward_kernel(int T, int H, const F* __restrict__ r_, const F* __restrict__ w_,
@@ -19,7 +26,7 @@ __global__ void wkv7_forward_kernel(int T, int H, const F* __restrict__ r_, cons
                                     const F* __restrict__ b_, const float* __restrict__ s0, F* __restrict__ y_,
                                     float* __restrict__ sT, float* __restrict__ sa_, float* __restrict__ ckpt) {
     const int bh = blockIdx.x, bi = bh / H, h = bh % H, i = threadIdx.x;
-    const int chunks = mmrwkv_chunks(T);
+    const int slots = mmrwkv_chunks(T) + 1;  // the state before every chunk, then the final state
     __shared__ float r[N], d[N], k[N], a[N], b[N];
     float S[N];  // row i: S[i, :]
 #pragma unroll
@@ -37,7 +44,7 @@ __global__ void wkv7_forward_kernel(int T, int H, const F* __restrict__ r_, cons
         const float v = to_f(v_[idx]);
         __syncthreads();
         if (ckpt != nullptr && t % K == 0) {
-            float* c = ckpt + ((size_t)bh * chunks + t / K) * N * N + i * N;
+            float* c = ckpt + ((size_t)bh * slots + t / K) * N * N + i * N;
 #pragma unroll
             for (int j = 0; j < N; j++) c[j] = S[j];
         }
@@ -55,6 +62,11 @@ __global__ void wkv7_forward_kernel(int T, int H, const F* __restrict__ r_, cons
     }
 #pragma unroll
     for (int j = 0; j < N; j++) sT[(size_t)bh * N * N + i * N + j] = S[j];
+    if (ckpt != nullptr) {
+        float* c = ckpt + ((size_t)bh * slots + slots - 1) * N * N + i * N;
+#pragma unroll
+        for (int j = 0; j < N; j++) c[j] = S[j];
+    }
 }
 
 // Recomputes the states of steps [t0, t1) from the checkpoint; stores S_{t-1} (column i) for each step in
@@ -84,6 +96,33 @@ __device__ __forceinline__ void wkv7_recompute_chunk(int T, int H, int t0, int t
     }
 }
 
+// Sets Scol to column i of the state at the end of chunk [t0, t1) and returns whether the chunk can be
+// walked back by inverting the update; if not, recomputes the chunk into scratch (see wkv7_recompute_chunk).
+template <class F>
+__device__ __forceinline__ bool wkv7_chunk_start(int T, int H, int t0, int t1, const F* __restrict__ w_,
+                                                 const F* __restrict__ k_, const F* __restrict__ v_,
+                                                 const F* __restrict__ b_, const float* __restrict__ sa_,
+                                                 const float* __restrict__ ck, float* __restrict__ scr, float* v,
+                                                 float* sa, float (&Scol)[N]) {
+    const int bh = blockIdx.x, bi = bh / H, h = bh % H, i = threadIdx.x;
+    __shared__ int strong_decay;
+    bool mine = false;
+    for (int t = t0; t < t1; t++) mine |= to_f(w_[((size_t)(bi * T + t) * H + h) * N + i]) < MMRWKV_BACKSTEP_MIN_W;
+    // a block-wide "any": every writer stores the same value, and readers wait at the barrier
+    if (i == 0) strong_decay = 0;
+    __syncthreads();
+    if (mine) strong_decay = 1;
+    __syncthreads();
+    if (strong_decay) {
+        wkv7_recompute_chunk<F>(T, H, t0, t1, w_, k_, v_, b_, sa_, ck, scr, v, sa, Scol);
+        return false;
+    }
+    const float* end = ck + N * N;  // the next checkpoint: the state after step t1 - 1
+#pragma unroll
+    for (int j = 0; j < N; j++) Scol[j] = end[j * N + i];
+    return true;
+}
+
 template <class F>
 __global__ void wkv7_backward_kernel(int T, int H, const F* __restrict__ r_, const F* __restrict__ w_,
                                      const F* __restrict__ k_, const F* __restrict__ v_, const F* __restrict__ a_,
@@ -93,7 +132,7 @@ __global__ void wkv7_backward_kernel(int T, int H, const F* __restrict__ r_, con
                                      F* __restrict__ dk_, F* __restrict__ dv_, F* __restrict__ da_,
                                      F* __restrict__ db_, float* __restrict__ ds0, float* __restrict__ scratch) {
     const int bh = blockIdx.x, bi = bh / H, h = bh % H, i = threadIdx.x;
-    const int chunks = mmrwkv_chunks(T);
+    const int chunks = mmrwkv_chunks(T), slots = chunks + 1;
     __shared__ float r[N], d[N], k[N], v[N], a[N], b[N], sa[N], dy[N], dsa[N];
     float Scol[N], Grow[N], Gcol[N];  // S[:, i], G[i, :], G[:, i]
     const float* g = dsT + (size_t)bh * N * N;
@@ -106,8 +145,8 @@ __global__ void wkv7_backward_kernel(int T, int H, const F* __restrict__ r_, con
 
     for (int c = chunks - 1; c >= 0; c--) {
         const int t0 = c * K, t1 = t0 + K < T ? t0 + K : T;
-        const float* ck = ckpt + ((size_t)bh * chunks + c) * N * N;
-        wkv7_recompute_chunk<F>(T, H, t0, t1, w_, k_, v_, b_, sa_, ck, scr, v, sa, Scol);
+        const float* ck = ckpt + ((size_t)bh * slots + c) * N * N;
+        const bool invert = wkv7_chunk_start<F>(T, H, t0, t1, w_, k_, v_, b_, sa_, ck, scr, v, sa, Scol);
         for (int t = t1 - 1; t >= t0; t--) {
             const size_t idx = ((size_t)(bi * T + t) * H + h) * N + i;
             __syncthreads();
@@ -120,7 +159,7 @@ __global__ void wkv7_backward_kernel(int T, int H, const F* __restrict__ r_, con
             sa[i] = sa_[idx];
             dy[i] = to_f(dy_[idx]);
             __syncthreads();
-            const float ri = r[i], di = d[i], ai = a[i], dyi = dy[i];
+            const float ri = r[i], di = d[i], ki = k[i], ai = a[i], bi_ = b[i], dyi = dy[i];
             // y_t = S_t @ r_t: gradients to r and to S_t
             float dr = 0.f;
 #pragma unroll
@@ -139,10 +178,12 @@ __global__ void wkv7_backward_kernel(int T, int H, const F* __restrict__ r_, con
             }
             dsa[i] = dsai;
             const float* s = scr + (size_t)(t - t0) * N * N;
+            const float inv_di = 1.f / di;
             float dd = 0.f;
 #pragma unroll
             for (int j = 0; j < N; j++) {
-                Scol[j] = s[j * N + i];  // now S_{t-1}
+                // now S_{t-1}
+                Scol[j] = invert ? (Scol[j] - sa[j] * bi_ - v[j] * ki) * inv_di : s[j * N + i];
                 dd += Gcol[j] * Scol[j];
             }
             __syncthreads();

@@ -21,7 +21,7 @@ struct Wkv7Fwd {
     void* y;
     float* sT;
     float* sa;    // [B, T, H, N] S @ a per step, or null
-    float* ckpt;  // [B, H, chunks, N, N], or null
+    float* ckpt;  // [B, H, chunks + 1, N, N] (the last one: the final state), or null
     void* stream;
 };
 

@@ -97,6 +97,23 @@ def test_wkv7_matches_reference_fp32_with_all_gradients(target, t):
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_wkv7_strong_decays_are_recomputed_exactly(target):
+    # decays down to exp(-6) cannot be stepped back through (the error grows by 1 / decay per step): the
+    # chunks that hold one are recomputed from their checkpoint instead; the others still step back
+    inputs = v7_inputs(2, ODD_T, 2, 8 if target == "emulator" else 64, device(target))
+    inputs[1][:, cuda.CHUNK: 2 * cuda.CHUNK] = -6 * torch.rand_like(inputs[1][:, cuda.CHUNK: 2 * cuda.CHUNK])
+    assert_parity(kernels(target).wkv7, reference.wkv7, inputs, tol=1e-4)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_wkv7_steps_back_accurately_at_the_strongest_model_decay(target):
+    inputs = v7_inputs(2, ODD_T, 2, 8 if target == "emulator" else 64, device(target))
+    # every step at the largest model decay is the worst case for stepping back: ~7e-4 measured at T = 37
+    inputs[1] = torch.full_like(inputs[1], -0.6065)
+    assert_parity(kernels(target).wkv7, reference.wkv7, inputs, tol=2e-3, ref_dtype=torch.float64)
+
+
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("t", [1, ODD_T])
 def test_wkv6_matches_reference_fp32_with_all_gradients(target, t):
     inputs = v6_inputs(2, t, 2, 8 if target == "emulator" else 64, device(target))
