@@ -17,6 +17,7 @@ import torch
 from mmrwkv.encoders.base import ImageEncoder, ImagePreprocess
 from mmrwkv.encoders.registry import register
 from mmrwkv.encoders.weights import load_strict, read_state_dict, strip_prefix
+from torch import nn
 
 from mmrwkv.errors import ConfigError
 
@@ -52,8 +53,7 @@ class OpenCLIPEncoder(ImageEncoder):
             raise ConfigError(f"open_clip: cls_token=True needs a ViT tower; {arch} has {type(visual).__name__}")
         self.layer = _resolve_layer(visual, layer, arch)
         self.cls_token = cls_token
-        # blocks after `layer`, the final norm and the projection are never used: drop their parameters
-        visual.prune_intermediate_layers(indices=[self.layer], prune_norm=True, prune_head=True)
+        _prune(visual, self.layer)
         self.visual = visual
         self.out_dim, self.tokens_per_image = self._token_shape()
 
@@ -169,8 +169,20 @@ def _preprocess_from(visual_cfg: dict, tag_cfg: dict) -> ImagePreprocess:
     )
 
 
+def _prune(visual, index: int) -> None:
+    """Drop the parameters after block `index` (later blocks, final norm, pooling head): they are never used."""
+    if hasattr(visual, "prune_intermediate_layers"):
+        visual.prune_intermediate_layers(indices=[index], prune_norm=True, prune_head=True)
+        return
+    # ModifiedResNet: blocks are stem, layer1..layer4, then the attention pool
+    visual.attnpool = nn.Identity()
+    for i in range(index + 1, 5):
+        setattr(visual, f"layer{i}", nn.Identity())
+
+
 def _resolve_layer(visual, layer: int, arch: str) -> int:
-    n_blocks = len(visual.transformer.resblocks) if hasattr(visual, "transformer") else 4
+    # ViT: transformer blocks; ModifiedResNet (RN50 ...): stem + 4 stages
+    n_blocks = len(visual.transformer.resblocks) if hasattr(visual, "transformer") else 5
     index = layer + n_blocks if layer < 0 else layer
     if not 0 <= index < n_blocks:
         raise ConfigError(f"open_clip: layer {layer} is out of range for {arch} ({n_blocks} blocks: 0..{n_blocks - 1})")

@@ -125,3 +125,15 @@ def test_torchscript_archive_like_openai_files_is_read(clip_file, tmp_path):
     torch.jit.trace(Wrapper(model.visual), torch.randn(1, 3, 32, 32), check_trace=False).save(str(path))
     enc = build("open_clip", arch="ViT-S-32", weights=str(path), model_overrides=TINY)
     assert torch.equal(enc.visual.conv1.weight, model.visual.conv1.weight)
+
+
+def test_modified_resnet_tower_gives_stage_feature_maps_as_tokens():
+    overrides = {**TINY, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8}}
+    last = build("open_clip", arch="RN50", model_overrides=overrides, layer=-1)
+    assert (last.layer, last.tokens_per_image, last.out_dim) == (4, 4, 256)
+    assert last(torch.randn(2, 3, 64, 64)).shape == (2, 4, 256)
+    third = build("open_clip", arch="RN50", model_overrides=overrides)
+    assert (third.layer, third.tokens_per_image, third.out_dim) == (3, 16, 128)
+    assert isinstance(third.visual.layer4, torch.nn.Identity)
+    with pytest.raises(ConfigError, match="cls_token=True needs a ViT tower"):
+        build("open_clip", arch="RN50", model_overrides=overrides, cls_token=True)
