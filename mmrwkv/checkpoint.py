@@ -57,14 +57,24 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         data = _torch_load(path)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: refused to load: the pickle holds more than tensors (code?): {err}") from err
+        raise CheckpointError(f"{path}: refused to load: {_unpickling_reason(err)}") from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint (truncated or corrupt?): {err}") from err
+        detail = str(err).splitlines()[0] if str(err) else "unexpected end of file"
+        raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint (truncated or corrupt?): {detail}") from err
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path}: not a flat state_dict of tensors (got {type(data).__name__})")
     if "emb.weight" not in data:
         raise CheckpointError(f"{path}: not an RWKV checkpoint: no 'emb.weight' among {len(data)} keys")
     return data
+
+
+def _unpickling_reason(err: Exception) -> str:
+    """The one useful line of torch's weights-only refusal (its advice to disable the check is left out)."""
+    for line in str(err).splitlines():
+        if "Unsupported global" in line:
+            name = line.split("GLOBAL", 1)[-1].split(" was not", 1)[0].strip()
+            return f"the pickle calls or builds {name!r}, not only tensors (code is never run)"
+    return f"not a plain pickle of tensors ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
 
 
 def _torch_load(path: Path):

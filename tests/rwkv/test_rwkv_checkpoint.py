@@ -121,18 +121,25 @@ def _write(path, data):
         (lambda p, sd: _truncate(_write(p, sd)), "truncated or corrupt"),
         (lambda p, sd: _write(p, {"weight": torch.zeros(2)}), "not an RWKV checkpoint"),
         (lambda p, sd: _write(p, [torch.zeros(2)]), "not a flat state_dict"),
-        (lambda p, sd: _write(p, {**sd, "payload": _Payload()}), "refused to load"),
+        (lambda p, sd: _write(p, {**sd, "payload": _Payload()}), "refused to load: the pickle calls .*'print'"),
+        (lambda p, sd: _truncate(_write_legacy(p, sd)), r"truncated or corrupt\?\): unexpected (EOF|end of file)"),
         (lambda p, sd: _write(p, _without(sd, "blocks.1.att.k_a")), "missing keys.*blocks.1.att.k_a"),
         (lambda p, sd: _write(p, {**sd, "blocks.0.att.extra": torch.zeros(3)}), "unexpected keys.*att.extra"),
         (lambda p, sd: _write(p, {**sd, "blocks.1.att.w2": torch.zeros(5, 5)}), r"att.w2 has shape \[5, 5\]"),
     ],
-    ids=["missing", "truncated", "not-rwkv", "not-dict", "pickle-code", "missing-key", "extra-key", "bad-shape"],
+    ids=["missing", "truncated", "not-rwkv", "not-dict", "pickle-code", "truncated-legacy", "missing-key",
+         "extra-key", "bad-shape"],
 )
 def test_bad_official_files_raise_checkpoint_error_naming_file_and_problem(make, message, official_sd, tmp_path):
     path = make(tmp_path / "bad.pth", official_sd("7", n_embd=64, head_size=16))
     with pytest.raises(CheckpointError, match=message) as err:
         load_rwkv(path)
     assert path.name in str(err.value)
+
+
+def _write_legacy(path, data):
+    torch.save(data, path, _use_new_zipfile_serialization=False)
+    return path
 
 
 def _truncate(path):
