@@ -179,13 +179,17 @@ __global__ void wkv7_backward_kernel(int T, int H, const F* __restrict__ r_, con
             dsa[i] = dsai;
             const float* s = scr + (size_t)(t - t0) * N * N;
             const float inv_di = 1.f / di;
+            // Scol becomes S_{t-1}
+            if (invert) {
+#pragma unroll
+                for (int j = 0; j < N; j++) Scol[j] = (Scol[j] - sa[j] * bi_ - v[j] * ki) * inv_di;
+            } else {
+#pragma unroll
+                for (int j = 0; j < N; j++) Scol[j] = s[j * N + i];
+            }
             float dd = 0.f;
 #pragma unroll
-            for (int j = 0; j < N; j++) {
-                // now S_{t-1}
-                Scol[j] = invert ? (Scol[j] - sa[j] * bi_ - v[j] * ki) * inv_di : s[j * N + i];
-                dd += Gcol[j] * Scol[j];
-            }
+            for (int j = 0; j < N; j++) dd += Gcol[j] * Scol[j];
             __syncthreads();
             float da = 0.f;
 #pragma unroll
