@@ -10,39 +10,33 @@ equals `model(ids[:, None], state)` up to float rounding (tested).
 
 from __future__ import annotations
 
-import math
+import functools
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from mmrwkv.rwkv.state import State
 
-_DECAY_SCALE = math.exp(-0.5)
-
 
 class _Layer:
-    """One RWKV-7 block's parameters as flat views: (C,) vectors, (6, C) mixes, (in, out) LoRA matrices."""
+    """One RWKV-7 block's parameters as flat views, in the order `_layer_step` takes them."""
 
     def __init__(self, block):
         att, ffn = block.att, block.ffn
-        self.ln1, self.ln2 = block.ln1, block.ln2
-        self.mix = torch.cat([getattr(att, f"x_{n}").view(1, -1) for n in "rwkvag"])  # (6, C)
-        self.w0, self.w1, self.w2 = att.w0.view(-1), att.w1, att.w2
-        self.a0, self.a1, self.a2 = att.a0.view(-1), att.a1, att.a2
         self.first = att.layer_id == 0
-        if not self.first:
-            self.v0, self.v1, self.v2 = att.v0.view(-1), att.v1, att.v2
-        self.g1, self.g2 = att.g1, att.g2
-        self.k_k, self.k_a, self.r_k = att.k_k.view(-1), att.k_a.view(-1), att.r_k  # r_k (H, N)
-        self.wr, self.wk, self.wv, self.wo = (
-            att.receptance.weight,
-            att.key.weight,
-            att.value.weight,
-            att.output.weight,
-        )
-        self.ln_x = att.ln_x
-        self.ffn_mix, self.ffn_key, self.ffn_value = ffn.x_k.view(-1), ffn.key.weight, ffn.value.weight
         self.H = att.n_head
+        mix = torch.cat([getattr(att, f"x_{n}").view(1, -1) for n in "rwkvag"])  # (6, C) r w k v a g
+        # layer 0 has no v0/v1/v2 (its values are v_first); pass w's LoRA as unused stand-ins
+        v_lora = (att.w0, att.w1, att.w2) if self.first else (att.v0, att.v1, att.v2)
+        self.params = [
+            block.ln1.weight, block.ln1.bias, block.ln2.weight, block.ln2.bias, mix,
+            att.receptance.weight, att.key.weight, att.value.weight, att.output.weight,
+            att.w0.view(-1), att.w1, att.w2, att.a0.view(-1), att.a1, att.a2,
+            v_lora[0].view(-1), v_lora[1], v_lora[2], att.g1, att.g2,
+            att.k_k.view(-1), att.k_a.view(-1), att.r_k, att.ln_x.weight, att.ln_x.bias,
+            ffn.x_k.view(-1), ffn.key.weight, ffn.value.weight,
+        ]  # fmt: skip
 
 
 class RWKVStepper:
@@ -53,7 +47,8 @@ class RWKVStepper:
             raise ValueError(f"RWKVStepper supports RWKV-7 only, got version {model.config.version}")
         self.model = model
         self.layers = [_Layer(block) for block in model.blocks]
-        # The mixes are small (6, C) copies; refresh if the model's parameters change (training).
+        self.layer_step = _compiled_layer_step()
+        # The mixes are small (6, C) copies; rebuild them when the model's parameters change (training).
         self.version = _param_version(model)
 
     def _refresh(self) -> None:
@@ -62,24 +57,22 @@ class RWKVStepper:
 
     @torch.inference_mode()
     def __call__(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        self._refresh()
         x = self.model.blocks[0].ln0(self.model.emb(ids.view(-1)))  # (B, C)
         return self.step_embedding(x, state, ln0=False)
 
     @torch.inference_mode()
     def step_embedding(self, x: torch.Tensor, state: State, *, ln0: bool = True) -> tuple[torch.Tensor, State]:
         """One step from embeddings (B, C) (raw rows, ln0 applied here unless `ln0=False`)."""
+        self._refresh()
         model = self.model
         if ln0:
             x = model.blocks[0].ln0(x)
         att_prev, wkv, ffn_prev = [], [], []
-        v_first = None
+        v_first = x  # replaced by layer 0's values
         for i, layer in enumerate(self.layers):
-            h = F.layer_norm(x, x.shape[-1:], layer.ln1.weight, layer.ln1.bias, layer.ln1.eps)
-            dx, s, v_first = _time_mix(layer, h, state.att_x_prev[i], state.wkv[i], v_first)
-            x = x + dx
-            h2 = F.layer_norm(x, x.shape[-1:], layer.ln2.weight, layer.ln2.bias, layer.ln2.eps)
-            x = x + _channel_mix(layer, h2, state.ffn_x_prev[i])
+            x, h, s, h2, v_first = self.layer_step(
+                x, state.att_x_prev[i], state.wkv[i], state.ffn_x_prev[i], v_first, layer.first, layer.H, layer.params
+            )
             att_prev.append(h)
             wkv.append(s)
             ffn_prev.append(h2)
@@ -92,38 +85,53 @@ def _param_version(model) -> int:
     return sum(p._version for p in model.parameters())
 
 
-def _time_mix(p: _Layer, x, x_prev, S, v_first):
-    """x, x_prev (B, C); S (B, H, N, N) fp32 [value, key] -> (out (B, C), S, v_first)."""
+@functools.cache
+def _compiled_layer_step():
+    """`_layer_step` under TorchScript: one interpreter call per layer instead of ~70 Python-dispatched ops.
+    Scripted on first use (not at import); the eager function is the fallback."""
+    try:
+        return torch.jit.script(_layer_step)
+    except Exception:  # TorchScript is optional: an unsupported build just runs the same code eagerly
+        return _layer_step
+
+
+def _layer_step(
+    x: Tensor, att_prev: Tensor, S: Tensor, ffn_prev: Tensor, v_first: Tensor, first: bool, H: int, p: list[Tensor]
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One block for B rows: x (B, C), S (B, H, N, N) fp32 [value, key] -> (x, ln1 out, S, ln2 out, v_first)."""
+    h = F.layer_norm(x, [x.shape[-1]], p[0], p[1], 1e-5)
+    dx, S, v_first = _time_mix(h, att_prev, S, v_first, first, H, p)
+    x = x + dx
+    h2 = F.layer_norm(x, [x.shape[-1]], p[2], p[3], 1e-5)
+    xk = torch.addcmul(h2, ffn_prev - h2, p[25])
+    x = x + F.linear(torch.relu(F.linear(xk, p[26])).square(), p[27])
+    return x, h, S, h2, v_first
+
+
+def _time_mix(
+    x: Tensor, x_prev: Tensor, S: Tensor, v_first: Tensor, first: bool, H: int, p: list[Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """x, x_prev (B, C) post-ln1; S (B, H, N, N) -> (out (B, C), S, v_first). Indices follow `_Layer.params`."""
     B, C = x.shape
-    H = p.H
-    xs = torch.addcmul(x.unsqueeze(1), (x_prev - x).unsqueeze(1), p.mix)  # (B, 6, C): r w k v a g
+    xs = torch.addcmul(x.unsqueeze(1), (x_prev - x).unsqueeze(1), p[4])  # (B, 6, C)
     xr, xw, xk, xv, xa, xg = xs.unbind(1)
-    r, k, v = F.linear(xr, p.wr), F.linear(xk, p.wk), F.linear(xv, p.wv)
-    w = torch.sigmoid((p.w0 + torch.tanh(xw @ p.w1) @ p.w2).float()).mul_(-_DECAY_SCALE).exp_()  # decay (B, C)
-    a = torch.sigmoid(p.a0 + (xa @ p.a1) @ p.a2)
-    g = torch.sigmoid(xg @ p.g1) @ p.g2
-    kk = F.normalize((k * p.k_k).view(B, H, -1), dim=-1, p=2.0, eps=1e-12)  # (B, H, N)
-    k = k * (1 + (a - 1) * p.k_a)
-    if p.first:
+    r, k, v = F.linear(xr, p[5]), F.linear(xk, p[6]), F.linear(xv, p[7])
+    # decay = exp(-e^-0.5 * sigmoid(.)); TorchScript cannot read a module-level float, hence the literal
+    decay = torch.exp(torch.sigmoid((p[9] + torch.tanh(xw @ p[10]) @ p[11]).float()) * -0.6065306597126334)  # (B, C)
+    a = torch.sigmoid(p[12] + (xa @ p[13]) @ p[14])
+    g = torch.sigmoid(xg @ p[18]) @ p[19]
+    kk = F.normalize((k * p[20]).view(B, H, -1), dim=-1, p=2.0, eps=1e-12)  # (B, H, N)
+    k = k * (1 + (a - 1) * p[21])
+    if first:
         v_first = v
     else:
-        v = v + (v_first - v) * torch.sigmoid(p.v0 + (xv @ p.v1) @ p.v2)
-    rh, kh, vh = (t.view(B, H, -1).float() for t in (r, k, v))
-    ah = (kk * a.view(B, H, -1)).float()  # b = kk * a; the a-term is -kk
-    # S = S diag(w) + (S @ -kk) b^T + v k^T  (B, H, Nv, Nk)
-    Sa = (S @ kk.float().unsqueeze(-1)).neg_()  # (B, H, N, 1)
-    S = torch.baddbmm(
-        (S * w.view(B, H, 1, -1)).view(B * H, *S.shape[-2:]),
-        torch.cat([Sa, vh.unsqueeze(-1)], -1).view(B * H, -1, 2),
-        torch.stack([ah, kh], -2).view(B * H, 2, -1),
-    ).view(S.shape)
-    y = (S @ rh.unsqueeze(-1)).view(B, C).to(x.dtype)
-    y = F.group_norm(y, H, p.ln_x.weight, p.ln_x.bias, p.ln_x.eps)
-    bonus = ((rh * kh * p.r_k).sum(-1, keepdim=True) * vh).view(B, C).to(x.dtype)
-    return F.linear((y + bonus) * g, p.wo), S, v_first
-
-
-def _channel_mix(p: _Layer, x, x_prev):
-    """x, x_prev (B, C) -> (B, C)."""
-    xk = torch.addcmul(x, x_prev - x, p.ffn_mix)
-    return F.linear(torch.relu(F.linear(xk, p.ffn_key)).square_(), p.ffn_value)
+        v = v + (v_first - v) * torch.sigmoid(p[15] + (xv @ p[16]) @ p[17])
+    rh, kh, vh = r.view(B, H, -1).float(), k.view(B, H, -1).float(), v.view(B, H, -1).float()
+    N = kh.shape[-1]
+    # S = S diag(decay) + (S @ -kk) (kk*a)^T + v k^T, the two rank-1 terms as one batched product
+    left = torch.cat([-(S @ kk.float().unsqueeze(-1)), vh.unsqueeze(-1)], -1).view(B * H, N, 2)
+    right = torch.stack([(kk * a.view(B, H, -1)).float(), kh], -2).view(B * H, 2, N)
+    S = torch.baddbmm((S * decay.view(B, H, 1, N)).view(B * H, N, N), left, right).view(B, H, N, N)
+    y = F.group_norm((S @ rh.unsqueeze(-1)).view(B, C).to(x.dtype), H, p[23], p[24], 64e-5)
+    bonus = ((rh * kh * p[22]).sum(-1, keepdim=True) * vh).view(B, C).to(x.dtype)
+    return F.linear((y + bonus) * g, p[8]), S, v_first
