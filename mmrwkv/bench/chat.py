@@ -30,20 +30,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", type=int, default=8, help="tiny_cnn grid side: grid**2 image tokens")
     parser.add_argument("--answer-tokens", type=int, default=8, help="tokens generated per answer")
     parser.add_argument("--repeats", type=int, default=3, help="cache measurement repeats (median)")
+    parser.add_argument("--tokenizer", default="world", help="'world' or a tokenizer.json path")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def build_model(args: argparse.Namespace):
-    """A random multimodal v7 model of the flag sizes, with the World tokenizer."""
+    """A random multimodal v7 model of the flag sizes and tokenizer."""
     import torch
 
     from mmrwkv.multimodal import MultimodalRWKV
+    from mmrwkv.tokenizer import load_tokenizer
 
     torch.manual_seed(args.seed)
     config = {
         "backbone": {"size": "v7-tiny", "n_layer": args.layers, "n_embd": args.embd, "head_size": args.head_size,
-                     "vocab_size": 65536},
-        "tokenizer": "world",
+                     "vocab_size": load_tokenizer(args.tokenizer).vocab_size},
+        "tokenizer": args.tokenizer,
         "encoders": {"image": {"name": "tiny_cnn",
                                "kwargs": {"image_size": args.image_size, "width": 64, "grid": args.grid}}},
         "projectors": {"image": {"kind": "mlp2x_gelu"}},
@@ -126,7 +128,7 @@ def cached_image_costs(model, image: bytes, args: argparse.Namespace) -> dict:
 
     calls: list[int] = []
     hook = model.encoders["image"].register_forward_hook(lambda *_: calls.append(1))
-    first, second, tokens = [], [], []
+    first, second, tokens, prompts = [], [], [], []
     try:
         for _ in range(args.repeats):
             session = ChatSession(model, cache=PrefixCache(), sampling=_sampling(args))
@@ -135,11 +137,13 @@ def cached_image_costs(model, image: bytes, args: argparse.Namespace) -> dict:
                 before = session.prefill_tokens
                 sink.append(_timed_turn(session, question, [image]))
                 tokens.append(session.prefill_tokens - before)
+                prompts.append(len(session.history.ids) - args.answer_tokens)
     finally:
         hook.remove()
     med = {name: tuple(statistics.median(t[i][1] for t in runs) for i in (0, 1))
            for name, runs in (("first", first), ("second", second))}
-    return {**med, "encoder_calls": len(calls) // args.repeats, "prefill_tokens": tokens[:2]}
+    return {**med, "encoder_calls": len(calls) // args.repeats, "prefill_tokens": tokens[:2],
+            "prompt_tokens": prompts[:2]}
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -182,5 +186,6 @@ def _print_cache(c: dict) -> None:
     print(f"prefix cache, same image (cpu ms): first prefill {first[0] * 1e3:.1f} (turn {first[1] * 1e3:.1f}), "
           f"second {second[0] * 1e3:.1f} (turn {second[1] * 1e3:.1f})")
     print(f"second / first: prefill ratio {second[0] / first[0]:.2f}x (target <= 0.3), turn ratio "
-          f"{second[1] / first[1]:.2f}x; encoder calls per pair {c['encoder_calls']}, prefill tokens "
-          f"{c['prefill_tokens'][0]} -> {c['prefill_tokens'][1]}")
+          f"{second[1] / first[1]:.2f}x; encoder calls per pair {c['encoder_calls']}; prefilled tokens of the "
+          f"prompt: {c['prefill_tokens'][0]} of {c['prompt_tokens'][0]} -> {c['prefill_tokens'][1]} of "
+          f"{c['prompt_tokens'][1]}")

@@ -38,10 +38,17 @@ class FramesAudio(AudioEncoder):
         return h.unflatten(1, (-1, 2)).mean(2)  # (B, T // 2, D)
 
 
-def tiny_config(placement: str = "first", audio: bool = True) -> dict:
+CHAT_TEXTS = ["System: Be brief.\n\nUser: What is in the picture?\n\nAssistant: A cat on a red mat.\n\n",
+              "User: How many cats?\n\nAssistant: Two cats, one dog and three birds.\n\n"] * 20
+
+
+def tiny_config(placement: str = "first", audio: bool = True, tokenizer: str = "world") -> dict:
+    """A 2-layer C=32 v7 with a 16 px tiny_cnn (4 tokens) and the test audio encoder (8 samples per token)."""
+    from mmrwkv.tokenizer import load_tokenizer
+
     config = {
-        "backbone": {"size": "v7-tiny", "n_embd": 32, "vocab_size": 65536},
-        "tokenizer": "world",
+        "backbone": {"size": "v7-tiny", "n_embd": 32, "vocab_size": load_tokenizer(tokenizer).vocab_size},
+        "tokenizer": tokenizer,
         "encoders": {"image": {"name": "tiny_cnn", "kwargs": {"image_size": 16, "width": 16, "grid": 2}}},
         "projectors": {"image": {"kind": "mlp2x_gelu"}},
         "placement": placement,
@@ -53,9 +60,19 @@ def tiny_config(placement: str = "first", audio: bool = True) -> dict:
 
 
 @pytest.fixture(scope="session")
-def _tiny_model_once() -> MultimodalRWKV:
+def small_tokenizer(tmp_path_factory) -> str:
+    """Path of a 320-token byte-level BPE (a small head keeps the model tests fast)."""
+    from mmrwkv.tokenizer import train_bpe
+
+    path = tmp_path_factory.mktemp("bpe") / "tokenizer.json"
+    train_bpe(CHAT_TEXTS, 320, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def _tiny_model_once(small_tokenizer) -> MultimodalRWKV:
     torch.manual_seed(0)
-    return MultimodalRWKV.from_config(tiny_config()).eval()
+    return MultimodalRWKV.from_config(tiny_config(tokenizer=small_tokenizer)).eval()
 
 
 @pytest.fixture
@@ -99,5 +116,5 @@ def wav():
 
 @pytest.fixture
 def config():
-    """config(placement="first", audio=True) -> a tiny multimodal config dict."""
+    """config(placement="first", audio=True, tokenizer="world") -> a tiny multimodal config dict."""
     return tiny_config

@@ -30,7 +30,7 @@ def test_turn_two_runs_only_its_new_tokens_and_matches_a_full_rerun(tiny_model, 
     second = session.prefill_tokens - first
     new_turn = session.template.encode_turns(session.turns[-2:-1]).ids
     # the new turn, plus the blank line closing the previous answer when the model did not write it
-    assert second == closing + len(new_turn) and closing in (0, 1)
+    assert second == closing + len(new_turn) and closing in (0, len(tiny_model.tokenizer.encode("\n\n")))
     assert session.turns[2].text == answer and [t.role for t in session.turns] == [
         "system", "user", "assistant", "user", "assistant"]
     with torch.inference_mode():
@@ -125,7 +125,7 @@ def test_corrupt_image_raises_naming_the_file_and_the_session_stays_usable(tiny_
 
 
 def test_closing_an_answer_early_keeps_what_was_generated(tiny_model):
-    session = ChatSession(tiny_model, sampling=SamplingConfig(temperature=0, max_tokens=20, stop=[], eos_ids=[]))
+    session = ChatSession(tiny_model, sampling=SamplingConfig(temperature=0, max_tokens=6, stop=[], eos_ids=[]))
     stream = session.ask("Count to ten.")
     next(stream)
     stream.close()
