@@ -26,7 +26,7 @@ MAX_CHUNK = 64
 # elements per [B, H, NC, L, N] tensor in one segment of time (4 MiB in fp32)
 SEGMENT_ELEMENTS = 1 << 21
 # chunk length of the explicit (never overflowing) forms used for v4 and for v6 with very strong decay
-EXPLICIT_CHUNK = 16
+EXPLICIT_CHUNK = 8
 
 
 def wkv7(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, state: Tensor | None = None,

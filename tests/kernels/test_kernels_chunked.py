@@ -121,3 +121,22 @@ def test_dispatch_default_on_cpu_runs_chunked(monkeypatch):
     y, _ = kernels.wkv7(**args)
     assert calls == [args["r"].shape]
     torch.testing.assert_close(y, reference.wkv7(**args)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["wkv6", "wkv7"])
+def test_time_segments_carry_the_state(op, monkeypatch):
+    # segments of 2 chunks of 4: T = 37 runs as 5 segments, the last one partial
+    monkeypatch.setattr(chunked, "SEGMENT_ELEMENTS", 2 * 2 * 2 * 4 * 4)
+    _assert_matches(op, random_inputs(op, 2, 37, 2, 4), torch.float32, chunk_len=4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", ["wkv4", "wkv6", "wkv7"])
+def test_chunked_on_cuda_matches_reference_on_cpu(op):
+    args = random_inputs(op, 2, 100, 2, 16)
+    y0, s0, g0 = _run_with_grads(getattr(reference, op), args)
+    y1, s1, g1 = _run_with_grads(getattr(chunked, op), {n: x.cuda() for n, x in args.items()})
+    assert y1.is_cuda and s1.is_cuda
+    assert _rel(y1.cpu(), y0) < 1e-4 and _rel(s1.cpu(), s0) < 1e-4
+    for name, g in g0.items():
+        assert _rel(g1[name].cpu(), g) < 1e-3, f"d/d{name}"
