@@ -173,16 +173,32 @@ def _prune(visual, index: int) -> None:
     """Drop the parameters after block `index` (later blocks, final norm, pooling head): they are never used."""
     if hasattr(visual, "prune_intermediate_layers"):
         visual.prune_intermediate_layers(indices=[index], prune_norm=True, prune_head=True)
-        return
-    # ModifiedResNet: blocks are stem, layer1..layer4, then the attention pool
-    visual.attnpool = nn.Identity()
-    for i in range(index + 1, 5):
-        setattr(visual, f"layer{i}", nn.Identity())
+    elif hasattr(visual, "trunk"):
+        # TimmModel: timm's own pruning on the trunk, and open_clip's projection head
+        visual.trunk.prune_intermediate_layers(indices=[index], prune_norm=True, prune_head=True)
+        visual.head = nn.Identity()
+    else:
+        # ModifiedResNet: blocks are stem, layer1..layer4, then the attention pool
+        visual.attnpool = nn.Identity()
+        for i in range(index + 1, 5):
+            setattr(visual, f"layer{i}", nn.Identity())
+
+
+def _n_blocks(visual, arch: str) -> int:
+    """Blocks `layer` indexes: ViT transformer blocks, timm trunk blocks / stages, or ModifiedResNet stem + 4 stages."""
+    if hasattr(visual, "transformer"):
+        return len(visual.transformer.resblocks)
+    trunk = getattr(visual, "trunk", None)
+    if trunk is None:
+        return 5
+    for name in ("blocks", "stages"):
+        if hasattr(trunk, name):
+            return len(getattr(trunk, name))
+    raise ConfigError(f"open_clip: cannot find the blocks of {arch}'s timm trunk {type(trunk).__name__}")
 
 
 def _resolve_layer(visual, layer: int, arch: str) -> int:
-    # ViT: transformer blocks; ModifiedResNet (RN50 ...): stem + 4 stages
-    n_blocks = len(visual.transformer.resblocks) if hasattr(visual, "transformer") else 5
+    n_blocks = _n_blocks(visual, arch)
     index = layer + n_blocks if layer < 0 else layer
     if not 0 <= index < n_blocks:
         raise ConfigError(f"open_clip: layer {layer} is out of range for {arch} ({n_blocks} blocks: 0..{n_blocks - 1})")

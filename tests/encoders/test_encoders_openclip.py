@@ -137,3 +137,12 @@ def test_modified_resnet_tower_gives_stage_feature_maps_as_tokens():
     assert isinstance(third.visual.layer4, torch.nn.Identity)
     with pytest.raises(ConfigError, match="cls_token=True needs a ViT tower"):
         build("open_clip", arch="RN50", model_overrides=overrides, cls_token=True)
+
+
+@pytest.mark.slow
+def test_timm_tower_uses_block_indices_and_is_pruned():
+    vision = {"timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False, "image_size": 224}
+    enc = build("open_clip", arch="ViT-B-16-SigLIP", model_overrides={**TINY, "vision_cfg": vision})
+    assert (enc.layer, enc.out_dim, enc.tokens_per_image) == (10, 192, 196)
+    assert len(enc.visual.trunk.blocks) == 11
+    assert enc(torch.randn(1, 3, 224, 224)).shape == (1, 196, 192)
