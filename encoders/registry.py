@@ -69,9 +69,21 @@ def build(name: str, **kwargs):
     An argument the encoder does not take raises ConfigError listing the ones it does.
     """
     cls = get_encoder_class(name)
-    try:
-        inspect.signature(cls).bind(**kwargs)
-    except TypeError as err:
-        params = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
-        raise ConfigError(f"encoder {name!r}: {err}; valid arguments: {', '.join(params)}") from None
+    params = _accepted_arguments(cls)
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ConfigError(f"encoder {name!r}: unknown arguments {unknown}; valid arguments: {', '.join(params)}")
     return cls(**kwargs)
+
+
+def _accepted_arguments(cls: type) -> list[str]:
+    """Keyword arguments of cls.__init__, following **kwargs up to the parent classes' __init__."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names += [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return list(dict.fromkeys(names))

@@ -48,3 +48,9 @@ def test_duplicate_name_raises_listing_known():
         @register("tiny_cnn")
         class Other(Encoder):
             pass
+
+
+def test_arguments_passed_through_kwargs_to_a_parent_are_checked():
+    # hubert forwards **kwargs to the wav2vec2 encoder: its arguments count, others are refused
+    with pytest.raises(ConfigError, match=r"unknown arguments \['layers'\].*arch, .*layer"):
+        build("hubert", layers=3)
