@@ -82,24 +82,25 @@ def _inputs(args: argparse.Namespace, device: torch.device, t: int) -> dict[str,
     return {name: x.requires_grad_() for name, x in inputs.items()}
 
 
-def _time_once(args: argparse.Namespace, device: torch.device, backend: str, t: int) -> float:
+def _time_once(args: argparse.Namespace, device: torch.device, backend: str, t: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one forward+backward."""
     from mmrwkv import kernels
 
     inputs = _inputs(args, device, t)
     op = getattr(kernels, args.op)
     _sync(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     y, state = op(**inputs, backend=backend)
     (y.float().sum() + state.sum()).backward()
     _sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def _time_rounds(args, device, jobs) -> dict[str, list[float]]:
     # one untimed warm-up per backend at a short T (allocator, CUDA build, lazy imports)
     for _, backend, _ in jobs:
         _time_once(args, device, backend, min(args.T, 64))
-    times: dict[str, list[float]] = {label: [] for label, _, _ in jobs}
+    times: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in jobs}
     for _ in range(max(1, args.rounds)):
         for label, backend, t in jobs:
             times[label].append(_time_once(args, device, backend, t))
@@ -109,10 +110,11 @@ def _time_rounds(args, device, jobs) -> dict[str, list[float]]:
 def _rows(args, jobs, times) -> list[dict]:
     rows = []
     for label, _, t in jobs:
-        median = statistics.median(times[label])
-        rows.append({"backend": label, "T_timed": t, "seconds": median,
-                     "seconds_at_T": median * (args.T if label != "chunked 4T" else 4 * args.T) / t,
-                     "scaled": t not in (args.T, 4 * args.T)})
+        wall = statistics.median(x[0] for x in times[label])
+        cpu = statistics.median(x[1] for x in times[label])
+        scale = (args.T if label != "chunked 4T" else 4 * args.T) / t
+        rows.append({"backend": label, "T_timed": t, "seconds": wall, "seconds_at_T": wall * scale,
+                     "cpu_seconds_at_T": cpu * scale, "scaled": t not in (args.T, 4 * args.T)})
     ref = rows[0]["seconds_at_T"]
     for row in rows:
         row["speedup_vs_reference"] = ref / row["seconds_at_T"] if row["backend"] != "chunked 4T" else None
@@ -123,17 +125,21 @@ def _print_table(args, device, rows, notes) -> None:
     print(f"WKV forward+backward, {args.op}, B={args.B} T={args.T} C={args.C} "
           f"H={args.C // args.head_size} N={args.head_size} {args.dtype}, {device}, "
           f"{torch.get_num_threads()} threads, median of {args.rounds} rounds")
-    print(f"{'backend':<12} {'T timed':>8} {'s timed':>9} {'s at T':>9} {'vs reference':>13}")
+    print(f"{'backend':<12} {'T timed':>8} {'s timed':>9} {'s at T':>9} {'cpu s at T':>11} {'vs reference':>13}")
     for row in rows:
         speed = f"{row['speedup_vs_reference']:.1f}x" if row["speedup_vs_reference"] else "-"
-        at_t = f"{row['seconds_at_T']:.3f}" + ("*" if row["scaled"] else "")
-        print(f"{row['backend']:<12} {row['T_timed']:>8} {row['seconds']:>9.3f} {at_t:>9} {speed:>13}")
+        mark = "*" if row["scaled"] else ""
+        at_t, cpu = f"{row['seconds_at_T']:.3f}{mark}", f"{row['cpu_seconds_at_T']:.3f}{mark}"
+        print(f"{row['backend']:<12} {row['T_timed']:>8} {row['seconds']:>9.3f} {at_t:>9} {cpu:>11} {speed:>13}")
     if any(row["scaled"] for row in rows):
         print("* timed at the shorter T and scaled linearly to T (the reference loops over time)")
-    scaled = {row["backend"]: row["seconds"] for row in rows}
-    if "chunked 4T" in scaled:
+    by_name = {row["backend"]: row for row in rows}
+    if "chunked 4T" in by_name:
+        long, short = by_name["chunked 4T"], by_name["chunked"]
         print(f"chunked scaling: time(T={4 * args.T}) / time(T={args.T}) = "
-              f"{scaled['chunked 4T'] / scaled['chunked']:.2f} (linear = 4.00)")
+              f"{long['seconds'] / short['seconds']:.2f} wall, "
+              f"{long['cpu_seconds_at_T'] / short['cpu_seconds_at_T']:.2f} cpu (linear = 4.00)")
+    print("s = wall-clock seconds; cpu s = this process's CPU seconds (all threads), steadier on a shared machine")
     for note in notes:
         print(note)
 

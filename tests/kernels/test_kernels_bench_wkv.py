@@ -15,7 +15,7 @@ def test_bench_wkv_prints_reference_and_chunked_rows(capsys, tmp_path):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "reference" in out and "chunked 4T" in out and "scaled linearly" in out
-    assert "time(T=128) / time(T=32)" in out
+    assert "time(T=128) / time(T=32) = " in out and "cpu (linear = 4.00)" in out
     rows = json.loads(out_json.read_text())["rows"]
     assert [r["backend"] for r in rows] == ["reference", "chunked", "chunked 4T"]
     assert rows[0]["T_timed"] == 16 and rows[0]["seconds_at_T"] == pytest.approx(2 * rows[0]["seconds"])
