@@ -18,7 +18,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
     """Batches of dataset indices for `epochs` epochs; rank `rank` of `world` takes its slice of each global batch.
 
     The last incomplete global batch of an epoch is dropped so every rank sees equal-sized batches.
-    `start` skips that many batches (a resumed run).
+    `start` skips that many batches (a resumed run); `len` stays the whole run's length.
     """
 
     def __init__(self, size: int, batch_size: int, *, epochs: int = 1, seed: int = 0, shuffle: bool = True,
@@ -34,7 +34,8 @@ class ResumableBatchSampler(Sampler[list[int]]):
         return self.size // (self.batch_size * self.world)
 
     def __len__(self) -> int:
-        return max(0, self.epochs * self.batches_per_epoch - self.start)
+        # the whole run's length even when resumed: the trainer restores how many batches it has consumed
+        return self.epochs * self.batches_per_epoch
 
     def _order(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
