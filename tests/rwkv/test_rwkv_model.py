@@ -129,3 +129,29 @@ def test_rwkv7_layer0_has_no_value_residual_parameters():
     assert "blocks.0.att.v0" not in names and "blocks.1.att.v0" in names
     assert {"blocks.0.ln0.weight", "emb.weight", "head.weight", "ln_out.weight"} <= names
     assert not any(n.startswith("blocks.1.ln0") for n in names)
+
+
+@pytest.mark.parametrize("version", ["4", "5.0", "6", "7"])
+def test_bf16_weights_keep_an_fp32_wkv_state_and_stay_close_to_fp32(version, random_model):
+    model = random_model(version)
+    ids = torch.randint(0, 256, (2, 12))
+    with torch.no_grad():
+        ref, _ = model(ids)
+        out, state = model.to(torch.bfloat16)(ids)
+    assert out.dtype == torch.bfloat16 and state.wkv.dtype == torch.float32
+    assert state.att_x_prev.dtype == torch.bfloat16
+    assert ((out.float() - ref).abs().max() / ref.abs().max()).item() < 5e-2
+
+
+@pytest.mark.parametrize("version", ["5.2", "6", "7"])
+def test_model_gradients_agree_between_chunked_and_reference_wkv(version, random_model):
+    model = random_model(version).train()
+    ids = torch.randint(0, 256, (2, 40))
+    grads = {}
+    for backend in ("reference", "chunked"):
+        model.zero_grad()
+        logits, state = model(ids, backend=backend)
+        (logits.square().mean() + state.wkv.square().mean()).backward()
+        grads[backend] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for name, grad in grads["reference"].items():
+        torch.testing.assert_close(grads["chunked"][name], grad, rtol=1e-3, atol=1e-5, msg=name)
