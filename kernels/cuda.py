@@ -9,7 +9,9 @@ built on first use (never at import) with `torch.utils.cpp_extension.load` + nin
 sources compiled as C++ for CPU tensors (`cuda/emu/cuda_emu.h`); the tests use it where no GPU exists.
 
 Each kernel runs one block per (batch, head) sequentially over time, so any T and any B work without
-padding. Backward restarts from state checkpoints saved every `CHUNK` steps and recomputes each chunk.
+padding. Forward saves the state every `CHUNK` steps (and at the end); backward walks each chunk back from
+the checkpoint at its end by inverting the update when all the chunk's decays are >= exp(-0.61) (always so
+for RWKV-7's model decays; no memory traffic), and otherwise replays the chunk from its start (exact).
 Inputs run in bf16 when all of them are bf16, otherwise in fp32; `y` comes back in the dtype of `v`.
 """
 

@@ -1,9 +1,10 @@
 // RWKV-5/6 WKV, forward and backward, sequential over time.
 // Per (batch, head) one block of N threads. State S [N, N] indexed [key, value]; per step t:
 //   y = r @ (u[:, None] * k[:, None] * v[None, :] + S);  S = exp(w)[:, None] * S + k[:, None] * v[None, :]
-// Forward: thread j keeps column j of S (one value channel). Backward: thread i keeps row i of the state
-// gradient G and column i of G (no cross-thread reduction needed) and reads row i of S_{t-1} from the chunk's
-// recomputed states.
+// Forward: thread j keeps column j of S (one value channel). Backward: thread i keeps row i of S and row i
+// and column i of the state gradient G (no cross-thread reduction needed). It walks each chunk back from the
+// checkpoint at its end by inverting the update (S_{t-1} = (S_t - k v^T) / exp(w)) when all its decays are
+// >= exp(MMRWKV_BACKSTEP_MIN_W), else it replays the chunk from its start into a scratch buffer (exact).
 #include "wkv_api.h"
 #include "wkv_common.cuh"
 
@@ -18,7 +19,7 @@ __global__ void wkv6_forward_kernel(int T, int H, const F* __restrict__ r_, cons
                                     const float* __restrict__ s0, F* __restrict__ y_, float* __restrict__ sT,
                                     float* __restrict__ ckpt) {
     const int bh = blockIdx.x, bi = bh / H, h = bh % H, j = threadIdx.x;
-    const int chunks = mmrwkv_chunks(T);
+    const int slots = mmrwkv_chunks(T) + 1;  // the state before every chunk, then the final state
     __shared__ float r[N], d[N], k[N], u[N];
     u[j] = u_[h * N + j];
     float S[N];  // column j: S[:, j]
@@ -34,7 +35,7 @@ __global__ void wkv6_forward_kernel(int T, int H, const F* __restrict__ r_, cons
         const float v = to_f(v_[idx]);
         __syncthreads();
         if (ckpt != nullptr && t % K == 0) {
-            float* c = ckpt + ((size_t)bh * chunks + t / K) * N * N + j;
+            float* c = ckpt + ((size_t)bh * slots + t / K) * N * N + j;
 #pragma unroll
             for (int i = 0; i < N; i++) c[i * N] = S[i];
         }
@@ -48,17 +49,21 @@ __global__ void wkv6_forward_kernel(int T, int H, const F* __restrict__ r_, cons
     }
 #pragma unroll
     for (int i = 0; i < N; i++) sT[(size_t)bh * N * N + i * N + j] = S[i];
+    if (ckpt != nullptr) {
+        float* c = ckpt + ((size_t)bh * slots + slots - 1) * N * N + j;
+#pragma unroll
+        for (int i = 0; i < N; i++) c[i * N] = S[i];
+    }
 }
 
 // Recomputes steps [t0, t1) from the checkpoint, storing row i of S_{t-1} in scratch [K, N, N] laid out
-// [step, value j, key i].
+// [step, value j, key i]; Srow is working space.
 template <class F>
 __device__ __forceinline__ void wkv6_recompute_chunk(int T, int H, int t0, int t1, const F* __restrict__ w_,
                                                      const F* __restrict__ k_, const F* __restrict__ v_,
                                                      const float* __restrict__ ck, float* __restrict__ scr,
-                                                     float* v) {
+                                                     float* v, float (&Srow)[N]) {
     const int bh = blockIdx.x, bi = bh / H, h = bh % H, i = threadIdx.x;
-    float Srow[N];
 #pragma unroll
     for (int j = 0; j < N; j++) Srow[j] = ck[i * N + j];
     for (int t = t0; t < t1; t++) {
@@ -76,6 +81,32 @@ __device__ __forceinline__ void wkv6_recompute_chunk(int T, int H, int t0, int t
     }
 }
 
+// Sets Srow to row i of the state at the end of chunk [t0, t1) and returns true when the chunk can be walked
+// back by inverting the update; otherwise replays the chunk into scratch and returns false.
+template <class F>
+__device__ __forceinline__ bool wkv6_chunk_start(int T, int H, int t0, int t1, const F* __restrict__ w_,
+                                                 const F* __restrict__ k_, const F* __restrict__ v_,
+                                                 const float* __restrict__ ck, float* __restrict__ scr, float* v,
+                                                 float (&Srow)[N]) {
+    const int bh = blockIdx.x, bi = bh / H, h = bh % H, i = threadIdx.x;
+    __shared__ int strong_decay;
+    bool mine = false;
+    for (int t = t0; t < t1; t++) mine |= to_f(w_[((size_t)(bi * T + t) * H + h) * N + i]) < MMRWKV_BACKSTEP_MIN_W;
+    // a block-wide "any": every writer stores the same value, and readers wait at the barrier
+    if (i == 0) strong_decay = 0;
+    __syncthreads();
+    if (mine) strong_decay = 1;
+    __syncthreads();
+    if (strong_decay) {
+        wkv6_recompute_chunk<F>(T, H, t0, t1, w_, k_, v_, ck, scr, v, Srow);
+        return false;
+    }
+    const float* end = ck + N * N;  // the next checkpoint: the state after step t1 - 1
+#pragma unroll
+    for (int j = 0; j < N; j++) Srow[j] = end[i * N + j];
+    return true;
+}
+
 template <class F>
 __global__ void wkv6_backward_kernel(int T, int H, const F* __restrict__ r_, const F* __restrict__ w_,
                                      const F* __restrict__ k_, const F* __restrict__ v_, const float* __restrict__ u_,
@@ -84,10 +115,10 @@ __global__ void wkv6_backward_kernel(int T, int H, const F* __restrict__ r_, con
                                      F* __restrict__ dk_, F* __restrict__ dv_, float* __restrict__ du_,
                                      float* __restrict__ ds0, float* __restrict__ scratch) {
     const int bh = blockIdx.x, bi = bh / H, h = bh % H, i = threadIdx.x;
-    const int chunks = mmrwkv_chunks(T);
+    const int chunks = mmrwkv_chunks(T), slots = chunks + 1;
     __shared__ float r[N], d[N], k[N], v[N], dy[N], u[N];
     u[i] = u_[h * N + i];
-    float Grow[N], Gcol[N];  // G[i, :], G[:, i]
+    float Srow[N], Grow[N], Gcol[N];  // S[i, :], G[i, :], G[:, i]
     const float* g = dsT + (size_t)bh * N * N;
 #pragma unroll
     for (int j = 0; j < N; j++) {
@@ -99,7 +130,8 @@ __global__ void wkv6_backward_kernel(int T, int H, const F* __restrict__ r_, con
 
     for (int c = chunks - 1; c >= 0; c--) {
         const int t0 = c * K, t1 = t0 + K < T ? t0 + K : T;
-        wkv6_recompute_chunk<F>(T, H, t0, t1, w_, k_, v_, ckpt + ((size_t)bh * chunks + c) * N * N, scr, v);
+        const float* ck = ckpt + ((size_t)bh * slots + c) * N * N;
+        const bool invert = wkv6_chunk_start<F>(T, H, t0, t1, w_, k_, v_, ck, scr, v, Srow);
         for (int t = t1 - 1; t >= t0; t--) {
             const size_t idx = ((size_t)(bi * T + t) * H + h) * N + i;
             __syncthreads();
@@ -117,14 +149,22 @@ __global__ void wkv6_backward_kernel(int T, int H, const F* __restrict__ r_, con
                 dyv += dy[j] * v[j];
                 ruk += r[j] * u[j] * k[j];
             }
-            const float* s = scr + (size_t)(t - t0) * N * N;
+            // Srow becomes S_{t-1}[i, :]
+            if (invert) {
+                const float inv_di = 1.f / di;
+#pragma unroll
+                for (int j = 0; j < N; j++) Srow[j] = (Srow[j] - ki * v[j]) * inv_di;
+            } else {
+                const float* s = scr + (size_t)(t - t0) * N * N;
+#pragma unroll
+                for (int j = 0; j < N; j++) Srow[j] = s[j * N + i];
+            }
             float dr = ui * ki * dyv, dk = ri * ui * dyv, dd = 0.f, dv = dyi * ruk;
 #pragma unroll
             for (int j = 0; j < N; j++) {
-                const float sprev = s[j * N + i];  // S_{t-1}[i, j]
-                dr += dy[j] * sprev;
+                dr += dy[j] * Srow[j];
                 dk += Grow[j] * v[j];
-                dd += Grow[j] * sprev;
+                dd += Grow[j] * Srow[j];
                 dv += Gcol[j] * k[j];
             }
             du += ri * ki * dyv;

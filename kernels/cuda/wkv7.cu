@@ -15,10 +15,6 @@ namespace {
 
 constexpr int N = MMRWKV_N;
 constexpr int K = MMRWKV_CHUNK;
-// the error of stepping back grows by 1 / decay per step: allow it only for decays >= exp(-0.61) ~ 0.54
-#ifndef MMRWKV_BACKSTEP_MIN_W
-#define MMRWKV_BACKSTEP_MIN_W -0.61f
-#endif
 
 template <class F>
 __global__ void wkv7_forward_kernel(int T, int H, const F* __restrict__ r_, const F* __restrict__ w_,

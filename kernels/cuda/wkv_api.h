@@ -12,6 +12,11 @@
 #ifndef MMRWKV_CHUNK
 #define MMRWKV_CHUNK 16
 #endif
+// Backward steps the state back (dividing by the decay) through chunks whose log decays are all >= this:
+// the error grows by 1 / decay per step, so stronger decays recompute the chunk instead.
+#ifndef MMRWKV_BACKSTEP_MIN_W
+#define MMRWKV_BACKSTEP_MIN_W -0.61f
+#endif
 
 struct Wkv7Fwd {
     int B, T, H;
@@ -44,7 +49,7 @@ struct Wkv6Fwd {
     const float* s0;  // [B, H, N, N] indexed [key, value]
     void* y;
     float* sT;
-    float* ckpt;
+    float* ckpt;  // [B, H, chunks + 1, N, N] (the last one: the final state), or null
     void* stream;
 };
 

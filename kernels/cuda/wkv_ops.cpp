@@ -112,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> wkv6_forward(const at::Tensor& r,
     check_state(s0, "state", {B, H, N, N}, r);
     const auto f32 = r.options().dtype(at::kFloat);
     at::Tensor y = at::empty_like(v), sT = at::empty({B, H, N, N}, f32);
-    at::Tensor ckpt = save ? at::empty({B, H, (T + K - 1) / K, N, N}, f32) : at::empty({0}, f32);
+    at::Tensor ckpt = save ? at::empty({B, H, (T + K - 1) / K + 1, N, N}, f32) : at::empty({0}, f32);
     const Wkv6Fwd p{int(B), int(T), int(H), r.scalar_type() == at::kBFloat16, r.data_ptr(), w.data_ptr(),
                     k.data_ptr(), v.data_ptr(), u.data_ptr<float>(), s0.data_ptr<float>(), y.data_ptr(),
                     sT.data_ptr<float>(), opt_ptr(ckpt), current_stream()};
@@ -127,7 +127,7 @@ std::vector<at::Tensor> wkv6_backward(const at::Tensor& r, const at::Tensor& w, 
     MMRWKV_DEVICE_GUARD(r);
     const int64_t B = r.size(0), T = r.size(1), H = r.size(2);
     check_state(u, "u", {H, N}, r);
-    check_state(ckpt, "checkpoints", {B, H, (T + K - 1) / K, N, N}, r);
+    check_state(ckpt, "checkpoints", {B, H, (T + K - 1) / K + 1, N, N}, r);
     check_state(dsT, "state gradient", {B, H, N, N}, r);
     const auto f32 = r.options().dtype(at::kFloat);
     at::Tensor dr = at::empty_like(r), dw = at::empty_like(r), dk = at::empty_like(r), dv = at::empty_like(r),

@@ -96,21 +96,29 @@ def test_wkv7_matches_reference_fp32_with_all_gradients(target, t):
     assert_parity(kernels(target).wkv7, reference.wkv7, inputs, tol=1e-4)
 
 
+def heads_inputs(op, target, t=ODD_T):
+    make = v7_inputs if op == "wkv7" else v6_inputs
+    return make(2, t, 2, 8 if target == "emulator" else 64, device(target))
+
+
 @pytest.mark.parametrize("target", TARGETS)
-def test_wkv7_strong_decays_are_recomputed_exactly(target):
+@pytest.mark.parametrize("op", ["wkv7", "wkv6"])
+def test_strong_decays_are_recomputed_exactly(target, op):
     # decays down to exp(-6) cannot be stepped back through (the error grows by 1 / decay per step): the
-    # chunks that hold one are recomputed from their checkpoint instead; the others still step back
-    inputs = v7_inputs(2, ODD_T, 2, 8 if target == "emulator" else 64, device(target))
+    # chunks that hold one are replayed from their checkpoint instead; the others still step back
+    inputs = heads_inputs(op, target)
+    inputs[1] = inputs[1].clamp(min=-0.6)
     inputs[1][:, cuda.CHUNK: 2 * cuda.CHUNK] = -6 * torch.rand_like(inputs[1][:, cuda.CHUNK: 2 * cuda.CHUNK])
-    assert_parity(kernels(target).wkv7, reference.wkv7, inputs, tol=1e-4)
+    assert_parity(getattr(kernels(target), op), getattr(reference, op), inputs, tol=1e-4)
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_wkv7_steps_back_accurately_at_the_strongest_model_decay(target):
-    inputs = v7_inputs(2, ODD_T, 2, 8 if target == "emulator" else 64, device(target))
-    # every step at the largest model decay is the worst case for stepping back: ~7e-4 measured at T = 37
+@pytest.mark.parametrize("op", ["wkv7", "wkv6"])
+def test_steps_back_accurately_at_the_strongest_decay_it_allows(target, op):
+    inputs = heads_inputs(op, target)
+    # every step at the strongest decay is the worst case for stepping back: ~7e-4 measured for v7 at T = 37
     inputs[1] = torch.full_like(inputs[1], -0.6065)
-    assert_parity(kernels(target).wkv7, reference.wkv7, inputs, tol=2e-3, ref_dtype=torch.float64)
+    assert_parity(getattr(kernels(target), op), getattr(reference, op), inputs, tol=2e-3, ref_dtype=torch.float64)
 
 
 @pytest.mark.parametrize("target", TARGETS)
