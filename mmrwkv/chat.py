@@ -26,6 +26,7 @@ Notation: B batch, T time, V vocabulary.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections import OrderedDict
@@ -292,6 +293,15 @@ class ChatSession:
         self.history = Encoded()
         self._pending: list[int] = []
         self._key = ""
+
+    def fork(self) -> ChatSession:
+        """An independent copy of the conversation so far (same model, template and cache), e.g. to branch."""
+        other = copy.copy(self)
+        other.state = None if self.state is None else self.state.clone()
+        other.turns = list(self.turns)
+        other.history = Encoded(list(self.history.ids), list(self.history.labels), Media.cat([self.history.media]))
+        other._pending = list(self._pending)
+        return other
 
     def ask(self, text: str, images: Sequence = (), audio: Sequence = (),
             sampling: SamplingConfig | None = None) -> Iterator[str]:

@@ -134,3 +134,15 @@ def test_closing_an_answer_early_keeps_what_was_generated(tiny_model):
     with torch.inference_mode():
         _, full_state = tiny_model(torch.tensor([session.history.ids]))
     assert states_close(session.state, full_state)
+
+
+def test_fork_branches_without_touching_the_original(tiny_model, png):
+    session = ChatSession(tiny_model, sampling=GREEDY)
+    "".join(session.ask("What is it?", images=[png(1)]))
+    state, turns, history = session.state.clone(), list(session.turns), list(session.history.ids)
+    branch = session.fork()
+    "".join(branch.ask("And then?"))
+    assert len(branch.turns) == 4 and len(branch.history.ids) > len(history)
+    assert session.turns == turns and session.history.ids == history and states_close(session.state, state)
+    again = "".join(session.ask("And then?"))
+    assert again == branch.turns[-1].text and states_close(session.state, branch.state)
