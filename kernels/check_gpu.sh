@@ -60,8 +60,8 @@ bench() {
     timeout 100 "$PY" -m mmrwkv.cli bench wkv --device cuda "$@" || fail "bench wkv $*"
 }
 bench --op wkv7 --B 8 --T 4096 --C 4096 --head-size 64 --dtype bf16 --ref-T 64 --rounds 3
-bench --op wkv6 --B 8 --T 4096 --C 2048 --head-size 64 --dtype bf16 --ref-T 64 --rounds 3
-bench --op wkv4 --B 8 --T 4096 --C 2048 --dtype fp32 --ref-T 64 --rounds 3
+bench --op wkv6 --B 4 --T 2048 --C 2048 --head-size 64 --dtype bf16 --ref-T 64 --rounds 3
+bench --op wkv4 --B 4 --T 2048 --C 2048 --dtype fp32 --ref-T 64 --rounds 3
 
 step "5/5 direct timing: v7 B=8 T=4096 C=4096 head 64 bf16, forward+backward"
 timeout 240 "$PY" - <<'EOF' || fail "direct timing"
