@@ -83,6 +83,11 @@ class ChatDemo:
             return
         try:
             yield from self._turn(session, message, (path or "").strip() or choice, (temperature, top_p, max_tokens))
+        except Exception as err:  # a model failure must not take the server down
+            log.exception("chat session %s: the turn failed", sid)
+            session.reset()
+            session.messages.append(error_message(f"generation failed ({err}); the chat was reset"))
+            yield _copy(session.messages)
         finally:
             session.end()
             session.last_used = self.store.clock()
@@ -120,11 +125,6 @@ class ChatDemo:
                 yield _copy(session.messages)
                 if session.stop.is_set():
                     break
-        except Exception as err:  # a model failure must not take the server down
-            log.exception("chat session %s: generation failed", session.sid)
-            session.reset()
-            session.messages.append(error_message(f"generation failed ({err}); the chat was reset"))
-            yield _copy(session.messages)
         finally:
             # closing commits the partial answer to the session's state (ChatSession keeps what was streamed)
             stream.close()
@@ -171,6 +171,24 @@ def _copy(messages: list[dict]) -> list[dict]:
     return [dict(m) for m in messages]
 
 
+def upload_box(gr, **kwargs):
+    """A MultimodalTextbox whose `file_types` only filter the browser's file picker.
+
+    Gradio's own type check raises before the handler runs and shows a pop-up instead of an error line in the
+    chat; the handlers check every upload themselves (`check_upload`). Replacing `preprocess` on the instance
+    rather than subclassing keeps gradio from writing a .pyi stub beside this module.
+    """
+    box = gr.MultimodalTextbox(**kwargs)
+
+    def preprocess(payload):
+        if payload is None:
+            return None
+        return {"text": payload.text, "files": [f.path for f in payload.files]}
+
+    box.preprocess = preprocess
+    return box
+
+
 def build_chat_app(options: ChatOptions | None = None, demo: ChatDemo | None = None):
     """The chat page as a `gr.Blocks` (launch it with `launch_app`); its API endpoint is `/chat`."""
     offline_gradio()
@@ -186,9 +204,9 @@ def build_chat_app(options: ChatOptions | None = None, demo: ChatDemo | None = N
             picker = gr.Dropdown(choices, value=choices[0] if choices else None, label="Checkpoint", scale=3)
             path = gr.Textbox(label="...or a checkpoint directory", placeholder="runs/easy_vqa/final", scale=3)
         chatbot = gr.Chatbot(label="Chat", height=420, elem_id="chat")
-        box = gr.MultimodalTextbox(placeholder="Ask about an image or a sound...", file_count="multiple",
-                                   file_types=list(IMAGE_SUFFIXES + AUDIO_SUFFIXES),
-                                   sources=["upload", "microphone"], show_label=False, elem_id="message")
+        box = upload_box(gr, placeholder="Ask about an image or a sound...", file_count="multiple",
+                        file_types=list(IMAGE_SUFFIXES + AUDIO_SUFFIXES), sources=["upload", "microphone"],
+                        show_label=False, elem_id="message")
         with gr.Row():
             stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
             reset_btn = gr.Button("Reset", elem_id="reset")
@@ -197,10 +215,16 @@ def build_chat_app(options: ChatOptions | None = None, demo: ChatDemo | None = N
             top_p = gr.Slider(0.05, 1.0, value=options.top_p, step=0.05, label="Top-p")
             max_tokens = gr.Slider(1, 1024, value=options.max_tokens, step=1, label="Max tokens")
 
+        pending = gr.State(None)
+        api_trigger = gr.Button(visible=False)
+        inputs = [picker, path, temperature, top_p, max_tokens]
+
+        def take(message):
+            # a plain value (not a component update) clears the box, so gradio keeps this very component
+            return {"text": "", "files": []}, message
+
         def respond(message, choice, typed, temp, p, n, request: gr.Request):
-            yield gr.MultimodalTextbox(value=None), gr.skip()
-            for messages in demo.respond(message, choice, typed, temp, p, n, request.session_hash):
-                yield gr.skip(), messages
+            yield from demo.respond(message, choice, typed, temp, p, n, request.session_hash)
 
         def stop(request: gr.Request):
             demo.stop(request.session_hash)
@@ -211,8 +235,13 @@ def build_chat_app(options: ChatOptions | None = None, demo: ChatDemo | None = N
         def unload(request: gr.Request):
             demo.unload(request.session_hash)
 
-        sent = box.submit(respond, [box, picker, path, temperature, top_p, max_tokens], [box, chatbot],
-                          api_name="chat", concurrency_limit=options.concurrency, trigger_mode="multiple")
+        # the page: move the message out of the box at once, then stream the answer into the chat
+        taken = box.submit(take, box, [box, pending], queue=False, trigger_mode="multiple", api_visibility="private")
+        sent = taken.then(respond, [pending, *inputs], chatbot, concurrency_limit=options.concurrency,
+                          concurrency_id="chat", api_visibility="private")
+        # the same handler for API clients (gradio_client): POST the message to /chat
+        api_trigger.click(respond, [box, *inputs], chatbot, api_name="chat", concurrency_limit=options.concurrency,
+                          concurrency_id="chat")
         # Stop sets the session's flag (the stream ends after its current token) and cancels the event, which
         # closes the handler so the partial answer is committed to the session's state
         stop_btn.click(stop, None, None, api_name="stop", queue=False)
@@ -224,10 +253,14 @@ def build_chat_app(options: ChatOptions | None = None, demo: ChatDemo | None = N
 
 
 def launch_app(app, *, host: str = "127.0.0.1", port: int | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-               block: bool = True, store: SessionStore | None = None):
-    """Launch `app` bound to `host` with the upload size limit; `block=False` returns at once (tests)."""
-    if store is not None:
-        store.start_sweeper()
+               block: bool = True):
+    """Launch `app` bound to `host` with the upload size limit; `block=False` returns at once (tests).
+
+    The idle-session sweeper of the app's demo (if it has one) starts with the server.
+    """
+    demo = getattr(app, "mmrwkv_demo", None)
+    if demo is not None:
+        demo.store.start_sweeper()
     app.queue(default_concurrency_limit=4)
     return app.launch(server_name=host, server_port=port, max_file_size=max_file_bytes, prevent_thread_lock=not block,
                       share=False, show_error=True, quiet=not block)

@@ -44,7 +44,7 @@ def images(tmp_path_factory):
     return paths
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chat_server(tiny_checkpoint, tmp_path_factory):
     """The chat demo launched in-process on 127.0.0.1 and a free port: (url, app)."""
     options = ChatOptions(checkpoint=tiny_checkpoint, runs_dir=str(tmp_path_factory.mktemp("runs")), concurrency=8,
@@ -82,8 +82,8 @@ def last_reply(messages: list[dict]) -> str:
 
 
 def chat_messages(job) -> list[list[dict]]:
-    """Every chatbot value a streaming /chat job produced (the textbox update is dropped)."""
-    return [out[1] for out in job.outputs() if isinstance(out[1], list)]
+    """Every chatbot value a streaming /chat job produced."""
+    return [out for out in job.outputs() if isinstance(out, list)]
 
 
 @pytest.fixture(scope="session")
