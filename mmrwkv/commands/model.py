@@ -8,7 +8,7 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 def register(sub) -> None:
     """Add the `info`, `convert` and `init` subcommands."""
     p = sub.add_parser("info", help="print an RWKV checkpoint's generation, sizes and parameter count")
-    p.add_argument("checkpoint", help="our checkpoint directory or an official .pth")
+    p.add_argument("checkpoint", help="our checkpoint directory, an official .pth, or a named size (v7-0.1b)")
     p.set_defaults(func=run_info)
 
     p = sub.add_parser("convert", help="convert official .pth <-> ours (OUT ending in .pth gets the official format)")
@@ -30,10 +30,26 @@ def _dtype(name: str | None):
     return getattr(torch, DTYPES[name]) if name else None
 
 
-def run_info(args) -> int:
-    from mmrwkv.checkpoint import describe
+def _describe_size(name: str) -> dict:
+    import torch
 
-    info = describe(args.checkpoint)
+    from mmrwkv.rwkv import RWKV, SIZES
+
+    size = SIZES[name]
+    with torch.device("meta"):
+        model = RWKV(size.config())
+    return {"path": name, "format": f"named size ({size.source})", "config": model.config,
+            "parameters": model.num_parameters()}
+
+
+def run_info(args) -> int:
+    from pathlib import Path
+
+    from mmrwkv.checkpoint import describe
+    from mmrwkv.rwkv import SIZES
+
+    named = args.checkpoint in SIZES and not Path(args.checkpoint).exists()
+    info = _describe_size(args.checkpoint) if named else describe(args.checkpoint)
     c = info["config"]
     lines = [
         ("path", info["path"]),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from mmrwkv import kernels
 from mmrwkv.rwkv.common import shifted
@@ -35,7 +35,8 @@ class TimeMix(nn.Module):
         self.receptance = nn.Linear(C, C, bias=False)
         self.output = nn.Linear(C, C, bias=False)
 
-    def forward(self, x, x_prev, wkv, v_first=None, *, backend=None):
+    def forward(self, x: Tensor, x_prev: Tensor, wkv: Tensor, v_first: Tensor | None = None, *,
+                backend: str | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """x (B, T, C) post-ln1, x_prev (B, C), wkv (B, 3, C) -> (out, wkv, v_first unchanged)."""
         xs = shifted(x, x_prev)
         r = torch.sigmoid(self.receptance(lerp4(x, xs, self.time_mix_r)))
@@ -58,7 +59,7 @@ class ChannelMix(nn.Module):
         self.receptance = nn.Linear(C, C, bias=False)
         self.value = nn.Linear(F_, C, bias=False)
 
-    def forward(self, x, x_prev):
+    def forward(self, x: Tensor, x_prev: Tensor) -> Tensor:
         """x (B, T, C) post-ln2, x_prev (B, C) -> (B, T, C)."""
         xs = shifted(x, x_prev)
         k = torch.square(F.relu(self.key(lerp4(x, xs, self.time_mix_k))))  # (B, T, F)

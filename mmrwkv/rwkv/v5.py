@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from mmrwkv import kernels
 from mmrwkv.rwkv.common import heads, shifted
@@ -56,7 +56,8 @@ class TimeMix(nn.Module):
         w = -torch.exp(self.time_decay.float())
         return w if w.dim() == 2 else w[:, None].expand(self.n_head, self.head_size)
 
-    def forward(self, x, x_prev, wkv, v_first=None, *, backend=None):
+    def forward(self, x: Tensor, x_prev: Tensor, wkv: Tensor, v_first: Tensor | None = None, *,
+                backend: str | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """x (B, T, C) post-ln1, x_prev (B, C), wkv (B, H, N, N) -> (out, wkv, v_first unchanged)."""
         B, T, C = x.shape
         H = self.n_head

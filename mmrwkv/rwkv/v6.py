@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from mmrwkv import kernels
 from mmrwkv.rwkv.common import heads, shifted
@@ -47,7 +47,8 @@ class TimeMix(nn.Module):
         m = m.view(5, B, T, C) + mu.unsqueeze(1)  # (5, B, T, C)
         return torch.addcmul(x, dx, m).unbind(0)
 
-    def forward(self, x, x_prev, wkv, v_first=None, *, backend=None):
+    def forward(self, x: Tensor, x_prev: Tensor, wkv: Tensor, v_first: Tensor | None = None, *,
+                backend: str | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """x (B, T, C) post-ln1, x_prev (B, C), wkv (B, H, N, N) -> (out, wkv, v_first unchanged)."""
         B, T, C = x.shape
         H = self.n_head
@@ -72,7 +73,7 @@ class ChannelMix(nn.Module):
         self.receptance = nn.Linear(C, C, bias=False)
         self.value = nn.Linear(F_, C, bias=False)
 
-    def forward(self, x, x_prev):
+    def forward(self, x: Tensor, x_prev: Tensor) -> Tensor:
         """x (B, T, C) post-ln2, x_prev (B, C) -> (B, T, C)."""
         dx = shifted(x, x_prev) - x
         k = torch.square(F.relu(self.key(x + dx * self.time_maa_k)))  # (B, T, F)

@@ -10,7 +10,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from mmrwkv import kernels
 from mmrwkv.rwkv.common import heads, shifted
@@ -49,7 +49,8 @@ class TimeMix(nn.Module):
         b = nn.Parameter(torch.empty(1, 1, C)) if bias else None
         return b, nn.Parameter(torch.empty(C, D)), nn.Parameter(torch.empty(D, C))
 
-    def forward(self, x, x_prev, wkv, v_first=None, *, backend=None):
+    def forward(self, x: Tensor, x_prev: Tensor, wkv: Tensor, v_first: Tensor | None = None, *,
+                backend: str | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """x (B, T, C) post-ln1, x_prev (B, C), wkv (B, H, N, N) [value, key] -> (out, wkv, v_first)."""
         B, T, C = x.shape
         H = self.n_head
@@ -84,7 +85,7 @@ class ChannelMix(nn.Module):
         self.key = nn.Linear(C, F_, bias=False)
         self.value = nn.Linear(F_, C, bias=False)
 
-    def forward(self, x, x_prev):
+    def forward(self, x: Tensor, x_prev: Tensor) -> Tensor:
         """x (B, T, C) post-ln2, x_prev (B, C) -> (B, T, C)."""
         xk = x + (shifted(x, x_prev) - x) * self.x_k
         return self.value(torch.square(F.relu(self.key(xk))))

@@ -33,3 +33,9 @@ def test_init_writes_a_named_size_and_bad_files_exit_with_code_2(tmp_path, capsy
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     assert main(["info", str(tmp_path / "junk.pth")]) == 2
     assert "junk.pth" in capsys.readouterr().err
+
+
+def test_info_of_a_named_size_needs_no_file(capsys):
+    assert main(["info", "v7-0.1b"]) == 0
+    out = capsys.readouterr().out
+    assert "named size" in out and "lora (w, a, v, g)  64, 64, 32, 128" in out and "(0.191 B)" in out
