@@ -157,7 +157,13 @@ def run(args: argparse.Namespace) -> int:
         f"decode vs context: L{args.n_layer} C{args.n_embd} head {args.head_size} V{args.vocab_size}, fp32, batch 1, "
         f"CPU threads {torch.get_num_threads()}; {args.rounds} rounds x {args.steps} steps (median)"
     )
-    runners = {"rwkv": _RWKVRunner(_rwkv(args), args.prefill_chunk), "transformer": _LlamaRunner(_llama(args))}
+    from mmrwkv.stepper import column_major_linears
+
+    rwkv, llama = _rwkv(args), _llama(args)
+    # the faster batch-1 weight layout, for both models alike
+    column_major_linears(rwkv)
+    column_major_linears(llama)
+    runners = {"rwkv": _RWKVRunner(rwkv, args.prefill_chunk), "transformer": _LlamaRunner(llama)}
     rows = _measure(runners, contexts, args.steps, args.rounds)
     _summary(rows)
     _plot(rows, args)

@@ -74,13 +74,16 @@ def weight_bytes_per_token(model) -> int:
 
 
 def read_bandwidth(n_bytes: int = 1 << 29, repeats: int = 5) -> float:
-    """Read bandwidth in bytes/s: the best of several sums over an fp32 tensor of `n_bytes`."""
+    """Read bandwidth in bytes/s over an fp32 buffer of `n_bytes`: the best of a sum and of a vector-matrix
+    product (the decode step's own access pattern; on a busy machine either can be the faster reader)."""
     x = torch.ones(n_bytes // 4)
+    matrix, vector = x.view(-1, 1024), torch.ones(n_bytes // 4 // 1024)
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
-        x.sum()
-        best = min(best, time.perf_counter() - start)
+        for read in (x.sum, lambda: vector @ matrix):
+            start = time.perf_counter()
+            read()
+            best = min(best, time.perf_counter() - start)
     return n_bytes / best
 
 
@@ -149,6 +152,8 @@ def _measure(runners: dict, tokens: int, rounds: int) -> dict[str, float]:
 
 
 def _runners(args, model, pth: Path | None) -> tuple[dict, dict]:
+    from mmrwkv.stepper import column_major_linears
+
     fp32_bytes = weight_bytes_per_token(model)
     runners = {
         "ours: forward T=1 (fp32)": _Ours(model, stepper=False),
@@ -158,10 +163,15 @@ def _runners(args, model, pth: Path | None) -> tuple[dict, dict]:
     if pth is not None:
         runners["rwkv package 0.8.32 (cpu fp32)"] = _Package(pth, args.threads)
         bytes_per_token["rwkv package 0.8.32 (cpu fp32)"] = fp32_bytes
+    column_major = random_model(args.size)
+    column_major_linears(column_major)
+    runners["ours: stepper, column-major (fp32)"] = _Ours(column_major, stepper=True)
+    bytes_per_token["ours: stepper, column-major (fp32)"] = fp32_bytes
     if not args.no_bf16:
         bf16 = random_model(args.size).to(torch.bfloat16)
-        runners["ours: stepper (bf16 weights)"] = _Ours(bf16, stepper=True)
-        bytes_per_token["ours: stepper (bf16 weights)"] = weight_bytes_per_token(bf16)
+        column_major_linears(bf16)
+        runners["ours: stepper, column-major (bf16)"] = _Ours(bf16, stepper=True)
+        bytes_per_token["ours: stepper, column-major (bf16)"] = weight_bytes_per_token(bf16)
     return runners, bytes_per_token
 
 

@@ -17,7 +17,8 @@ def test_bench_decode_runs_ours_and_the_package_side_by_side(tmp_path, capsys):
         "ours: forward T=1 (fp32)",
         "ours: stepper (fp32)",
         "rwkv package 0.8.32 (cpu fp32)",
-        "ours: stepper (bf16 weights)",
+        "ours: stepper, column-major (fp32)",
+        "ours: stepper, column-major (bf16)",
     }
     assert rows["rwkv package 0.8.32 (cpu fp32)"]["vs_package"] == 1.0
     assert all(r["tok_per_s"] > 0 for r in rows.values())

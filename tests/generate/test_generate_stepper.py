@@ -73,3 +73,23 @@ def test_stepper_for_picks_the_lean_path_only_for_rwkv7(model):
     assert logits.shape == (2, 256)
     with pytest.raises(ValueError, match="RWKV-7"):
         RWKVStepper(v6)
+
+
+def test_column_major_linears_keeps_outputs_and_parameters(tmp_path):
+    from mmrwkv.checkpoint import load_rwkv, save_rwkv
+    from mmrwkv.stepper import column_major_linears
+
+    m = RWKV(config_for("v7-tiny")).eval()
+    params = {name: id(p) for name, p in m.named_parameters()}
+    ids = torch.randint(0, 256, (2, 5))
+    with torch.no_grad():
+        before, _ = m(ids)
+        column_major_linears(m)
+        after, _ = m(ids)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    assert not m.head.weight.is_contiguous() and m.head.weight.t().is_contiguous()
+    assert {name: id(p) for name, p in m.named_parameters()} == params
+    logits, _ = RWKVStepper(m)(ids[:, 0], m.init_state(2))
+    torch.testing.assert_close(logits, before[:, 0], rtol=1e-4, atol=1e-4)
+    reloaded = load_rwkv(save_rwkv(m, tmp_path / "ckpt"))
+    torch.testing.assert_close(reloaded.head.weight, m.head.weight)
