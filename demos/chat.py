@@ -250,17 +250,3 @@ def build_chat_app(options: ChatOptions | None = None, demo: ChatDemo | None = N
         app.unload(unload)
     app.mmrwkv_demo = demo
     return app
-
-
-def launch_app(app, *, host: str = "127.0.0.1", port: int | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-               block: bool = True):
-    """Launch `app` bound to `host` with the upload size limit; `block=False` returns at once (tests).
-
-    The idle-session sweeper of the app's demo (if it has one) starts with the server.
-    """
-    demo = getattr(app, "mmrwkv_demo", None)
-    if demo is not None:
-        demo.store.start_sweeper()
-    app.queue(default_concurrency_limit=4)
-    return app.launch(server_name=host, server_port=port, max_file_size=max_file_bytes, prevent_thread_lock=not block,
-                      share=False, show_error=True, quiet=not block)

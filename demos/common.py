@@ -174,3 +174,17 @@ def sampling_from_controls(temperature: float, top_p: float, max_tokens: int):
 
     return SamplingConfig(temperature=float(temperature), top_p=float(top_p), max_tokens=int(max_tokens),
                           stop=["\n\n"])
+
+
+def launch_app(app, *, host: str = "127.0.0.1", port: int | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+               block: bool = True):
+    """Launch a demo page bound to `host` with the upload size limit; `block=False` returns at once (tests).
+
+    The idle-session sweeper of the page's demo (if it keeps sessions) starts with the server.
+    """
+    store = getattr(getattr(app, "mmrwkv_demo", None), "store", None)
+    if store is not None:
+        store.start_sweeper()
+    app.queue(default_concurrency_limit=4)
+    return app.launch(server_name=host, server_port=port, max_file_size=max_file_bytes, prevent_thread_lock=not block,
+                      share=False, show_error=True, quiet=not block)

@@ -6,8 +6,8 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import numpy as np
 import pytest
-from mmrwkv.demos.chat import ChatOptions, build_chat_app, launch_app
-from mmrwkv.demos.common import build_random_tiny, free_port
+from mmrwkv.demos.chat import ChatOptions, build_chat_app
+from mmrwkv.demos.common import build_random_tiny, free_port, launch_app
 from PIL import Image
 
 from mmrwkv.chat import ChatSession
