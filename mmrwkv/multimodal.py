@@ -103,7 +103,7 @@ class MultimodalRWKV(nn.Module):
         trainable = torch.is_grad_enabled() and any(p.requires_grad for p in encoder.parameters())
         out: list[Tensor | None] = [None] * len(items)
         for idx in groups.values():
-            batch = encoder.collate([items[i] for i in idx]).to(self.backbone.head.weight.device)
+            batch = _to_encoder(encoder.collate([items[i] for i in idx]), encoder, self.backbone.head.weight.device)
             with torch.set_grad_enabled(trainable):
                 feats = encoder(batch)  # (M, N, D)
             proj = projector(feats)  # (M, N', C)
@@ -115,22 +115,26 @@ class MultimodalRWKV(nn.Module):
         """Embed ids (B, T) and write projected media features into their placeholder slots -> (B, T, C)."""
         x = self.backbone.embed(ids)  # (B, T, C)
         media = media or Media()
-        unknown = set(media.items) - set(self.encoders)
-        if any(media.items[m] for m in unknown):
-            raise MediaError(f"media of modality {sorted(unknown)} given, but this model encodes "
-                             f"{sorted(self.encoders)}")
+        self._check_modalities(ids, media)
         for modality, pid in self.placeholder_ids.items():
             mask = ids == pid  # (B, T)
             items = media.get(modality)
-            n_slots = int(mask.sum())
-            if n_slots == 0 and not items:
-                continue
-            feats = self.encode_media(modality, items) if items else x.new_zeros(0, x.shape[-1])
-            if feats.shape[0] != n_slots:
+            n_slots, n_feats = int(mask.sum()), sum(self.tokens_per_item(modality, t) for t in items)
+            if n_slots != n_feats:
                 raise MediaError(f"{modality}: the ids hold {n_slots} placeholder slots but the {len(items)} "
-                                 f"{modality} item(s) give {feats.shape[0]} features")
-            x = x.masked_scatter(mask.unsqueeze(-1), feats.to(x.dtype))
+                                 f"{modality} item(s) give {n_feats} features")
+            if n_slots:
+                feats = self.encode_media(modality, items)  # (n_slots, C)
+                x = x.masked_scatter(mask.unsqueeze(-1), feats.to(x.dtype))
         return x
+
+    def _check_modalities(self, ids: Tensor, media: Media) -> None:
+        for modality in set(MODALITIES) - set(self.encoders):
+            pid = getattr(self.tokenizer.special, modality, None)
+            n_slots = 0 if pid is None else int((ids == pid).sum())
+            if n_slots or media.get(modality):
+                raise MediaError(f"{modality}: {n_slots} placeholder slots and {len(media.get(modality))} items "
+                                 f"given, but this model has no {modality} encoder (it has {sorted(self.encoders)})")
 
     def forward(self, ids: Tensor, media: Media | None = None, state=None, *, last_only: bool = False):
         """Fused forward pass -> (logits, state); ln0 is applied by the backbone to the fused stream."""
@@ -202,6 +206,14 @@ class MultimodalRWKV(nn.Module):
             raise CheckpointError(f"{weights}: does not fit the config (missing {sorted(missing)[:5]}, "
                                   f"unexpected {sorted(unexpected)[:5]})")
         return model.to(map_location)
+
+
+def _to_encoder(batch: Tensor, encoder: nn.Module, device: torch.device) -> Tensor:
+    """Move a media batch to the model's device, and a float batch to the encoder's float dtype."""
+    if not batch.is_floating_point():
+        return batch.to(device)
+    dtype = next((p.dtype for p in encoder.parameters() if p.is_floating_point()), batch.dtype)
+    return batch.to(device, dtype)
 
 
 def is_multimodal_checkpoint(path: str | os.PathLike) -> bool:

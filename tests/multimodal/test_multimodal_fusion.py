@@ -52,6 +52,15 @@ def test_slot_feature_mismatch_names_modality_and_both_counts(tiny_model, png, w
         tiny_model.embed(text_ids, Media({"audio": [tiny_model.preprocess("audio", wav(0.1))]}))
 
 
+def test_placeholders_of_a_modality_without_encoder_are_refused(tiny_model, config, small_tokenizer):
+    image_only = MultimodalRWKV.from_config(config(audio=False, tokenizer=small_tokenizer))
+    text = tiny_model.tokenizer.encode("hi there")
+    ids = torch.tensor([[*text, tiny_model.tokenizer.special.audio]])
+    with pytest.raises(MediaError, match="audio: 1 placeholder slots and 0 items given, but this model has no audio"):
+        image_only.embed(ids)
+    assert image_only.embed(torch.tensor([text])).shape == (1, len(text), 32)
+
+
 def test_batched_embed_equals_one_sample_at_a_time(tiny_model, png, wav):
     template = ChatTemplate(tiny_model.tokenizer, "first", model=tiny_model)
     a = template.encode_turns([Turn("user", "first one", [png(1)], [wav(0.1)])])
