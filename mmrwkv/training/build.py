@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import torch
 
 from mmrwkv.config import DataConfig, RecipeConfig
-from mmrwkv.errors import DataError
+from mmrwkv.errors import ConfigError, DataError
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -44,9 +45,10 @@ def tokenizer_spec(cfg: RecipeConfig, train_set) -> str:
     return str(path)
 
 
-def model_config(cfg: RecipeConfig, tokenizer: str, vocab_size: int) -> dict:
-    """The `MultimodalRWKV.from_config` dict of a fresh model."""
-    backbone = {"size": cfg.model.size, **cfg.model.overrides, "vocab_size": vocab_size}
+def model_config(cfg: RecipeConfig, tokenizer: str, vocab_size: int, backbone: dict | None = None) -> dict:
+    """The `MultimodalRWKV.from_config` dict of a fresh model (`backbone`: RWKVConfig fields of loaded weights)."""
+    if backbone is None:
+        backbone = {"size": cfg.model.size, **cfg.model.overrides, "vocab_size": vocab_size}
     return {
         "backbone": backbone,
         "tokenizer": tokenizer,
@@ -68,20 +70,28 @@ def build_model(cfg: RecipeConfig, train_set=None):
 
     if cfg.train.init_from is not None:
         model = MultimodalRWKV.load(cfg.train.init_from)
+    elif cfg.model.checkpoint is not None:
+        model = _from_checkpoint(cfg)
     else:
         spec = tokenizer_spec(cfg, train_set if train_set is not None else load_split(cfg.data, cfg.data.train_split))
-        vocab = load_tokenizer(spec).vocab_size
-        model = MultimodalRWKV.from_config(model_config(cfg, spec, vocab))
-        if cfg.model.checkpoint is not None:
-            _load_backbone(model, cfg.model.checkpoint)
+        model = MultimodalRWKV.from_config(model_config(cfg, spec, load_tokenizer(spec).vocab_size))
     apply_trainable(model, cfg)
     return model
 
 
-def _load_backbone(model, path: str) -> None:
-    from mmrwkv.checkpoint import load_backbone_weights
+def _from_checkpoint(cfg: RecipeConfig):
+    """A model whose backbone starts from trained weights (official `.pth` or ours); fresh encoders/projectors."""
+    from mmrwkv.checkpoint import load_rwkv
+    from mmrwkv.multimodal import MultimodalRWKV
 
-    load_backbone_weights(model.backbone, path)
+    if cfg.model.tokenizer == "bpe":
+        raise ConfigError("model.tokenizer: 'bpe' trains a new vocabulary, which a trained checkpoint cannot use; "
+                          "use 'world' or the checkpoint's tokenizer.json")
+    loaded = load_rwkv(cfg.model.checkpoint, dtype=torch.float32)
+    fields = dataclasses.asdict(loaded.config)
+    model = MultimodalRWKV.from_config(model_config(cfg, cfg.model.tokenizer, fields["vocab_size"], backbone=fields))
+    model.backbone.load_state_dict(loaded.state_dict())
+    return model
 
 
 def apply_trainable(model, cfg: RecipeConfig) -> None:
