@@ -21,7 +21,7 @@ from mmrwkv.errors import CheckpointError
 FIELDS = ("att_x_prev", "wkv", "ffn_x_prev")
 
 
-@dataclass
+@dataclass(eq=False)
 class State:
     """Recurrent state of an RWKV model (use a generation subclass). Tensors are never mutated in place."""
 
@@ -158,7 +158,7 @@ def _state_class_from_meta(path: Path, meta: dict) -> type[State]:
         raise CheckpointError(f"{path}: state metadata 'generation' is {found!r}, expected 4 to 7") from err
 
 
-@dataclass
+@dataclass(eq=False)
 class RWKV4State(State):
     """RWKV-4: wkv [L, B, 3, C] holds (aa, bb, pp) per channel; pp starts at -1e38."""
 
@@ -171,21 +171,21 @@ class RWKV4State(State):
         return wkv
 
 
-@dataclass
+@dataclass(eq=False)
 class RWKV5State(State):
     """RWKV-5: wkv [L, B, H, N, N] indexed [key, value]."""
 
     generation: ClassVar[int] = 5
 
 
-@dataclass
+@dataclass(eq=False)
 class RWKV6State(State):
     """RWKV-6: wkv [L, B, H, N, N] indexed [key, value]."""
 
     generation: ClassVar[int] = 6
 
 
-@dataclass
+@dataclass(eq=False)
 class RWKV7State(State):
     """RWKV-7: wkv [L, B, H, N, N] indexed [value, key]."""
 
