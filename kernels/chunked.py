@@ -12,10 +12,13 @@ matmuls; it is used only when L * max|w| <= MAX_EXP, so neither factor can overf
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from mmrwkv.kernels.reference import compute_dtype, empty_state_heads, empty_state_v4
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ["wkv4", "wkv6", "wkv7"]
 
@@ -23,8 +26,11 @@ __all__ = ["wkv4", "wkv6", "wkv7"]
 MAX_EXP = 40.0
 # longest chunk: the [L, L] intra-chunk work grows with L, the sequential scan shrinks with it
 MAX_CHUNK = 64
-# elements per [B, H, NC, L, N] tensor in one segment of time (4 MiB in fp32)
+# elements per [B, H, NC, L, N] tensor in one segment of time (8 MiB in fp32)
 SEGMENT_ELEMENTS = 1 << 21
+# recompute each segment's intermediates in the backward pass when there are several segments: ~40% more
+# compute, but memory no longer grows with T (the saved tensors of v7 are ~40x its inputs)
+CHECKPOINT = True
 # chunk length of the explicit (never overflowing) forms used for v4 and for v6 with very strong decay
 EXPLICIT_CHUNK = 8
 
@@ -68,17 +74,28 @@ def wkv6(r: Tensor, w: Tensor, k: Tensor, v: Tensor, u: Tensor, state: Tensor | 
 def _segments(chunk_fn, xs: tuple[Tensor, ...], s0: Tensor, size: int, dt: torch.dtype) -> tuple[Tensor, Tensor]:
     """Run `chunk_fn(*chunked inputs, state)` over time segments of at most SEGMENT_ELEMENTS per tensor.
 
-    Bounded tensors keep the allocator reusing memory instead of mapping fresh pages for every op, which
-    is what makes the time linear in T. xs are [B, T, H, N]; returns (y [B, T, H, N] fp32, final state).
+    When gradients are needed and there is more than one segment, each segment keeps only its inputs for the
+    backward pass and recomputes its intermediates there (activation checkpointing): memory stays bounded
+    whatever T, so the allocator reuses it instead of mapping fresh pages, and time stays linear in T.
+    xs are [B, T, H, N]; returns (y [B, T, H, N] fp32, final state).
     """
     bsz, t, h, n = xs[0].shape
     seg = max(1, SEGMENT_ELEMENTS // (bsz * h * n * size)) * size
+    run = partial(_segment, chunk_fn, size, dt)
+    if CHECKPOINT and seg < t and torch.is_grad_enabled() and any(x.requires_grad for x in (*xs, s0)):
+        run = partial(checkpoint, run, use_reentrant=False)
     ys, s = [], s0
-    for lo in range(0, t, seg):
-        chunks = [_to_chunks(x[:, lo:lo + seg].to(dt), size) for x in xs]  # each (B, H, NC, L, N)
-        y, s = chunk_fn(*chunks, s)
-        ys.append(_from_chunks(y, min(seg, t - lo)))
+    # split (not slicing) so the backward pass concatenates the input gradients once, not once per segment
+    for pieces in zip(*(x.split(seg, dim=1) for x in xs), strict=True):
+        y, s = run(s, *pieces)
+        ys.append(y)
     return (torch.cat(ys, 1) if ys else xs[-1].new_zeros(xs[-1].shape, dtype=dt)), s
+
+
+def _segment(chunk_fn, size: int, dt: torch.dtype, s: Tensor, *xs: Tensor) -> tuple[Tensor, Tensor]:
+    chunks = [_to_chunks(x.to(dt), size) for x in xs]  # each (B, H, NC, L, N)
+    y, s = chunk_fn(*chunks, s)
+    return _from_chunks(y, xs[0].shape[1]), s
 
 
 def _max_abs(w: Tensor) -> float:
