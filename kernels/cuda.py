@@ -83,6 +83,9 @@ def load_ops(head_size: int, *, emulate: bool = False) -> SimpleNamespace:
     """
     _check_head_size(head_size)
     key = (head_size, emulate)
+    # lock-free once built: also keeps torch.compile from breaking the graph here
+    if key in _built:
+        return _built[key]
     with _lock:
         if key in _built:
             return _built[key]
@@ -123,7 +126,48 @@ def _build(head_size: int, emulate: bool) -> SimpleNamespace:
         is_python_module=False,
         verbose=False,
     )
+    _register_fakes(name, head_size)
     return getattr(torch.ops, name)
+
+
+def _register_fakes(ns: str, n: int) -> None:
+    """Shape-only versions of the ops, so that torch.compile / FakeTensor tracing can pass through them."""
+    lib = torch.library
+
+    def ckpt(like: Tensor, save: bool, extra: int) -> Tensor:
+        bsz, t, h = like.shape[:3]
+        chunks = (t + CHUNK - 1) // CHUNK + extra
+        return like.new_empty((bsz, h, chunks, n, n) if save else (0,), dtype=torch.float32)
+
+    def state(like: Tensor) -> Tensor:
+        return like.new_empty((like.shape[0], like.shape[2], n, n), dtype=torch.float32)
+
+    @lib.register_fake(f"{ns}::wkv7_forward")
+    def _(r, w, k, v, a, b, s0, save):
+        sa = r.new_empty(r.shape if save else (0,), dtype=torch.float32)
+        return torch.empty_like(v), state(r), sa, ckpt(r, save, 1)
+
+    @lib.register_fake(f"{ns}::wkv7_backward")
+    def _(r, w, k, v, a, b, sa, ck, dy, ds):
+        return [torch.empty_like(x) for x in (r, w, k, v, a, b)] + [state(r)]
+
+    @lib.register_fake(f"{ns}::wkv6_forward")
+    def _(r, w, k, v, u, s0, save):
+        return torch.empty_like(v), state(r), ckpt(r, save, 1)
+
+    @lib.register_fake(f"{ns}::wkv6_backward")
+    def _(r, w, k, v, u, ck, dy, ds):
+        return [torch.empty_like(x) for x in (r, w, k, v, u)] + [state(r)]
+
+    @lib.register_fake(f"{ns}::wkv4_forward")
+    def _(w, u, k, v, s0, save):
+        bsz, t, c = k.shape
+        ck = k.new_empty((bsz, (t + CHUNK - 1) // CHUNK, 3, c) if save else (0,), dtype=torch.float32)
+        return torch.empty_like(v), torch.empty_like(s0), ck
+
+    @lib.register_fake(f"{ns}::wkv4_backward")
+    def _(w, u, k, v, ck, dy, ds):
+        return [torch.empty_like(x) for x in (w, u, k, v)] + [torch.empty_like(ds)]
 
 
 def _digest(flags: list[str]) -> str:

@@ -115,3 +115,48 @@ def test_half_and_mixed_inputs_run_in_fp32_and_return_the_dtype_of_v():
     y_ref, _ = reference.wkv7(*mixed)
     assert y_mix.dtype == torch.bfloat16
     torch.testing.assert_close(y_mix, y_ref, rtol=2e-2, atol=2e-2)
+
+
+def _op_calls(save: bool):
+    """(op name, args) for every op of the build, on tiny inputs."""
+    xs = v7_inputs()
+    s0, dy = torch.randn(B, H, N, N), torch.randn(B, T, H, N)
+    ops = cuda.load_ops(N, emulate=True)
+    y, s_t, sa, ck7 = ops.wkv7_forward(*xs, s0, True)
+    u = torch.randn(H, N)
+    _, _, ck6 = ops.wkv6_forward(*xs[:4], u, s0, True)
+    c = H * N
+    w4, u4, k4, v4 = -torch.rand(c), torch.randn(c), torch.randn(B, T, c), torch.randn(B, T, c)
+    s4 = torch.stack((torch.zeros(B, c), torch.ones(B, c), torch.zeros(B, c)), 1)
+    _, _, ck4 = ops.wkv4_forward(w4, u4, k4, v4, s4, True)
+    return ops, [("wkv7_forward", (*xs, s0, save)), ("wkv7_backward", (*xs, sa, ck7, dy, s_t)),
+                 ("wkv6_forward", (*xs[:4], u, s0, save)), ("wkv6_backward", (*xs[:4], u, ck6, dy, s_t)),
+                 ("wkv4_forward", (w4, u4, k4, v4, s4, save)), ("wkv4_backward", (w4, u4, k4, v4, ck4, k4, s4))]
+
+
+@pytest.mark.parametrize("save", [True, False])
+def test_fake_kernels_report_the_real_output_shapes(save):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    ops, calls = _op_calls(save)
+    for name, args in calls:
+        real = getattr(ops, name)(*args)
+        with FakeTensorMode() as mode:
+            fake_args = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+            fake = getattr(ops, name)(*fake_args)
+        assert [(t.shape, t.dtype) for t in fake] == [(t.shape, t.dtype) for t in real], name
+
+
+def test_torch_compile_traces_the_kernels_in_one_graph():
+    xs = v7_inputs()
+    EMU.wkv7(*xs)  # built before tracing: the first build takes a lock, which breaks a graph
+    compiled = torch.compile(EMU.wkv7, backend="aot_eager", fullgraph=True)
+    leaves = [x.clone().requires_grad_() for x in xs]
+    y, s = compiled(*leaves)
+    (y.square().sum() + s.sum()).backward()
+    ref_leaves = [x.clone().requires_grad_() for x in xs]
+    y_ref, s_ref = reference.wkv7(*ref_leaves)
+    (y_ref.square().sum() + s_ref.sum()).backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+    for got, want in zip(leaves, ref_leaves, strict=True):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-3, atol=1e-3)
