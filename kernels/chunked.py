@@ -213,14 +213,16 @@ def wkv4(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: Tensor | None = None
     s = empty_state_v4(k, dt) if state is None else state.to(dt)
     out_dtype = v.dtype
     w, u, k, v = (x.to(dt) for x in (w, u, k, v))
-    t = k.shape[1]
-    full = t - t % chunk_len
+    # the explicit exponents are (B, L, L, C) per chunk: segments of time bound them like the other ops
+    seg = max(1, SEGMENT_ELEMENTS // (k.shape[0] * k.shape[2] * chunk_len)) * chunk_len
     ys = []
-    # full chunks in parallel, then the remainder as one shorter chunk: padding would decay the state
-    for lo, hi, size in ((0, full, chunk_len), (full, t, t - full)):
-        if hi > lo:
-            y, s = _v4_chunks(w, u, k[:, lo:hi], v[:, lo:hi], s, size)
-            ys.append(y)
+    for kp, vp in zip(k.split(seg, 1), v.split(seg, 1), strict=True):
+        full = kp.shape[1] - kp.shape[1] % chunk_len
+        # full chunks in parallel, then the remainder as one shorter chunk: padding would decay the state
+        for lo, hi, size in ((0, full, chunk_len), (full, kp.shape[1], kp.shape[1] - full)):
+            if hi > lo:
+                y, s = _v4_chunks(w, u, kp[:, lo:hi], vp[:, lo:hi], s, size)
+                ys.append(y)
     y = torch.cat(ys, 1) if ys else v.new_zeros(v.shape)
     return y.to(out_dtype), s
 

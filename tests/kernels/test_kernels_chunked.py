@@ -140,3 +140,9 @@ def test_chunked_on_cuda_matches_reference_on_cpu(op):
     assert _rel(y1.cpu(), y0) < 1e-4 and _rel(s1.cpu(), s0) < 1e-4
     for name, g in g0.items():
         assert _rel(g1[name].cpu(), g) < 1e-3, f"d/d{name}"
+
+
+def test_wkv4_time_segments_carry_the_state(monkeypatch):
+    # segments of 2 chunks of 4 tokens: T = 37 runs as 5 segments, the last one with a 1-token remainder
+    monkeypatch.setattr(chunked, "SEGMENT_ELEMENTS", 2 * 8 * 2 * 4)
+    _assert_matches("wkv4", random_inputs("wkv4", 2, 37, 2, 4), torch.float32, chunk_len=4)
