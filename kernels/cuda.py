@@ -95,9 +95,17 @@ def load_ops(head_size: int, *, emulate: bool = False) -> SimpleNamespace:
             _built[key] = _build(head_size, emulate)
         # any compiler or loader failure becomes one clear message, remembered so it is not retried
         except Exception as err:
-            _failed[key] = f"building the {'emulated' if emulate else 'CUDA'} WKV kernels (N={head_size}) failed: {err}"
+            what = f"building the {'emulated' if emulate else 'CUDA'} WKV kernels (N={head_size}) failed"
+            _failed[key] = f"{what}: {_summary(str(err))}"
             raise RuntimeError(_failed[key]) from err
         return _built[key]
+
+
+def _summary(log: str, limit: int = 2000) -> str:
+    """First line of a build failure plus its lines that mention an error: the full log can be pages long."""
+    lines = log.splitlines() or [""]
+    errors = [line for line in lines[1:] if "error" in line.lower()][:10]
+    return "\n".join([lines[0], *errors])[:limit]
 
 
 def _build(head_size: int, emulate: bool) -> SimpleNamespace:
