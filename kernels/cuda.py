@@ -22,7 +22,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -31,18 +31,17 @@ from torch.autograd.function import once_differentiable
 __all__ = ["CHUNK", "EMULATOR", "MAX_HEAD_SIZE", "WKVKernels", "is_available", "load_ops", "wkv4", "wkv6", "wkv7"]
 
 SOURCE_DIR = Path(__file__).resolve().parent / "cuda"
-# steps between the state checkpoints that backward recomputes from
+# steps between the state checkpoints that backward restarts from (the MMRWKV_CHUNK define)
 CHUNK = 16
 # one thread per state row and three rows in registers in backward: larger heads would spill heavily
 MAX_HEAD_SIZE = 128
 _V4_EMPTY_PP = -1e38
 # RWKV-4 has no heads: its kernel comes from the build of this head size
 _V4_BUILD = 64
-_KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 _lock = threading.Lock()
-_built: dict[tuple[int, bool], SimpleNamespace] = {}
+_built: dict[tuple[int, bool], Any] = {}
 _failed: dict[tuple[int, bool], str] = {}
 
 
@@ -75,8 +74,8 @@ def is_available() -> tuple[bool, str]:
     return True, ""
 
 
-def load_ops(head_size: int, *, emulate: bool = False) -> SimpleNamespace:
-    """The custom ops of one build (compiled on first use, then cached on disk and in memory).
+def load_ops(head_size: int, *, emulate: bool = False) -> Any:
+    """The custom ops (a `torch.ops` namespace) of one build (compiled on first use, then cached on disk and in memory).
 
     emulate=True builds the same kernel sources as C++ for CPU tensors. Raises RuntimeError naming the
     build directory when the build fails (and remembers the failure for this process).
@@ -108,7 +107,7 @@ def _summary(log: str, limit: int = 2000) -> str:
     return "\n".join([lines[0], *errors])[:limit]
 
 
-def _build(head_size: int, emulate: bool) -> SimpleNamespace:
+def _build(head_size: int, emulate: bool) -> Any:
     from torch.utils import cpp_extension
 
     name = f"mmrwkv_wkv_{'emu' if emulate else 'cuda'}_n{head_size}"
