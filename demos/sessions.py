@@ -99,6 +99,11 @@ class SessionStore:
     def __contains__(self, sid: str) -> bool:
         return sid in self._sessions
 
+    def sessions(self) -> list[DemoSession]:
+        """The sessions held now (a snapshot)."""
+        with self._lock:
+            return list(self._sessions.values())
+
     def get(self, sid: str) -> DemoSession:
         """The session `sid` (created on first use), marked as used now."""
         if not sid:
@@ -142,9 +147,7 @@ class SessionStore:
     @property
     def nbytes(self) -> int:
         """Bytes of RNN states and prefix caches held by all sessions."""
-        with self._lock:
-            sessions = list(self._sessions.values())
-        return sum(s.nbytes for s in sessions)
+        return sum(s.nbytes for s in self.sessions())
 
     def start_sweeper(self, interval_s: float | None = None) -> None:
         """Evict idle sessions every `interval_s` seconds (default ttl/4, at least 1 s) on a daemon thread."""
