@@ -155,3 +155,19 @@ def test_model_gradients_agree_between_chunked_and_reference_wkv(version, random
         grads[backend] = {n: p.grad.clone() for n, p in model.named_parameters()}
     for name, grad in grads["reference"].items():
         torch.testing.assert_close(grads["chunked"][name], grad, rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_a_from_scratch_rwkv7_learns_a_repeating_sequence():
+    torch.manual_seed(0)
+    model = RWKV(config_for("v7-tiny", vocab_size=16))
+    ids = torch.arange(12).remainder(5).view(1, -1).repeat(2, 1)  # 0 1 2 3 4 0 1 ...
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(12):
+        logits, _ = model(ids[:, :-1], backend="reference")
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 16), ids[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
