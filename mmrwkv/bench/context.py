@@ -4,7 +4,8 @@ Both models have the same width, depth, head size and vocabulary, random weights
 prefills each context for real (sequence mode, chunked kernel) and then decodes in RNN mode with its
 constant-size state. The Transformer (transformers' Llama with a DynamicCache) gets a cache of random keys and
 values of the context's length: its per-token cost depends on the cache length only, and a real 16k-token
-prefill of quadratic attention would dominate the run. Decode steps of the two interleave, median counts.
+prefill of quadratic attention would dominate the run. Rounds of decode steps of the two interleave; the first
+step of each round is not timed (it refills the caches the other model evicted); the median step counts.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-layer", type=int, default=4)
     parser.add_argument("--head-size", type=int, default=64)
     parser.add_argument("--vocab-size", type=int, default=16384)
-    parser.add_argument("--steps", type=int, default=6, help="decode steps timed per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=8, help="decode steps per round (each step is timed)")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--prefill-chunk", type=int, default=2048, help="tokens per sequence-mode prefill call")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/context.png"), help="plot (PNG)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
 
@@ -82,13 +84,15 @@ class _RWKVRunner:
             self.length += n
             self.token = logits[0, -1].argmax().view(1)
 
-    def time_steps(self, n: int) -> float:
-        start = time.perf_counter()
-        for _ in range(n):
+    def time_steps(self, n: int) -> list[float]:
+        times = []
+        for _ in range(n + 1):
+            start = time.perf_counter()
             logits, self.state = self.step(self.token, self.state)
             self.token = logits[0].argmax().view(1)
-        self.length += n
-        return (time.perf_counter() - start) / n
+            times.append(time.perf_counter() - start)
+        self.length += n + 1
+        return times[1:]
 
     def nbytes(self) -> int:
         return self.state.nbytes
@@ -114,12 +118,14 @@ class _LlamaRunner:
             self.cache.update(keys, values, layer)
 
     @torch.inference_mode()
-    def time_steps(self, n: int) -> float:
-        start = time.perf_counter()
-        for _ in range(n):
+    def time_steps(self, n: int) -> list[float]:
+        times = []
+        for _ in range(n + 1):
+            start = time.perf_counter()
             out = self.model(input_ids=self.token, cache=self.cache, use_cache=True)
             self.token = out.logits[:, -1].argmax(-1, keepdim=True)
-        return (time.perf_counter() - start) / n
+            times.append(time.perf_counter() - start)
+        return times[1:]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for layer in self.cache.layers for t in (layer.keys, layer.values))
@@ -134,9 +140,11 @@ def _measure(runners: dict, contexts: list[int], steps: int, rounds: int) -> lis
         times: dict[str, list[float]] = {name: [] for name in runners}
         for _ in range(rounds):
             for name, runner in runners.items():
-                times[name].append(runner.time_steps(steps))
+                times[name] += runner.time_steps(steps)
         for name, runner in runners.items():
             row[f"{name}_ms"] = 1e3 * statistics.median(times[name])
+            # the fastest step: the cost with the least interference from other processes
+            row[f"{name}_min_ms"] = 1e3 * min(times[name])
             row[f"{name}_bytes"] = runner.nbytes()
         rows.append(row)
         print(
@@ -150,12 +158,14 @@ def _measure(runners: dict, contexts: list[int], steps: int, rounds: int) -> lis
 def run(args: argparse.Namespace) -> int:
     # Random weights drift into subnormal floats, which x86 handles ~100x slower; trained weights rarely do.
     torch.set_flush_denormal(True)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     contexts = sorted(int(c) for c in args.contexts.split(","))
     if args.n_embd % args.head_size:
         raise SystemExit(f"--n-embd {args.n_embd} is not a multiple of --head-size {args.head_size}")
     print(
         f"decode vs context: L{args.n_layer} C{args.n_embd} head {args.head_size} V{args.vocab_size}, fp32, batch 1, "
-        f"CPU threads {torch.get_num_threads()}; {args.rounds} rounds x {args.steps} steps (median)"
+        f"CPU threads {torch.get_num_threads()}; median of {args.rounds} rounds x {args.steps} timed steps"
     )
     from mmrwkv.stepper import column_major_linears
 
@@ -178,10 +188,11 @@ def run(args: argparse.Namespace) -> int:
 def _summary(rows: list[dict]) -> None:
     first, last = rows[0], rows[-1]
     span = f"{last['context']} vs {first['context']}"
-    print(
-        f"per-token time {span}: rwkv x{last['rwkv_ms'] / first['rwkv_ms']:.2f}, "
-        f"transformer x{last['transformer_ms'] / first['transformer_ms']:.2f}"
-    )
+    for key, label in (("ms", "median"), ("min_ms", "fastest")):
+        print(
+            f"per-token time {span} ({label} step): rwkv x{last[f'rwkv_{key}'] / first[f'rwkv_{key}']:.2f}, "
+            f"transformer x{last[f'transformer_{key}'] / first[f'transformer_{key}']:.2f}"
+        )
     print(
         f"at {last['context']}: transformer/rwkv time x{last['transformer_ms'] / last['rwkv_ms']:.2f}, "
         f"KV cache/state bytes x{last['transformer_bytes'] / last['rwkv_bytes']:.1f}; "
