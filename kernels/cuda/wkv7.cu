@@ -101,15 +101,10 @@ __device__ __forceinline__ bool wkv7_chunk_start(int T, int H, int t0, int t1, c
                                                  const float* __restrict__ ck, float* __restrict__ scr, float* v,
                                                  float* sa, float (&Scol)[N]) {
     const int bh = blockIdx.x, bi = bh / H, h = bh % H, i = threadIdx.x;
-    __shared__ int strong_decay;
     bool mine = false;
     for (int t = t0; t < t1; t++) mine |= to_f(w_[((size_t)(bi * T + t) * H + h) * N + i]) < MMRWKV_BACKSTEP_MIN_W;
-    // a block-wide "any": every writer stores the same value, and readers wait at the barrier
-    if (i == 0) strong_decay = 0;
-    __syncthreads();
-    if (mine) strong_decay = 1;
-    __syncthreads();
-    if (strong_decay) {
+    // one block-wide decision, so that every thread takes the same path through the barriers below
+    if (__syncthreads_or(mine)) {
         wkv7_recompute_chunk<F>(T, H, t0, t1, w_, k_, v_, b_, sa_, ck, scr, v, sa, Scol);
         return false;
     }

@@ -1,7 +1,7 @@
 """The CPU emulation header (kernels/cuda/emu/cuda_emu.h) models what the WKV kernels rely on.
 
 A small kernel program is compiled with g++ against the header: block-shared memory, __syncthreads(),
-threads that return early, thread/block indices, and bf16 conversion with round-to-nearest-even.
+__syncthreads_or(), threads that return early, thread/block indices, and bf16 round-to-nearest-even.
 """
 
 import shutil
@@ -35,6 +35,15 @@ __global__ void early_exit(int* out) {
     out[blockIdx.y * 64 + i] = seen[blockDim.x - i] + 1000 * blockIdx.y + 100000 * gridDim.y;
 }
 
+// a block-wide OR of the predicates of the threads still running; thread 0 exits first, so its vote is lost
+__global__ void vote(const int* predicates, int* out) {
+    const int i = threadIdx.x, at = blockIdx.x * blockDim.x + i;
+    if (i == 0) return;
+    const int first = __syncthreads_or(predicates[at]);
+    const int second = __syncthreads_or(0);
+    out[at] = 10 * first + second;
+}
+
 int main() {
     float in[12], out[12];
     for (int i = 0; i < 12; i++) in[i] = float(i);
@@ -45,6 +54,10 @@ int main() {
     MMRWKV_LAUNCH(early_exit, dim3(1, 2), dim3(8), nullptr, got);
     for (int b = 0; b < 2; b++)
         for (int i = 1; i < 8; i++) std::printf("%d ", got[b * 64 + i]);
+    std::printf("\n");
+    int predicates[16] = {1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0}, votes[16] = {0};
+    MMRWKV_LAUNCH(vote, dim3(2), dim3(8), nullptr, predicates, votes);
+    for (int i = 0; i < 16; i++) std::printf("%d ", votes[i]);
     std::printf("\n");
     float x;
     while (std::scanf("%f", &x) == 1) {
@@ -86,12 +99,18 @@ def test_threads_that_return_early_do_not_block_the_barrier(emulated_program):
     assert got == want
 
 
+def test_syncthreads_or_votes_across_the_threads_still_running(emulated_program):
+    votes = [int(x) for x in run(emulated_program)[2].split()]
+    # block 0: only the exited thread 0 voted 1; block 1: thread 5 votes 1; the second vote is all 0
+    assert votes == [0] * 8 + [0] + [10] * 7
+
+
 def test_bf16_conversion_rounds_to_nearest_even_like_torch(emulated_program):
     one = 1.0
     # exact ties between two bf16 neighbours go to the even one; just above a tie goes up
     values = [one + 2**-8, one + 3 * 2**-8, one + 2**-8 + 2**-20, -2.5, 3.0e38, 1e-40, -0.0, 65504.0, 1 / 3]
     values += torch.randn(200, generator=torch.Generator().manual_seed(1)).mul(100).tolist()
-    lines = run(emulated_program, " ".join(f"{v:.9g}" for v in values))[2:-1]
+    lines = run(emulated_program, " ".join(f"{v:.9g}" for v in values))[3:-1]
     got_bits = [int(line.split()[0]) for line in lines]
     want = torch.tensor(values, dtype=torch.float32).to(torch.bfloat16).view(torch.int16).to(torch.int64) & 0xFFFF
     assert got_bits == want.tolist()

@@ -2,13 +2,14 @@
 // with g++ (-x c++ -std=c++20 -DMMRWKV_EMU) and run in the normal CPU test suite.
 //
 // Model: a launch runs its blocks one after another; a block's threads are real std::threads; __syncthreads()
-// is a std::barrier (a thread that returns early drops out of it, as exited threads do on the GPU);
+// and __syncthreads_or() are one barrier (a thread that returns early drops out of it, as exited threads do
+// on the GPU);
 // __shared__ becomes a function-local static, which is per block because blocks never overlap; launches are
 // serialised by a mutex for the same reason. threadIdx/blockIdx/blockDim/gridDim are thread-locals.
 // Not modelled: warps (shuffles, votes), tensor cores, atomics, streams, asynchronous errors.
 #pragma once
 
-#include <barrier>
+#include <condition_variable>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -36,7 +37,47 @@ inline thread_local dim3 gridDim;
 
 namespace mmrwkv_emu {
 
-inline thread_local std::barrier<>* block_barrier = nullptr;
+// A reusable barrier for the threads of one block that also ORs a predicate across them.
+class BlockBarrier {
+public:
+    explicit BlockBarrier(unsigned threads) : expected_(threads) {}
+
+    int arrive_and_wait(int predicate) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        const unsigned long generation = generation_;
+        any_ |= predicate != 0;
+        if (++arrived_ == expected_) {
+            release();
+            return result_;
+        }
+        // the next generation cannot complete (and overwrite result_) before this thread arrives again
+        released_.wait(lock, [&] { return generation_ != generation; });
+        return result_;
+    }
+
+    void drop() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        --expected_;
+        if (arrived_ > 0 && arrived_ == expected_) release();
+    }
+
+private:
+    void release() {
+        result_ = any_;
+        any_ = 0;
+        arrived_ = 0;
+        ++generation_;
+        released_.notify_all();
+    }
+
+    std::mutex mutex_;
+    std::condition_variable released_;
+    unsigned expected_, arrived_ = 0;
+    unsigned long generation_ = 0;
+    int any_ = 0, result_ = 0;
+};
+
+inline thread_local BlockBarrier* block_barrier = nullptr;
 
 inline std::mutex& launch_mutex() {
     static std::mutex m;
@@ -51,7 +92,7 @@ void launch(dim3 grid, dim3 block, Body body) {
     for (unsigned bz = 0; bz < grid.z; ++bz)
         for (unsigned by = 0; by < grid.y; ++by)
             for (unsigned bx = 0; bx < grid.x; ++bx) {
-                std::barrier<> bar(static_cast<std::ptrdiff_t>(nthreads));
+                BlockBarrier bar(nthreads);
                 std::vector<std::thread> threads;
                 threads.reserve(nthreads);
                 for (unsigned tid = 0; tid < nthreads; ++tid) {
@@ -63,7 +104,7 @@ void launch(dim3 grid, dim3 block, Body body) {
                         block_barrier = &bar;
                         body();
                         // an exited thread no longer holds back the others' barriers
-                        bar.arrive_and_drop();
+                        bar.drop();
                         block_barrier = nullptr;
                     });
                 }
@@ -73,7 +114,8 @@ void launch(dim3 grid, dim3 block, Body body) {
 
 }  // namespace mmrwkv_emu
 
-inline void __syncthreads() { mmrwkv_emu::block_barrier->arrive_and_wait(); }
+inline void __syncthreads() { mmrwkv_emu::block_barrier->arrive_and_wait(0); }
+inline int __syncthreads_or(int predicate) { return mmrwkv_emu::block_barrier->arrive_and_wait(predicate); }
 
 // bfloat16: the upper 16 bits of an IEEE float, rounded to nearest even (as __float2bfloat16 does)
 struct __nv_bfloat16 {
