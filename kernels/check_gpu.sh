@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a GPU machine (target: one H100, under 5 minutes): build the CUDA WKV kernels, run the
-# GPU tests, print the `mmrwkv bench wkv` tables, a direct timing of the v7 target shape (B=8 T=4096
-# C=4096 head 64 bf16, forward+backward; target <= 17 ms on an H100) and fla's chunk_rwkv7 when installed.
+# GPU tests, print a direct timing of the v7 target shape (B=8 T=4096 C=4096 head 64 bf16, forward+backward;
+# target <= 17 ms on an H100) and of fla's chunk_rwkv7 when installed, the `mmrwkv bench wkv` tables, then
+# compute-sanitizer memcheck/racecheck runs on tiny shapes when the toolkit has it.
 #   usage: kernels/check_gpu.sh            (from anywhere; PYTHON=... to pick the interpreter)
 # Exit status: non-zero when the build or a test fails; benchmark failures are reported and counted too.
 set -euo pipefail
@@ -16,7 +17,7 @@ failures=0
 step() { printf '\n==== %s ====\n' "$*"; }
 fail() { printf 'FAILED: %s\n' "$*" >&2; failures=$((failures + 1)); }
 
-step "1/5 environment"
+step "1/6 environment"
 if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L; then
     echo "no NVIDIA GPU visible (nvidia-smi missing or failing): nothing to check here" >&2
     exit 2
@@ -38,7 +39,7 @@ echo "CUDA_HOME=$CUDA_HOME"
 "$CUDA_HOME/bin/nvcc" --version | tail -n 2
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))'
 
-step "2/5 build (first use compiles into ~/.cache/mmrwkv/kernels)"
+step "2/6 build (first use compiles into ~/.cache/mmrwkv/kernels)"
 "$PY" - <<'EOF'
 import time
 
@@ -51,19 +52,10 @@ if not ok:
 print(f"head size 64 built/loaded in {time.perf_counter() - start:.1f} s; cache {cuda.cache_dir()}")
 EOF
 
-step "3/5 GPU tests (pytest -m gpu tests/kernels)"
+step "3/6 GPU tests (pytest -m gpu tests/kernels)"
 "$PY" -m pytest -q -p no:cacheprovider -m gpu --timeout 300 tests/kernels || fail "GPU tests"
 
-step "4/5 mmrwkv bench wkv --device cuda"
-bench() {
-    echo "+ mmrwkv bench wkv --device cuda $*"
-    timeout 100 "$PY" -m mmrwkv.cli bench wkv --device cuda "$@" || fail "bench wkv $*"
-}
-bench --op wkv7 --B 8 --T 4096 --C 4096 --head-size 64 --dtype bf16 --ref-T 64 --rounds 3
-bench --op wkv6 --B 4 --T 2048 --C 2048 --head-size 64 --dtype bf16 --ref-T 64 --rounds 3
-bench --op wkv4 --B 4 --T 2048 --C 2048 --dtype fp32 --ref-T 64 --rounds 3
-
-step "5/5 direct timing: v7 B=8 T=4096 C=4096 head 64 bf16, forward+backward"
+step "4/6 direct timing: v7 B=8 T=4096 C=4096 head 64 bf16, forward+backward"
 timeout 240 "$PY" - <<'EOF' || fail "direct timing"
 import statistics
 
@@ -117,6 +109,48 @@ else:
     print(f"fla chunk_rwkv7 fwd+bwd : {time_ms(fla):8.2f} ms")
 print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 EOF
+
+step "5/6 mmrwkv bench wkv --device cuda"
+bench() {
+    echo "+ mmrwkv bench wkv --device cuda $*"
+    timeout 100 "$PY" -m mmrwkv.cli bench wkv --device cuda "$@" || fail "bench wkv $*"
+}
+bench --op wkv7 --B 8 --T 4096 --C 4096 --head-size 64 --dtype bf16 --ref-T 64 --rounds 3
+bench --op wkv6 --B 4 --T 2048 --C 2048 --head-size 64 --dtype bf16 --ref-T 64 --rounds 3
+bench --op wkv4 --B 4 --T 2048 --C 2048 --dtype fp32 --ref-T 64 --rounds 3
+
+step "6/6 compute-sanitizer memcheck + racecheck on tiny shapes (both backward paths)"
+SANITIZER="$CUDA_HOME/bin/compute-sanitizer"
+if [[ ! -x "$SANITIZER" ]]; then
+    echo "compute-sanitizer not found under $CUDA_HOME/bin: skipped"
+else
+    tiny="$(mktemp --suffix=.py)"
+    trap 'rm -f "$tiny"' EXIT
+    cat >"$tiny" <<'EOF'
+import torch
+
+from mmrwkv.kernels import cuda
+from mmrwkv.kernels.reference import random_inputs
+
+for op in ("wkv7", "wkv6", "wkv4"):
+    for dtype in (torch.float32, torch.bfloat16):
+        x = random_inputs(op, 2, 40, 2, 64, dtype=dtype, device="cuda")
+        if op != "wkv4":
+            # strong decays in the second chunk: that chunk is replayed, the others are stepped back
+            x["w"][:, 16:32] = -3.0
+        leaves = {name: t.requires_grad_() for name, t in x.items()}
+        y, s = getattr(cuda, op)(**leaves)
+        torch.autograd.backward((y, s), (torch.randn_like(y), torch.randn_like(s)))
+torch.cuda.synchronize()
+print("sanitized run finished")
+EOF
+    for tool in memcheck racecheck; do
+        echo "+ compute-sanitizer --tool $tool"
+        # no caching allocator: memcheck then sees the exact bounds of every buffer
+        PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 "$SANITIZER" --tool "$tool" --kernel-name kns=wkv \
+            --error-exitcode 1 "$PY" "$tiny" || fail "compute-sanitizer $tool"
+    done
+fi
 
 step "done"
 if ((failures > 0)); then
