@@ -264,8 +264,9 @@ class WKVKernels:
     def __init__(self, *, emulate: bool) -> None:
         self.emulate = emulate
 
-    def wkv7(self, r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor,
-             state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def wkv7(
+        self, r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, state: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """RWKV-7 over [B, T, H, N]; w is the log decay; state [B, H, N, N] fp32 indexed [value, key]."""
         self._check_heads("wkv7", {"r": r, "w": w, "k": k, "v": v, "a": a, "b": b}, state)
         s0 = self._initial_heads_state(r, state)
@@ -275,8 +276,9 @@ class WKVKernels:
         y, s_t = _Wkv7.apply(load_ops(r.shape[3], emulate=self.emulate), *xs, s0)
         return y.to(v.dtype), s_t
 
-    def wkv6(self, r: Tensor, w: Tensor, k: Tensor, v: Tensor, u: Tensor,
-             state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def wkv6(
+        self, r: Tensor, w: Tensor, k: Tensor, v: Tensor, u: Tensor, state: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """RWKV-5/6 over [B, T, H, N] with bonus u [H, N]; state [B, H, N, N] fp32 indexed [key, value]."""
         self._check_heads("wkv6", {"r": r, "w": w, "k": k, "v": v}, state)
         self._check_tensor("wkv6", "u", u, r.device, (r.shape[2], r.shape[3]), "[H, N]")
@@ -287,8 +289,7 @@ class WKVKernels:
         y, s_t = _Wkv6.apply(load_ops(r.shape[3], emulate=self.emulate), *xs, u.float().contiguous(), s0)
         return y.to(v.dtype), s_t
 
-    def wkv4(self, w: Tensor, u: Tensor, k: Tensor, v: Tensor,
-             state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def wkv4(self, w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """RWKV-4 over k, v [B, T, C]; w, u [C]; state [B, 3, C] = (aa, bb, pp), None = empty."""
         self._check_tensor("wkv4", "k", k, None, None, "[B, T, C]")
         if k.dim() != 3:
@@ -328,8 +329,9 @@ class WKVKernels:
             bsz, _, h, n = first.shape
             self._check_tensor(op, "state", state, first.device, (bsz, h, n, n), "[B, H, N, N]")
 
-    def _check_tensor(self, op: str, name: str, x: object, device: torch.device | None,
-                      shape: tuple[int, ...] | None, desc: str) -> None:
+    def _check_tensor(
+        self, op: str, name: str, x: object, device: torch.device | None, shape: tuple[int, ...] | None, desc: str
+    ) -> None:
         if not isinstance(x, Tensor):
             raise TypeError(f"{op} cuda: {name} must be a torch.Tensor, got {type(x).__name__}")
         if x.dtype not in _FLOAT_DTYPES:
@@ -354,8 +356,9 @@ _CUDA = WKVKernels(emulate=False)
 EMULATOR = WKVKernels(emulate=True)
 
 
-def wkv7(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor,
-         state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def wkv7(
+    r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, state: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """RWKV-7 WKV on the GPU; see docs/ARCHITECTURE.md "Kernels" and `WKVKernels.wkv7`."""
     return _CUDA.wkv7(r, w, k, v, a, b, state)
 

@@ -25,9 +25,23 @@ def test_every_cu_file_compiles_with_nvcc_for_sm80_and_sm90(tmp_path):
     sources = sorted(cuda.SOURCE_DIR.glob("*.cu"))
     assert [s.name for s in sources] == ["wkv4.cu", "wkv6.cu", "wkv7.cu"]
     procs = [
-        subprocess.Popen([nvcc(), "-c", "-O3", "-std=c++17", *arch, "-DMMRWKV_N=64", f"-I{cuda.SOURCE_DIR}",
-                          str(src), "-o", str(tmp_path / f"{src.stem}.o")], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [
+                nvcc(),
+                "-c",
+                "-O3",
+                "-std=c++17",
+                *arch,
+                "-DMMRWKV_N=64",
+                f"-I{cuda.SOURCE_DIR}",
+                str(src),
+                "-o",
+                str(tmp_path / f"{src.stem}.o"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for src in sources
     ]
     for src, proc in zip(sources, procs, strict=True):

@@ -19,8 +19,11 @@ ODD_T = 2 * cuda.CHUNK + 5
 def nan_filled_buffers():
     """torch.empty (also inside the C++ binding) returns NaN, so uninitialised reads poison the results."""
     det = torch.utils.deterministic
-    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-            det.fill_uninitialized_memory)
+    prev = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        det.fill_uninitialized_memory,
+    )
     torch.use_deterministic_algorithms(True, warn_only=True)
     det.fill_uninitialized_memory = True
     if torch.cuda.is_available():
@@ -109,7 +112,7 @@ def test_strong_decays_are_recomputed_exactly(target, op):
     # chunks that hold one are replayed from their checkpoint instead; the others still step back
     inputs = heads_inputs(op, target)
     inputs[1] = inputs[1].clamp(min=-0.6)
-    inputs[1][:, cuda.CHUNK: 2 * cuda.CHUNK] = -6 * torch.rand_like(inputs[1][:, cuda.CHUNK: 2 * cuda.CHUNK])
+    inputs[1][:, cuda.CHUNK : 2 * cuda.CHUNK] = -6 * torch.rand_like(inputs[1][:, cuda.CHUNK : 2 * cuda.CHUNK])
     assert_parity(getattr(kernels(target), op), getattr(reference, op), inputs, tol=1e-4)
 
 
@@ -142,9 +145,11 @@ def test_wkv4_matches_reference_fp32_with_all_gradients(target, t):
 def test_bf16_inputs_match_reference_on_the_same_rounded_inputs(target, op):
     n, t = (8, 19) if target == "emulator" else (64, 300)
     dev = device(target)
-    make = {"wkv7": lambda: v7_inputs(2, t, 2, n, dev, torch.bfloat16),
-            "wkv6": lambda: v6_inputs(2, t, 2, n, dev, torch.bfloat16),
-            "wkv4": lambda: v4_inputs(2, t, 12, dev, torch.bfloat16)}[op]
+    make = {
+        "wkv7": lambda: v7_inputs(2, t, 2, n, dev, torch.bfloat16),
+        "wkv6": lambda: v6_inputs(2, t, 2, n, dev, torch.bfloat16),
+        "wkv4": lambda: v4_inputs(2, t, 12, dev, torch.bfloat16),
+    }[op]
     inputs = make()
     assert_parity(getattr(kernels(target), op), getattr(reference, op), inputs, tol=3e-2)
 
@@ -159,8 +164,11 @@ def test_head_size_64_build_matches_reference(target):
 @pytest.mark.gpu
 @pytest.mark.parametrize("op", ["wkv7", "wkv6", "wkv4"])
 def test_long_sequences_match_fp64_reference_on_gpu(op):
-    make = {"wkv7": lambda: v7_inputs(2, 1000, 3, 64, "cuda"), "wkv6": lambda: v6_inputs(2, 1000, 3, 64, "cuda"),
-            "wkv4": lambda: v4_inputs(2, 1000, 200, "cuda")}[op]
+    make = {
+        "wkv7": lambda: v7_inputs(2, 1000, 3, 64, "cuda"),
+        "wkv6": lambda: v6_inputs(2, 1000, 3, 64, "cuda"),
+        "wkv4": lambda: v4_inputs(2, 1000, 200, "cuda"),
+    }[op]
     assert_parity(getattr(cuda, op), getattr(reference, op), make(), tol=1e-3, ref_dtype=torch.float64)
 
 

@@ -10,8 +10,14 @@ B, T, H, N = 2, 9, 2, 8
 
 def v7_inputs(t=T):
     kk = torch.nn.functional.normalize(torch.randn(B, t, H, N), dim=-1)
-    return [torch.randn(B, t, H, N), -0.6 * torch.rand(B, t, H, N), torch.randn(B, t, H, N),
-            torch.randn(B, t, H, N), -kk, kk * torch.rand(B, t, H, N)]
+    return [
+        torch.randn(B, t, H, N),
+        -0.6 * torch.rand(B, t, H, N),
+        torch.randn(B, t, H, N),
+        torch.randn(B, t, H, N),
+        -kk,
+        kk * torch.rand(B, t, H, N),
+    ]
 
 
 def test_public_entry_points_reject_cpu_tensors_with_a_reason():
@@ -129,9 +135,14 @@ def _op_calls(save: bool):
     w4, u4, k4, v4 = -torch.rand(c), torch.randn(c), torch.randn(B, T, c), torch.randn(B, T, c)
     s4 = torch.stack((torch.zeros(B, c), torch.ones(B, c), torch.zeros(B, c)), 1)
     _, _, ck4 = ops.wkv4_forward(w4, u4, k4, v4, s4, True)
-    return ops, [("wkv7_forward", (*xs, s0, save)), ("wkv7_backward", (*xs, sa, ck7, dy, s_t)),
-                 ("wkv6_forward", (*xs[:4], u, s0, save)), ("wkv6_backward", (*xs[:4], u, ck6, dy, s_t)),
-                 ("wkv4_forward", (w4, u4, k4, v4, s4, save)), ("wkv4_backward", (w4, u4, k4, v4, ck4, k4, s4))]
+    return ops, [
+        ("wkv7_forward", (*xs, s0, save)),
+        ("wkv7_backward", (*xs, sa, ck7, dy, s_t)),
+        ("wkv6_forward", (*xs[:4], u, s0, save)),
+        ("wkv6_backward", (*xs[:4], u, ck6, dy, s_t)),
+        ("wkv4_forward", (w4, u4, k4, v4, s4, save)),
+        ("wkv4_backward", (w4, u4, k4, v4, ck4, k4, s4)),
+    ]
 
 
 @pytest.mark.parametrize("save", [True, False])
