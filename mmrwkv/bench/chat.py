@@ -91,20 +91,21 @@ def _timed_turn(session, question: str, images: list) -> tuple[tuple[float, floa
 
 def chat_with_state_reuse(model, image: bytes, args: argparse.Namespace):
     """Per-turn (wall, cpu) seconds of a ChatSession chat (each the minimum over `--repeats` forks of the
-    session); the session (its turns feed the baseline)."""
+    session), per-turn prefilled tokens, and the session (its turns feed the baseline)."""
     from mmrwkv.chat import ChatSession
 
     session = ChatSession(model, sampling=_sampling(args))
-    times = []
+    times, tokens = [], []
     for turn in range(args.turns):
         runs = []
         for _ in range(args.repeats):
             fork = session.fork()
             runs.append(_timed_turn(fork, QUESTIONS[turn % len(QUESTIONS)], [image] if turn == 0 else [])[1])
+        tokens.append(fork.prefill_tokens - session.prefill_tokens)
         # greedy answers: every fork holds the same conversation, so any of them continues the chat
         session = fork
         times.append(_fastest(runs))
-    return times, session
+    return times, tokens, session
 
 
 def _fastest(runs: list[tuple[float, float]]) -> tuple[float, float]:
@@ -168,10 +169,10 @@ def measure(args: argparse.Namespace) -> dict:
     model = build_model(args)
     image = random_png(args.seed)
     # one untimed turn so lazy initialisation is not charged to turn 1
-    chat_with_state_reuse(model, image, argparse.Namespace(**{**vars(args), "turns": 1}))
-    reuse, session = chat_with_state_reuse(model, image, args)
+    chat_with_state_reuse(model, image, argparse.Namespace(**{**vars(args), "turns": 1, "repeats": 1}))
+    reuse, reuse_tokens, session = chat_with_state_reuse(model, image, args)
     rerun, lengths = chat_rerunning_history(model, session.turns, args)
-    return {"reuse": reuse, "rerun": rerun, "history_tokens": lengths,
+    return {"reuse": reuse, "reuse_tokens": reuse_tokens, "rerun": rerun, "history_tokens": lengths,
             "image_tokens": model.tokens_per_item("image", model.preprocess("image", image)),
             "cache": cached_image_costs(model, image, args)}
 
@@ -189,9 +190,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_turns(r: dict) -> None:
-    print(f"{'turn':>4} {'state reuse ms wall/cpu':>24} {'re-run history ms wall/cpu':>27} {'history tokens':>15}")
-    for i, (a, b, n) in enumerate(zip(r["reuse"], r["rerun"], r["history_tokens"], strict=True)):
-        print(f"{i + 1:>4} {a[0] * 1e3:>14.1f} /{a[1] * 1e3:>8.1f} {b[0] * 1e3:>17.1f} /{b[1] * 1e3:>8.1f} {n:>15}")
+    print(f"{'turn':>4} {'state reuse ms wall/cpu':>24} {'tokens':>7} {'re-run history ms wall/cpu':>27} {'tokens':>7}")
+    rows = zip(r["reuse"], r["reuse_tokens"], r["rerun"], r["history_tokens"], strict=True)
+    for i, (a, na, b, nb) in enumerate(rows):
+        reuse, rerun = f"{a[0] * 1e3:>14.1f} /{a[1] * 1e3:>8.1f}", f"{b[0] * 1e3:>17.1f} /{b[1] * 1e3:>8.1f}"
+        print(f"{i + 1:>4} {reuse} {na:>7} {rerun} {nb:>7}")
     last = len(r["reuse"]) - 1
     for k, clock in enumerate(("wall", "cpu")):
         print(f"turn {last + 1} / turn 1 ({clock}): state reuse {r['reuse'][last][k] / r['reuse'][0][k]:.2f}x "

@@ -14,6 +14,9 @@ def test_bench_reports_each_turn_and_the_cache_saving(capsys, small_tokenizer):
     r = bench_chat.measure(args)
     assert len(r["reuse"]) == len(r["rerun"]) == 3 and all(len(t) == 2 for t in r["reuse"])
     assert r["image_tokens"] == 4
+    # state reuse: turn 1 prefills the image prompt, later turns only their own new tokens
+    assert r["reuse_tokens"][0] == r["history_tokens"][0]
+    assert all(n < r["history_tokens"][t] - r["image_tokens"] for t, n in enumerate(r["reuse_tokens"]) if t)
     # the baseline's prompt holds the whole history, so it grows every turn
     assert r["history_tokens"][0] > r["image_tokens"] and sorted(set(r["history_tokens"])) == r["history_tokens"]
     cache = r["cache"]
