@@ -71,7 +71,7 @@ def wkv4(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: Tensor | None = None
     return _call("wkv4", k, (w, u, k, v, state), backend)
 
 
-def resolve_backend(backend: str | None, device: torch.device, op: str = "wkv7") -> str:
+def resolve_backend(backend: str | None, device: torch.device, op: str = "wkv7", head_size: int | None = None) -> str:
     """The backend that will run `op` on `device`: argument > env > cuda on a GPU > chunked.
 
     "cuda" that cannot run here resolves to "chunked" after a one-time warning naming the reason.
@@ -84,7 +84,7 @@ def resolve_backend(backend: str | None, device: torch.device, op: str = "wkv7")
     if backend not in BACKENDS:
         raise ValueError(f"{source}={backend!r} is not a WKV backend; choose one of {', '.join(BACKENDS)}")
     if backend == "cuda":
-        ok, reason = _cuda_status(device, op)
+        ok, reason = _cuda_status(device, op, head_size)
         if not ok:
             _warn_once(f"mmrwkv.kernels: the CUDA WKV backend cannot run {op} ({reason}); using 'chunked' instead")
             return "chunked"
@@ -95,7 +95,7 @@ def _call(op: str, like: Tensor, args: tuple, backend: str | None) -> tuple[Tens
     if like.shape[1] <= 1:
         name = "reference"
     else:
-        name = resolve_backend(backend, like.device, op)
+        name = resolve_backend(backend, like.device, op, like.shape[3] if op != "wkv4" else None)
     module = importlib.import_module(f"mmrwkv.kernels.{name}")
     y, state = getattr(module, op)(*args)
     if state.dtype != torch.float64:
@@ -103,7 +103,7 @@ def _call(op: str, like: Tensor, args: tuple, backend: str | None) -> tuple[Tens
     return y, state
 
 
-def _cuda_status(device: torch.device, op: str) -> tuple[bool, str]:
+def _cuda_status(device: torch.device, op: str, head_size: int | None) -> tuple[bool, str]:
     if device.type != "cuda":
         return False, f"the tensors are on {device}, not a CUDA GPU"
     try:
@@ -112,6 +112,9 @@ def _cuda_status(device: torch.device, op: str) -> tuple[bool, str]:
         return False, f"cannot import mmrwkv.kernels.cuda: {err}"
     if not hasattr(cuda, op):
         return False, f"mmrwkv.kernels.cuda has no {op}"
+    limit = getattr(cuda, "MAX_HEAD_SIZE", None)
+    if head_size is not None and limit is not None and head_size > limit:
+        return False, f"head size {head_size} is above the CUDA kernels' maximum {limit}"
     return cuda.is_available()
 
 

@@ -149,3 +149,14 @@ def test_inputs_on_two_devices_are_rejected():
     args["v"] = args["v"].to("meta")
     with pytest.raises(ValueError, match="wkv7: v is on meta but the other inputs are on cpu"):
         kernels.wkv7(**args)
+
+
+def test_cuda_status_names_a_head_size_the_cuda_kernels_cannot_take(monkeypatch):
+    import types
+
+    fake = types.SimpleNamespace(wkv7=None, MAX_HEAD_SIZE=128, is_available=lambda: (True, ""))
+    monkeypatch.setitem(sys.modules, "mmrwkv.kernels.cuda", fake)
+    assert kernels._cuda_status(torch.device("cuda"), "wkv7", 64) == (True, "")
+    ok, reason = kernels._cuda_status(torch.device("cuda"), "wkv7", 256)
+    assert not ok and "head size 256 is above the CUDA kernels' maximum 128" in reason
+    assert kernels._cuda_status(torch.device("cuda"), "wkv4", None) == (False, "mmrwkv.kernels.cuda has no wkv4")
