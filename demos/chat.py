@@ -98,7 +98,7 @@ class ChatDemo:
             uploads = [check_upload(f, max_bytes=self.options.max_file_bytes) for f in files]
             if not text.strip() and not uploads:
                 raise MMRWKVError(EMPTY)
-            sampling = sampling_from_controls(*controls)
+            sampling = self.sampling(*controls)
             if not choice:
                 raise MMRWKVError(NO_CHECKPOINT_HELP.format(runs=self.options.runs_dir))
             key, model = self.registry.get(choice)
@@ -112,6 +112,10 @@ class ChatDemo:
             yield _copy(session.messages)
             return
         yield from self._stream(session, stream)
+
+    def sampling(self, temperature: float, top_p: float, max_tokens: int):
+        """The SamplingConfig of the page's controls (the benchmark overrides it for fixed-length answers)."""
+        return sampling_from_controls(temperature, top_p, max_tokens)
 
     def _stream(self, session: DemoSession, stream: Iterator[str]) -> Iterator[list[dict]]:
         index = len(session.messages)

@@ -101,13 +101,20 @@ class ModelRegistry:
         self.device = device
         self.allow_random = allow_random
         self._models: OrderedDict[str, Any] = OrderedDict()
+        self._named: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    def add(self, name: str, model: Any) -> None:
+        """Offer an already built model under `name` (never evicted; benchmarks, tests)."""
+        self._named[name] = model
 
     def key(self, choice: str) -> str:
         """The registry key of a picker choice or typed path."""
         choice = (choice or "").strip()
         if not choice:
             raise CheckpointError("no checkpoint selected")
+        if choice in self._named:
+            return choice
         if choice == RANDOM_TINY:
             if not self.allow_random:
                 raise CheckpointError(f"{RANDOM_TINY!r} is only available when the demo runs with --random-tiny")
@@ -117,6 +124,8 @@ class ModelRegistry:
     def get(self, choice: str) -> tuple[str, Any]:
         """(key, model) for a picker choice or a typed checkpoint path."""
         key = self.key(choice)
+        if key in self._named:
+            return key, self._named[key]
         with self._lock:
             if key not in self._models:
                 self._models[key] = self._load(key)

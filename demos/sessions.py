@@ -8,6 +8,7 @@ and past `max_sessions` the least recently used idle ones go first.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -15,16 +16,58 @@ from collections.abc import Callable
 from typing import Any
 
 DEFAULT_CACHE_BYTES = 64 * 2**20
+DEFAULT_MEDIA_ITEMS = 16
+
+
+class MediaMemo:
+    """Stands in for the model inside a session's chat template: preprocesses each uploaded file once.
+
+    Keyed by modality and the file's content (sha256), so a re-sent image skips decoding and resizing; the
+    chat's PrefixCache then finds its prefix state by the same preprocessed tensor. Per session, bounded.
+    """
+
+    def __init__(self, model: Any, max_items: int = DEFAULT_MEDIA_ITEMS):
+        self.model = model
+        self.max_items = max_items
+        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+    def preprocess(self, modality: str, item: Any):
+        """The model's preprocessing of `item`; file paths are memoized by content."""
+        if not isinstance(item, str):
+            return self.model.preprocess(modality, item)
+        try:
+            with open(item, "rb") as f:
+                key = (modality, hashlib.sha256(f.read()).hexdigest())
+        except OSError:
+            # let the model's own loader report the unreadable file
+            return self.model.preprocess(modality, item)
+        if key not in self._items:
+            self._items[key] = self.model.preprocess(modality, item)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        self._items.move_to_end(key)
+        return self._items[key]
+
+    def tokens_per_item(self, modality: str, preprocessed) -> int:
+        """Placeholder slots of one item (the model's answer)."""
+        return self.model.tokens_per_item(modality, preprocessed)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the memoized tensors."""
+        return sum(t.numel() * t.element_size() for t in self._items.values())
 
 
 class DemoSession:
-    """One browser session: model key, ChatSession + private PrefixCache, shown messages, busy/stop flags."""
+    """One browser session: model key, ChatSession + private PrefixCache and media memo, shown messages, busy/stop
+    flags."""
 
     def __init__(self, sid: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES, now: float = 0.0):
         self.sid = sid
         self.cache_bytes = cache_bytes
         self.model_key: str | None = None
         self.chat: Any = None
+        self.media: MediaMemo | None = None
         self.messages: list[dict] = []
         self.last_used = now
         self.stop = threading.Event()
@@ -55,11 +98,14 @@ class DemoSession:
 
         Returns True when the conversation was (re)started.
         """
-        from mmrwkv.chat import ChatSession, PrefixCache
+        from mmrwkv.chat import ChatSession, ChatTemplate, PrefixCache
 
         if key == self.model_key and self.chat is not None:
             return False
-        self.chat = ChatSession(model, cache=PrefixCache(max_bytes=self.cache_bytes))
+        self.media = MediaMemo(model)
+        template = ChatTemplate.for_model(model)
+        template.model = self.media
+        self.chat = ChatSession(model, template, cache=PrefixCache(max_bytes=self.cache_bytes))
         self.model_key = key
         return True
 
@@ -75,7 +121,7 @@ class DemoSession:
         if self.chat is None:
             return 0
         state = self.chat.state.nbytes if self.chat.state is not None else 0
-        return state + (self.chat.cache.nbytes if self.chat.cache is not None else 0)
+        return state + self.chat.cache.nbytes + self.media.nbytes
 
 
 class SessionStore:
