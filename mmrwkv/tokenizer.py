@@ -9,6 +9,7 @@ id); an id outside the vocabulary is rejected with `TokenizerError`.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.resources
 import importlib.util
@@ -419,15 +420,21 @@ def train_bpe(texts: Iterable[str], vocab_size: int, path: str | Path | None = N
     return result
 
 
+@functools.lru_cache(maxsize=4)
+def _shared_world(path: str) -> WorldTokenizer:
+    # World tokenizers are immutable: one instance per vocab file spares every caller the load
+    return WorldTokenizer(path)
+
+
 def load_tokenizer(spec: str | Path = "world") -> Tokenizer:
     """`"world"` (default), a World vocab `.txt`, a `tokenizer.json`, or a directory holding `tokenizer.json`."""
     if str(spec) == "world":
-        return WorldTokenizer()
+        return _shared_world(str(find_world_vocab()))
     path = Path(spec)
     if path.is_dir():
         path = path / "tokenizer.json"
     if path.suffix == ".txt" and path.is_file():
-        return WorldTokenizer(path)
+        return _shared_world(str(path.resolve()))
     if path.suffix == ".json" or path.is_file():
         return HFTokenizer.from_file(path)
     raise TokenizerError(f"unknown tokenizer {str(spec)!r}: use 'world', a tokenizer.json path or a World vocab .txt")

@@ -131,3 +131,8 @@ def test_load_tokenizer_world_spec_and_vocab_path():
 def test_load_tokenizer_unknown_spec_is_clear_error(tmp_path):
     with pytest.raises(TokenizerError, match="nope"):
         load_tokenizer(tmp_path / "nope")
+
+
+def test_load_tokenizer_world_is_shared_per_vocab_file():
+    assert load_tokenizer("world") is load_tokenizer("world")
+    assert load_tokenizer(find_world_vocab()) is load_tokenizer("world")
