@@ -164,8 +164,9 @@ def _v7_chunks(r, w, k, v, a, b, s0):
     rows = torch.cat((a * (g - w).exp(), r * g.exp()), -2)  # (B, H, NC, 2L, N): a_t Gamma_{t-1}; r_t Gamma_t
     mask = _causal_masks(size, w.device, w.dtype)
     # rows against b and k: b_i.(Gamma_{t-1}/Gamma_i a_t) for i < t and b_i.(Gamma_t/Gamma_i r_t) for i <= t
-    m_ab, q_rb = ((rows @ (b * inv).mT) * mask).split(size, -2)  # each (B, H, NC, L, L)
-    m_akv, q_rkv = (((rows @ (k * inv).mT) * mask) @ v).split(size, -2)  # each (B, H, NC, L, Nv)
+    # in-place masking is safe: a matmul keeps its inputs for the backward pass, not its output
+    m_ab, q_rb = (rows @ (b * inv).mT).mul_(mask).split(size, -2)  # each (B, H, NC, L, L)
+    m_akv, q_rkv = ((rows @ (k * inv).mT).mul_(mask) @ v).split(size, -2)  # each (B, H, NC, L, Nv)
     a_dec, r_dec = rows.split(size, -2)
     # U = W S0^T + U_v with W = (I - M_ab)^-1 A_g and U_v = (I - M_ab)^-1 M_ak V; the unit diagonal is implied
     sol = torch.linalg.solve_triangular(-m_ab, torch.cat((a_dec, m_akv), -1), upper=False, unitriangular=True)
@@ -173,7 +174,7 @@ def _v7_chunks(r, w, k, v, a, b, s0):
     b_end = b * decay_end  # (B, H, NC, L, Nk): decayed to the chunk's end
     # chunk end: S_end = S0 (diag(Gamma_L) + W^T B_end) + U_v^T B_end + V^T K_end
     mats = torch.diag_embed(g[..., -1, :].exp()) + wy.mT @ b_end  # (B, H, NC, Nk, Nk)
-    adds = torch.cat((u_v, v), -2).mT @ torch.cat((b_end, k * decay_end), -2)  # (B, H, NC, Nv, Nk)
+    adds = (u_v.mT @ b_end).add_(v.mT @ (k * decay_end))  # (B, H, NC, Nv, Nk)
     starts, s = _scan(s0, mats.movedim(2, 0), None, adds.movedim(2, 0))
     rs_w, rs_u = (q_rb @ sol).split(n, -1)  # (B, H, NC, L, Nk), (B, H, NC, L, Nv)
     y = (r_dec + rs_w) @ starts.mT + rs_u + q_rkv
