@@ -31,6 +31,9 @@ class MediaMemo:
         self.max_items = max_items
         self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def preprocess(self, modality: str, item: Any):
         """The model's preprocessing of `item`; file paths are memoized by content."""
         if not isinstance(item, str):

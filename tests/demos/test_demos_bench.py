@@ -1,0 +1,51 @@
+"""`mmrwkv bench demo` and the per-session media memo it relies on for cached images."""
+
+import shutil
+from pathlib import Path
+
+from mmrwkv.demos.sessions import DemoSession
+
+from mmrwkv.bench import demo as bench
+from mmrwkv.cli import main
+
+
+def test_resent_image_is_preprocessed_once_and_its_prefix_comes_from_the_cache(tiny_model, images, tmp_path):
+    calls = []
+    encoder = tiny_model.encoders["image"]
+    hook = encoder.register_forward_hook(lambda *_: calls.append(1))
+    copy = tmp_path / "same_content.png"
+    shutil.copy(images[0], copy)
+    session = DemoSession("s")
+    session.bind("tiny", tiny_model)
+    sampling = bench.make_demo(tiny_model, 2).sampling(0, 1, 1)
+    try:
+        "".join(session.chat.ask("look", images=[images[0]], sampling=sampling))
+        first = session.chat.prefill_tokens
+        session.reset()
+        # the same picture uploaded again (another temp path, same bytes)
+        "".join(session.chat.ask("look", images=[str(copy)], sampling=sampling))
+    finally:
+        hook.remove()
+    assert len(calls) == 1, "the cached image must not be encoded again"
+    assert session.chat.cache.hits == 1 and len(session.media) == 1
+    assert session.chat.prefill_tokens - first < first
+
+
+def test_handler_measurement_streams_fixed_length_answers(tiny_model, images):
+    demo = bench.make_demo(tiny_model, 4)
+    result = bench.measure_handler(demo, images[:2], 2)
+    for runs in result.values():
+        assert len(runs) == 2 and all(t > 0 and s > 0 for t, s in runs)
+    turn = demo.store.get("bench-handler-0").chat.turns[-1]
+    assert len(tiny_model.tokenizer.encode(turn.text)) >= 3
+
+
+def test_bench_demo_prints_both_image_cases_for_the_recipe_shape(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "easy_vqa.yaml"
+    code = main(["bench", "demo", "--recipe", str(recipe), "--runs-dir", str(tmp_path / "runs"), "--repeats", "1",
+                 "--answer-tokens", "3", "--image-side", "32", "--no-server"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "random model shaped like" in out and "handler  new" in out and "handler  cached" in out
+    assert "cached / new first-token time" in out
