@@ -1,7 +1,11 @@
 """The chat demo through gradio_client against a launched server: streaming, greedy parity, per-session state."""
 
+import numpy as np
 import pytest
+import soundfile
 from gradio_client import Client, handle_file
+
+from mmrwkv.chat import ChatSession
 
 MAX_TOKENS = 6
 
@@ -79,4 +83,20 @@ def test_empty_message_shows_an_error_and_the_chat_goes_on(chat_server, tiny_che
     job.result(timeout=30)
     reply = demo_helpers.last_reply(demo_helpers.chat_messages(job)[-1])
     assert reply and "Error" not in reply
+    client.close()
+
+
+def test_audio_upload_is_heard_and_answered_like_the_library(chat_server, tiny_checkpoint, tiny_model, tmp_path,
+                                                             demo_helpers):
+    url, _ = chat_server
+    wav = tmp_path / "tone.wav"
+    soundfile.write(wav, (0.3 * np.sin(np.arange(8000) * 2 * np.pi * 440 / 16000)).astype("float32"), 16000)
+    session = ChatSession(tiny_model, sampling=demo_helpers.greedy(MAX_TOKENS))
+    want = "".join(session.ask("What do you hear?", audio=[str(wav)])).strip()
+    client = Client(url, verbose=False, download_files=False)
+    job = _ask(client, "What do you hear?", [str(wav)], tiny_checkpoint)
+    job.result(timeout=60)
+    final = demo_helpers.chat_messages(job)[-1]
+    assert demo_helpers.last_reply(final) == want
+    assert final[0]["content"][0]["type"] == "file"  # the sound is shown in the chat
     client.close()
