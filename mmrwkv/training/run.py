@@ -83,7 +83,7 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
     """Train one (already expanded) stage; a finished stage being resumed returns its result at once."""
     from mmrwkv.training.build import build_datasets, build_model
     from mmrwkv.training.plots import plot_curves
-    from mmrwkv.training.trainer import build_trainer
+    from mmrwkv.training.trainer import build_trainer, wkv_backend
 
     out = Path(cfg.train.output_dir)
     text = recipe_text(cfg)
@@ -106,7 +106,8 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
         data.epochs = math.ceil(max_steps * cfg.train.grad_accum / per_epoch)
     steps = max_steps if max_steps > 0 else math.ceil(data.epochs * per_epoch / cfg.train.grad_accum)
     module = MultimodalLM(model, optim_settings(cfg, steps))
-    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)
+    with wkv_backend(cfg.train.wkv_backend):
+        trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)
     if trainer.is_global_zero:
         _save_final(module, out, text, trainer.global_step)
         plot_curves(log_dir, out / "curves.png")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -84,3 +87,20 @@ def build_trainer(train: TrainConfig, *, max_steps: int, callbacks: list, log_di
         deterministic=False,
         default_root_dir=str(log_dir),
     )
+
+
+@contextmanager
+def wkv_backend(name: str | None) -> Iterator[None]:
+    """Route every WKV call to backend `name` for a while (None: leave the dispatch's own choice)."""
+    from mmrwkv.kernels import ENV_VAR
+
+    old = os.environ.get(ENV_VAR)
+    if name is not None:
+        os.environ[ENV_VAR] = name
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = old
