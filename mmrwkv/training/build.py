@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +42,10 @@ def tokenizer_spec(cfg: RecipeConfig, train_set) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         # the chat template's role words are text too: train on them so they are single tokens
         template = [f"{role}: " for role in ROLES.values()] * 100
-        train_bpe(template + _texts(train_set), cfg.model.bpe_vocab_size, path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        train_bpe(template + _texts(train_set), cfg.model.bpe_vocab_size, tmp)
+        # several processes (multi-device training) may train it at once: each renames a whole file
+        os.replace(tmp, path)
     return str(path)
 
 

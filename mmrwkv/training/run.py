@@ -46,6 +46,10 @@ def optim_settings(cfg: RecipeConfig, total_steps: int) -> OptimSettings:
 
 def _prepare_output(out: Path, cfg_text: str, *, resume: bool, fresh: bool) -> Path | None:
     """Check the stage directory; return the trainer checkpoint to resume from (None: start fresh)."""
+    if _launched_rank():
+        # a process launched by a multi-device strategy: the first process has already checked and prepared
+        last = last_checkpoint(out / "checkpoints") if resume and out.exists() else None
+        return None if last is None else last / "trainer.ckpt"
     if fresh and out.exists():
         shutil.rmtree(out)
     last = last_checkpoint(out / "checkpoints") if out.exists() else None
@@ -59,6 +63,11 @@ def _prepare_output(out: Path, cfg_text: str, *, resume: bool, fresh: bool) -> P
         raise ConfigError(f"--resume: the recipe differs from the one saved in {last / 'recipe.yaml'}; "
                           "resume with the same recipe and overrides, or pass --fresh")
     return last / "trainer.ckpt"
+
+
+def _launched_rank() -> int:
+    """The rank of a process that a multi-device strategy launched (0 for the process the user started)."""
+    return max(int(os.environ.get("LOCAL_RANK", "0")), int(os.environ.get("NODE_RANK", "0")))
 
 
 def _save_final(module: MultimodalLM, out: Path, text: str, steps: int) -> Path:
