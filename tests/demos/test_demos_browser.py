@@ -76,3 +76,36 @@ def test_browser_chat_with_an_image_shows_the_streamed_reply(chat_server, tiny_m
     assert images_shown >= 1, "the uploaded image is shown in the chat"
     assert reply and "Error" not in reply
     assert _letters(reply) == want
+
+
+def test_browser_microphone_recording_is_sent_and_heard(chat_server):
+    from playwright.sync_api import sync_playwright
+
+    url, app = chat_server
+    question = "Browser microphone: what do you hear?"
+    # Chromium's fake capture device plays a beep; the fake UI grants the microphone permission
+    args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(url, wait_until="load")
+            page.locator("#message button[aria-label='Record audio']").click()
+            page.locator("#message button[aria-label='Start recording']").click()
+            page.wait_for_timeout(1500)
+            page.locator("#message button[aria-label='Stop recording']").click()
+            # the recording is previewed first; attaching it puts it beside the text as a file
+            page.locator("#message button[aria-label='Attach audio']").click(timeout=30_000)
+            page.locator("#message .thumbnail-item").wait_for(timeout=30_000)
+            page.locator("#message textarea").fill(question)
+            page.locator("#message textarea").press("Enter")
+            session = _session_with(app.mmrwkv_demo.store, question)
+            page.wait_for_timeout(500)
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / "chat_microphone.png"), full_page=True)
+        finally:
+            browser.close()
+    files = [m["content"]["path"] for m in session.messages if isinstance(m["content"], dict)]
+    assert len(files) == 1 and files[0].endswith(".wav")
+    assert len(session.chat.history.media.get("audio")) == 1, "the recording reached the model"
+    assert not session.messages[-1]["content"].startswith("⚠️")
