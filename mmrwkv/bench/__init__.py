@@ -7,5 +7,6 @@ BENCHMARKS = {
     "context": ("mmrwkv.bench.context", "per-token decode time and memory vs context: RWKV vs a KV-cache Transformer"),
     "chat": ("mmrwkv.bench.chat", "multi-turn chat latency with state reuse and the image prefix cache"),
     "train": ("mmrwkv.bench.train", "training tokens/s of the default recipe, chunked vs reference WKV"),
+    "tokenizer": ("mmrwkv.bench.tokenizer", "World tokenizer load time and encode MB/s vs the authors' TRIE_TOKENIZER"),
     "demo": ("mmrwkv.bench.demo", "time to first token and streaming tokens/s of the chat demo"),
 }

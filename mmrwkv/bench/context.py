@@ -157,7 +157,15 @@ def _measure(runners: dict, contexts: list[int], steps: int, rounds: int) -> lis
 
 def run(args: argparse.Namespace) -> int:
     # Random weights drift into subnormal floats, which x86 handles ~100x slower; trained weights rarely do.
+    # The flag is process-wide: restore the default so callers (and tests) are not affected.
     torch.set_flush_denormal(True)
+    try:
+        return _run(args)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     contexts = sorted(int(c) for c in args.contexts.split(","))
