@@ -163,6 +163,8 @@ class DataConfig:
     seed: int = 0
     skip_bad_records: bool = False
     max_text_tokens: int = 256
+    # training only: all questions about one media item become one multi-turn conversation (LLaVA-1.5 style)
+    group_by_media: bool = False
 
 
 @dataclass

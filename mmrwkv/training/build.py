@@ -169,6 +169,39 @@ def to_turns(sample, rng: random.Random | None = None, *, train: bool = True) ->
     return turns
 
 
+class GroupedChatDataset(torch.utils.data.Dataset):
+    """Every question about one media item as one multi-turn conversation (the media lead the first turn).
+
+    The order of the questions inside a conversation is a seeded shuffle, so any question type can come first
+    (the first turn is exactly the single-question prompt that evaluation uses).
+    """
+
+    def __init__(self, samples: Sequence, template, *, seed: int = 0, max_tokens: int | None = None):
+        groups: dict[tuple, list] = {}
+        for sample in samples:
+            groups.setdefault(tuple(map(str, sample.images + sample.audio)), []).append(sample)
+        self.groups = list(groups.values())
+        self.template, self.seed, self.max_tokens = template, seed, max_tokens
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int):
+        group = list(self.groups[index])
+        random.Random(self.seed * 1_000_003 + index).shuffle(group)
+        turns = to_turns(group[0])
+        for sample in group[1:]:
+            turns += [t for t in to_turns(sample) if t.role != "system"]
+            turns[-2].images, turns[-2].audio = [], []
+        encoded = self.template.encode_turns(turns, train=True)
+        if self.max_tokens is not None and len(encoded.ids) > self.max_tokens:
+            # long groups are cut at the limit: later turns are dropped, never the media
+            encoded.ids, encoded.labels = encoded.ids[: self.max_tokens], encoded.labels[: self.max_tokens]
+        return encoded, {"id": group[0].id, "question": group[0].question, "answers": group[0].answers,
+                         "captions": group[0].captions, "images": [str(p) for p in group[0].images],
+                         "audio": [str(p) for p in group[0].audio]}
+
+
 def make_collate(tokenizer):
     """Collate (Encoded, meta) pairs into the training batch contract."""
     from mmrwkv.chat import collate
@@ -187,5 +220,8 @@ def build_datasets(cfg: RecipeConfig, model):
 
     template = ChatTemplate(model.tokenizer, cfg.template.placement, model=MediaCache(model))
     train = load_split(cfg.data, cfg.data.train_split)
-    train_set = ChatDataset(train, template, train=True, seed=cfg.data.seed, max_tokens=cfg.data.max_text_tokens)
+    if cfg.data.group_by_media:
+        train_set = GroupedChatDataset(train, template, seed=cfg.data.seed, max_tokens=cfg.data.max_text_tokens)
+    else:
+        train_set = ChatDataset(train, template, train=True, seed=cfg.data.seed, max_tokens=cfg.data.max_text_tokens)
     return train_set, None, make_collate(model.tokenizer)

@@ -31,7 +31,9 @@ class OptimSettings:
     lr_encoder: float | None = None
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.99)
-    eps: float = 1e-8
+    # RWKV-LM trains with adam_eps 1e-18: weights whose gradients are tiny (the encoder behind ln0, or everything
+    # after a large clip) still move at the learning rate instead of being frozen by eps
+    eps: float = 1e-18
     warmup_steps: int = 0
     total_steps: int = 1000
     min_lr_ratio: float = 0.1
