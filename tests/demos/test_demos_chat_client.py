@@ -1,5 +1,7 @@
 """The chat demo through gradio_client against a launched server: streaming, greedy parity, per-session state."""
 
+import time
+
 import numpy as np
 import pytest
 import soundfile
@@ -99,4 +101,25 @@ def test_audio_upload_is_heard_and_answered_like_the_library(chat_server, tiny_c
     final = demo_helpers.chat_messages(job)[-1]
     assert demo_helpers.last_reply(final) == want
     assert final[0]["content"][0]["type"] == "file"  # the sound is shown in the chat
+    client.close()
+
+
+def test_stop_endpoint_ends_the_streaming_answer_of_its_own_session(chat_server, tiny_checkpoint, tiny_model,
+                                                                    demo_helpers):
+    url, app = chat_server
+    long_answer = demo_helpers.library_chat(tiny_model, [("Tell me a long story", [])], 300)[0][0]
+    client = Client(url, verbose=False, download_files=False)
+    job = client.submit({"text": "Tell me a long story", "files": []}, tiny_checkpoint, "", 0.0, 1.0, 300,
+                        api_name="/chat")
+    while len(demo_helpers.chat_messages(job)) < 3:
+        assert not job.done(), "the answer ended before it could be stopped"
+        time.sleep(0.01)
+    client.predict(api_name="/stop")
+    job.result(timeout=60)
+    final = demo_helpers.chat_messages(job)[-1]
+    reply = demo_helpers.last_reply(final)
+    session = app.mmrwkv_demo.store.get(client.session_hash)
+    assert long_answer.strip().startswith(reply) and len(reply) < len(long_answer.strip())
+    # the partial answer is the session's history: the next turn continues after it
+    assert not session.busy and session.chat.turns[-1].text.strip() == reply
     client.close()
