@@ -240,13 +240,14 @@ _STEPPERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def stepper_for(model):
-    """The fastest one-token step for `model`: `RWKVStepper` for an RWKV-7, else `model` at T = 1.
+    """The one-token step for `model`: `RWKVStepper` for an RWKV backbone (the model's own compiled T = 1 path),
+    else `model` at T = 1.
 
     Returns a function (ids (B,), state) -> (logits (B, V), state); RWKVStepper objects are cached per model.
     """
     from mmrwkv.rwkv import RWKV
 
-    if isinstance(model, RWKV) and model.config.generation == 7:
+    if isinstance(model, RWKV):
         if model not in _STEPPERS:
             from mmrwkv.stepper import RWKVStepper
 

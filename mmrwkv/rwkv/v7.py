@@ -2,22 +2,26 @@
 
 Notation: B batch, T time, H heads, N head size, C = H*N, F = dim_ffn; LoRA widths Dw, Da, Dv, Dg.
 Mixing convention: x + (x_prev - x)*mu. Layer 0 has no v0/v1/v2: its values become `v_first` for later layers.
+
+The equations exist once, as TorchScript-compatible functions of a parameter dict (`projections`, `mixed_output`,
+`channel_mix`). Sequence mode runs them eagerly around `kernels.wkv7`; one token (T == 1) runs `block_step`, the
+same functions and the kernels' reference WKV step compiled into one TorchScript call per layer, because batch-1
+decode is bound by weight reads plus per-op dispatch and ~70 Python-dispatched ops per layer cost as much as a
+large mat-vec.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmrwkv import kernels
+from mmrwkv.kernels.reference import wkv7_step
 from mmrwkv.rwkv.common import heads, shifted
 from mmrwkv.rwkv.config import RWKVConfig
-
-# decay = exp(-e^-0.5 * sigmoid(.)) lies in (0.545, 1)
-_DECAY_SCALE = math.exp(-0.5)
 
 
 class TimeMix(nn.Module):
@@ -49,30 +53,22 @@ class TimeMix(nn.Module):
         b = nn.Parameter(torch.empty(1, 1, C)) if bias else None
         return b, nn.Parameter(torch.empty(C, D)), nn.Parameter(torch.empty(D, C))
 
+    def params(self) -> dict[str, Tensor]:
+        """The parameters by the names the equation functions read (no copies: built per call, never stale)."""
+        p = {name: getattr(self, name) for name in _TIME_MIX_NAMES}
+        if self.layer_id > 0:
+            p.update(v0=self.v0, v1=self.v1, v2=self.v2)
+        p.update(W_r=self.receptance.weight, W_k=self.key.weight, W_v=self.value.weight, W_o=self.output.weight,
+                 ln_x_w=self.ln_x.weight, ln_x_b=self.ln_x.bias)  # fmt: skip
+        return p
+
     def forward(self, x: Tensor, x_prev: Tensor, wkv: Tensor, v_first: Tensor | None = None, *,
                 backend: str | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """x (B, T, C) post-ln1, x_prev (B, C), wkv (B, H, N, N) [value, key] -> (out, wkv, v_first)."""
-        B, T, C = x.shape
-        H = self.n_head
-        dx = shifted(x, x_prev) - x
-        # the six token-shift mixes in one op (fewer dispatches in the T = 1 decode path)
-        mix = torch.cat((self.x_r, self.x_w, self.x_k, self.x_v, self.x_a, self.x_g), dim=1)  # (1, 6, C)
-        xr, xw, xk, xv, xa, xg = torch.addcmul(x.unsqueeze(2), dx.unsqueeze(2), mix).unbind(2)  # (B, T, C)
-        r, k, v = self.receptance(xr), self.key(xk), self.value(xv)  # (B, T, C)
-        w = -_DECAY_SCALE * torch.sigmoid((self.w0 + torch.tanh(xw @ self.w1) @ self.w2).float())
-        a = torch.sigmoid(self.a0 + (xa @ self.a1) @ self.a2)
-        g = torch.sigmoid(xg @ self.g1) @ self.g2
-        kk = F.normalize(heads(k * self.k_k, H), dim=-1, p=2.0, eps=1e-12)  # (B, T, H, N)
-        k = k * (1 + (a - 1) * self.k_a)
-        if self.layer_id == 0:
-            v_first = v
-        else:
-            v = v + (v_first - v) * torch.sigmoid(self.v0 + (xv @ self.v1) @ self.v2)
-        a_h = heads(a, H)
-        y, wkv = kernels.wkv7(heads(r, H), heads(w, H), heads(k, H), heads(v, H), -kk, kk * a_h, wkv, backend=backend)
-        y = self.ln_x(y.reshape(B * T, C)).view(B, T, C)
-        bonus = (heads(r * k, H) * self.r_k).sum(dim=-1, keepdim=True) * heads(v, H)  # (B, T, H, N)
-        return self.output((y + bonus.view(B, T, C)) * g), wkv, v_first
+        p = self.params()
+        r, w, k, v, kk, a, g, v_first = projections(x, x_prev, v_first, self.layer_id == 0, self.n_head, p)
+        y, wkv = kernels.wkv7(r, w, k, v, -kk, kk * a, wkv, backend=backend)
+        return mixed_output(y, r, k, v, g, p), wkv, v_first
 
 
 class ChannelMix(nn.Module):
@@ -85,7 +81,94 @@ class ChannelMix(nn.Module):
         self.key = nn.Linear(C, F_, bias=False)
         self.value = nn.Linear(F_, C, bias=False)
 
+    def params(self) -> dict[str, Tensor]:
+        """The parameters by the names `channel_mix` reads."""
+        return {"ffn_x_k": self.x_k, "ffn_W_k": self.key.weight, "ffn_W_v": self.value.weight}
+
     def forward(self, x: Tensor, x_prev: Tensor) -> Tensor:
         """x (B, T, C) post-ln2, x_prev (B, C) -> (B, T, C)."""
-        xk = x + (shifted(x, x_prev) - x) * self.x_k
-        return self.value(torch.square(F.relu(self.key(xk))))
+        return channel_mix(x, x_prev, self.params())
+
+
+_TIME_MIX_NAMES = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "w1", "w2", "a0", "a1", "a2", "g1", "g2",
+                   "k_k", "k_a", "r_k")  # fmt: skip
+
+
+def projections(
+    x: Tensor, x_prev: Tensor, v_first: Tensor | None, first: bool, H: int, p: dict[str, Tensor]
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The WKV inputs of x (B, T, C) post-ln1 -> r, w (log decay), k, v, kk, a as (B, T, H, N); g, v_first (B, T, C)."""
+    dx = shifted(x, x_prev) - x
+    # the six token-shift mixes in one op
+    mix = torch.cat((p["x_r"], p["x_w"], p["x_k"], p["x_v"], p["x_a"], p["x_g"]), dim=1)  # (1, 6, C)
+    xr, xw, xk, xv, xa, xg = torch.addcmul(x.unsqueeze(2), dx.unsqueeze(2), mix).unbind(2)  # (B, T, C)
+    r, k, v = F.linear(xr, p["W_r"]), F.linear(xk, p["W_k"]), F.linear(xv, p["W_v"])  # (B, T, C)
+    # w = -e^-0.5 * sigmoid(.), so decay = exp(w) lies in (0.545, 1); TorchScript reads no module-level floats
+    w = -0.6065306597126334 * torch.sigmoid((p["w0"] + torch.tanh(xw @ p["w1"]) @ p["w2"]).float())
+    a = torch.sigmoid(p["a0"] + (xa @ p["a1"]) @ p["a2"])
+    g = torch.sigmoid(xg @ p["g1"]) @ p["g2"]
+    kk = F.normalize(heads(k * p["k_k"], H), dim=-1, p=2.0, eps=1e-12)  # (B, T, H, N)
+    k = k * (1 + (a - 1) * p["k_a"])
+    if first:
+        v_first = v
+    else:
+        assert v_first is not None, "RWKV-7 layers after the first need layer 0's values"
+        v = v + (v_first - v) * torch.sigmoid(p["v0"] + (xv @ p["v1"]) @ p["v2"])
+    return heads(r, H), heads(w, H), heads(k, H), heads(v, H), kk, heads(a, H), g, v_first
+
+
+def mixed_output(y: Tensor, r: Tensor, k: Tensor, v: Tensor, g: Tensor, p: dict[str, Tensor]) -> Tensor:
+    """WKV output y and r, k, v (B, T, H, N), gate g (B, T, C) -> the time mix's output (B, T, C)."""
+    B, T, H, N = y.shape
+    y = F.group_norm(y.reshape(B * T, H * N), H, p["ln_x_w"], p["ln_x_b"], 64e-5).view(B, T, H, N)
+    bonus = (r * k * p["r_k"]).sum(dim=-1, keepdim=True) * v  # (B, T, H, N)
+    return F.linear((y + bonus).view(B, T, H * N) * g, p["W_o"])
+
+
+def channel_mix(x: Tensor, x_prev: Tensor, p: dict[str, Tensor]) -> Tensor:
+    """x (B, T, C) post-ln2, x_prev (B, C) -> W_v relu(W_k xk)^2 (B, T, C)."""
+    xk = torch.addcmul(x, shifted(x, x_prev) - x, p["ffn_x_k"])
+    return F.linear(torch.square(torch.relu(F.linear(xk, p["ffn_W_k"]))), p["ffn_W_v"])
+
+
+def block_step(
+    x: Tensor, att_prev: Tensor, S: Tensor, ffn_prev: Tensor, v_first: Tensor | None, first: bool, H: int,
+    p: dict[str, Tensor],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One block on one token: x (B, 1, C), S (B, H, N, N) [value, key] -> (x, ln1 out (B, C), S, ln2 out, v_first).
+
+    The same equations as sequence mode; the WKV update is the kernels' reference step (what `kernels.wkv7` runs
+    for T == 1), in fp32 (fp64 for fp64 inputs) with the state kept in that precision.
+    """
+    C = x.shape[-1]
+    h = F.layer_norm(x, [C], p["ln1_w"], p["ln1_b"], 1e-5)
+    r, w, k, v, kk, a, g, v_first = projections(h, att_prev, v_first, first, H, p)
+    dt = torch.float64 if v.dtype == torch.float64 or S.dtype == torch.float64 else torch.float32
+    b = kk * a
+    y, S = wkv7_step(r[:, 0].to(dt), w[:, 0].to(dt), k[:, 0].to(dt), v[:, 0].to(dt), -kk[:, 0].to(dt),
+                     b[:, 0].to(dt), S.to(dt))  # fmt: skip
+    x = x + mixed_output(y.unsqueeze(1).to(v.dtype), r, k, v, g, p)
+    h2 = F.layer_norm(x, [C], p["ln2_w"], p["ln2_b"], 1e-5)
+    x = x + channel_mix(h2, ffn_prev, p)
+    return x, h[:, 0], S, h2[:, 0], v_first
+
+
+def run_block_step(block: nn.Module, x: Tensor, att_prev: Tensor, wkv: Tensor, ffn_prev: Tensor,
+                   v_first: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor]:
+    """`Block.forward` for T == 1: x (B, 1, C) -> (x, (att_x_prev, wkv, ffn_x_prev), v_first) in one compiled call."""
+    att = block.att
+    p = att.params()
+    p.update(block.ffn.params())
+    p.update(ln1_w=block.ln1.weight, ln1_b=block.ln1.bias, ln2_w=block.ln2.weight, ln2_b=block.ln2.bias)
+    x, h, wkv, h2, v_first = compiled_block_step()(x, att_prev, wkv, ffn_prev, v_first, att.layer_id == 0,
+                                                   att.n_head, p)  # fmt: skip
+    return x, (h, wkv, h2), v_first
+
+
+@functools.cache
+def compiled_block_step():
+    """`block_step` under TorchScript (compiled on first use, not at import); the eager function is the fallback."""
+    try:
+        return torch.jit.script(block_step)
+    except Exception:  # TorchScript is optional: an unsupported build runs the same code eagerly
+        return block_step

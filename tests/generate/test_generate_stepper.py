@@ -1,4 +1,4 @@
-"""RWKVStepper: the lean RWKV-7 step equals the model's forward at T = 1 (logits and every state field)."""
+"""RWKVStepper and the compiled one-token path: equal to sequence mode (logits and every state field)."""
 
 import pytest
 import torch
@@ -24,16 +24,60 @@ def _assert_state_close(a, b):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=1e-4, atol=1e-5)
 
 
-def test_stepper_equals_forward_over_several_batched_steps(model):
+def test_one_token_steps_equal_one_sequence_pass(model):
+    ids = torch.randint(0, 256, (3, 6))
+    with torch.no_grad():
+        full, full_state = model(ids)
+    ours = model.init_state(3)
     stepper = RWKVStepper(model)
-    ref_state = ours = model.init_state(3)
-    for _ in range(6):
-        ids = torch.randint(0, 256, (3,))
+    for t in range(ids.shape[1]):
+        logits, ours = stepper(ids[:, t], ours)
+        torch.testing.assert_close(logits, full[:, t], rtol=1e-4, atol=1e-4)
+    _assert_state_close(ours, full_state)
+
+
+def _block_inputs(model, index: int):
+    block = model.blocks[index]
+    p = {**block.att.params(), **block.ffn.params()}
+    p.update(ln1_w=block.ln1.weight, ln1_b=block.ln1.bias, ln2_w=block.ln2.weight, ln2_b=block.ln2.bias)
+    C, H = model.config.n_embd, model.config.n_head
+    N = C // H
+    torch.manual_seed(index)
+    x, prev, prev2, v_first = torch.randn(2, 1, C), torch.randn(2, C), torch.randn(2, C), torch.randn(2, 1, C)
+    return (x, prev, torch.randn(2, H, N, N), prev2, v_first, index == 0, H, p)
+
+
+def test_one_token_path_is_compiled_and_matches_the_eager_equations(model):
+    from mmrwkv.rwkv import v7
+
+    assert isinstance(v7.compiled_block_step(), torch.jit.ScriptFunction)
+    for index in (0, 1):
+        args = _block_inputs(model, index)
         with torch.no_grad():
-            ref_logits, ref_state = model(ids[:, None], ref_state)
-        logits, ours = stepper(ids, ours)
-        torch.testing.assert_close(logits, ref_logits[:, 0], rtol=1e-4, atol=1e-4)
-        _assert_state_close(ours, ref_state)
+            eager = v7.block_step(*args)
+            compiled = v7.compiled_block_step()(*args)
+        for a, b in zip(eager, compiled, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_one_token_path_carries_the_eager_gradients(model):
+    from mmrwkv.rwkv import v7
+
+    m = RWKV(config_for("v7-tiny", n_layer=2))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    args = _block_inputs(m, 1)
+    grads = []
+    for fn in (v7.block_step, v7.compiled_block_step()):
+        m.zero_grad()
+        x, *_ = fn(*args)
+        x.square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in m.blocks[1].named_parameters()})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-5, msg=name)
+        assert grad.abs().sum() > 0, name
 
 
 def test_stepper_continues_a_sequence_mode_prefill(model):
@@ -65,14 +109,15 @@ def test_stepper_sees_updated_parameters(model):
     torch.testing.assert_close(logits, ref[:, 0], rtol=1e-4, atol=1e-4)
 
 
-def test_stepper_for_picks_the_lean_path_only_for_rwkv7(model):
+def test_stepper_for_returns_one_cached_stepper_per_model_of_any_generation(model):
     assert isinstance(stepper_for(model), RWKVStepper)
     assert stepper_for(model) is stepper_for(model)
     v6 = RWKV(config_for("v6-tiny")).eval()
-    logits, _ = stepper_for(v6)(torch.tensor([1, 2]), v6.init_state(2))
-    assert logits.shape == (2, 256)
-    with pytest.raises(ValueError, match="RWKV-7"):
-        RWKVStepper(v6)
+    ids = torch.tensor([1, 2])
+    logits, _ = stepper_for(v6)(ids, v6.init_state(2))
+    with torch.no_grad():
+        ref, _ = v6(ids[:, None])
+    torch.testing.assert_close(logits, ref[:, 0])
 
 
 def test_column_major_linears_keeps_outputs_and_parameters(tmp_path):
