@@ -33,6 +33,7 @@ from mmrwkv.errors import MMRWKVError
 
 log = logging.getLogger(__name__)
 BUSY = "an answer is still streaming: wait for it or press Stop, then send your message again"
+EXPIRED = "(this chat was idle for too long and its memory was freed: a new conversation starts here)"
 EMPTY = "empty message: type a question, or attach an image or an audio file"
 
 
@@ -81,6 +82,9 @@ class ChatDemo:
             session.messages.append(error_message(BUSY))
             yield _copy(session.messages)
             return
+        if session.expired:
+            session.expired = False
+            session.messages.append({"role": "assistant", "content": EXPIRED})
         try:
             yield from self._turn(session, message, (path or "").strip() or choice, (temperature, top_p, max_tokens))
         except Exception as err:  # a model failure must not take the server down
@@ -102,7 +106,8 @@ class ChatDemo:
             if not choice:
                 raise MMRWKVError(NO_CHECKPOINT_HELP.format(runs=self.options.runs_dir))
             key, model = self.registry.get(choice)
-            if session.bind(key, model) and session.messages:
+            previous = session.model_key
+            if session.bind(key, model) and previous is not None:
                 session.messages.append({"role": "assistant", "content": f"(model changed to {key}: new chat)"})
             session.messages += _user_messages(text, uploads)
             stream = session.chat.ask(text, images=[u.path for u in uploads if u.modality == "image"],

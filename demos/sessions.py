@@ -17,6 +17,7 @@ from typing import Any
 
 DEFAULT_CACHE_BYTES = 64 * 2**20
 DEFAULT_MEDIA_ITEMS = 16
+MAX_REMEMBERED = 4096
 
 
 class MediaMemo:
@@ -73,6 +74,8 @@ class DemoSession:
         self.media: MediaMemo | None = None
         self.messages: list[dict] = []
         self.last_used = now
+        # True when this id had a session that was evicted for idling (the tab may still show the old chat)
+        self.expired = False
         self.stop = threading.Event()
         self._busy = False
         self._lock = threading.Lock()
@@ -138,6 +141,8 @@ class SessionStore:
         self.clock = clock
         self.evicted = 0
         self._sessions: OrderedDict[str, DemoSession] = OrderedDict()
+        # ids of evicted sessions (bounded), so a returning tab can be told its chat was cleared
+        self._gone: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self._sweeper: threading.Thread | None = None
         self._closing = threading.Event()
@@ -162,10 +167,11 @@ class SessionStore:
             session = self._sessions.get(sid)
             if session is None:
                 session = DemoSession(sid, cache_bytes=self.cache_bytes, now=self.clock())
+                session.expired = self._gone.pop(sid, False) is None
                 self._sessions[sid] = session
             session.last_used = self.clock()
             self._sessions.move_to_end(sid)
-            self._evict_over_limit()
+            self._evict_over_limit(keep=sid)
             return session
 
     def drop(self, sid: str) -> None:
@@ -181,17 +187,22 @@ class SessionStore:
         with self._lock:
             old = [sid for sid, s in self._sessions.items() if now - s.last_used > self.ttl_s and not s.busy]
             for sid in old:
-                del self._sessions[sid]
-            self.evicted += len(old)
+                self._evict(sid)
         return old
 
-    def _evict_over_limit(self) -> None:
-        # least recently used first; a streaming session is never cut off
-        for sid in [sid for sid, s in self._sessions.items() if not s.busy]:
+    def _evict_over_limit(self, keep: str) -> None:
+        # least recently used first; a streaming session and the one being handed out are never cut off
+        for sid in [sid for sid, s in self._sessions.items() if not s.busy and sid != keep]:
             if len(self._sessions) <= self.max_sessions:
                 break
-            del self._sessions[sid]
-            self.evicted += 1
+            self._evict(sid)
+
+    def _evict(self, sid: str) -> None:
+        del self._sessions[sid]
+        self.evicted += 1
+        self._gone[sid] = None
+        while len(self._gone) > MAX_REMEMBERED:
+            self._gone.popitem(last=False)
 
     @property
     def nbytes(self) -> int:

@@ -173,3 +173,13 @@ def test_server_refuses_uploads_over_the_size_limit_and_keeps_serving(chat_serve
     job.result(timeout=30)
     assert job.outputs()
     client.close()
+
+
+def test_chat_of_an_evicted_session_starts_over_with_a_note(demo, images):
+    _works_after(demo, images)
+    demo.store.ttl_s = 0
+    demo.store.evict_idle()
+    demo.store.ttl_s = 1800
+    messages = _run(demo, {"text": "Are you still there?", "files": []})
+    assert "idle for too long" in messages[0]["content"]
+    assert [m["role"] for m in messages] == ["assistant", "user", "assistant"]

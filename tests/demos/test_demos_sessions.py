@@ -118,3 +118,23 @@ def test_evicted_sessions_free_their_state_and_cache(tiny_model, images):
 def test_empty_session_id_is_refused():
     with pytest.raises(ValueError, match="session id"):
         SessionStore().get("")
+
+
+def test_a_returning_evicted_session_is_marked_expired_once():
+    clock = Clock()
+    store = SessionStore(ttl_s=10, clock=clock)
+    store.get("tab")
+    clock.now = 100
+    store.evict_idle()
+    assert store.get("tab").expired
+    assert not store.get("never-seen").expired
+    store.drop("tab")
+    assert not store.get("tab").expired, "a closed tab is not an idle one"
+
+
+def test_the_session_handed_out_is_never_the_one_evicted_for_space():
+    store = SessionStore(max_sessions=1)
+    busy = store.get("busy")
+    assert busy.try_begin()
+    fresh = store.get("fresh")
+    assert "fresh" in store and store.get("fresh") is fresh
