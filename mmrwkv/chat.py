@@ -225,7 +225,8 @@ class PrefixCache:
     """Content-keyed LRU cache of (state, last logits) after a prompt prefix, bounded in entries and bytes.
 
     Keys come from `content_key`: the same prefix ids with the same media (same preprocessed tensors) after
-    the same history map to the same entry. States are cloned on the way in and out.
+    the same history with the same model object map to the same entry. States are cloned on the way in and
+    out. Entries do not follow weight updates: clear the cache (a new one) after changing the model's weights.
     """
 
     def __init__(self, max_bytes: int = 256 * 2**20, max_entries: int = 64):
@@ -292,7 +293,8 @@ class ChatSession:
         # every token the state has consumed, with its media: the whole-history equivalent of `state`
         self.history = Encoded()
         self._pending: list[int] = []
-        self._key = ""
+        # the root of the content keys: a cache shared by two live models never mixes their states
+        self._key = f"model@{id(self.model)}"
 
     def fork(self) -> ChatSession:
         """An independent copy of the conversation so far (same model, template and cache), e.g. to branch."""

@@ -1,5 +1,7 @@
 """ChatSession state reuse across turns, the content-keyed prefix cache, bad input mid-session."""
 
+import copy
+
 import pytest
 import torch
 
@@ -68,6 +70,14 @@ def test_cache_is_keyed_by_content_not_by_source(tiny_model, png, tmp_path):
         session.reset()
         "".join(session.ask("Describe.", images=[item]))
     assert (cache.hits, cache.misses, len(calls)) == (1, 2, 2)
+
+
+def test_a_cache_shared_by_two_models_keeps_their_states_apart(tiny_model, png):
+    cache = PrefixCache()
+    other = copy.deepcopy(tiny_model, memo={id(tiny_model.tokenizer): tiny_model.tokenizer})
+    for model in (tiny_model, other, tiny_model):
+        "".join(ChatSession(model, cache=cache, sampling=GREEDY).ask("Describe.", images=[png(3)]))
+    assert (cache.hits, cache.misses) == (1, 2)
 
 
 def test_cache_entries_are_private_copies(tiny_model):
