@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
+from mmrwkv.demos.caption_vqa import CaptionOptions, build_caption_app
+from mmrwkv.demos.common import free_port, launch_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -109,3 +111,35 @@ def test_browser_microphone_recording_is_sent_and_heard(chat_server):
     assert len(files) == 1 and files[0].endswith(".wav")
     assert len(session.chat.history.media.get("audio")) == 1, "the recording reached the model"
     assert not session.messages[-1]["content"].startswith("⚠️")
+
+
+def test_browser_caption_page_streams_two_answers(tiny_checkpoint, images, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    app = build_caption_app(CaptionOptions(checkpoints=(tiny_checkpoint,), random_tiny=True, runs_dir=str(tmp_path),
+                                           max_tokens=8))
+    port = free_port()
+    launch_app(app, port=port, block=False)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1100, "height": 800})
+                page.goto(f"http://127.0.0.1:{port}/", wait_until="load")
+                page.locator("#image input[type=file]").set_input_files(images[6])
+                page.locator("#image img").wait_for(timeout=30_000)
+                page.locator("#ask").click()
+                for side in "AB":
+                    page.wait_for_function(
+                        f"() => document.querySelector('#answer{side} textarea').value.trim().length > 0",
+                        timeout=60_000)
+                page.wait_for_timeout(1000)
+                SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(SCREENSHOTS / "caption_vqa.png"), full_page=True)
+                answers = [page.locator(f"#answer{side} textarea").input_value() for side in "AB"]
+            finally:
+                browser.close()
+    finally:
+        app.close()
+    assert all(a and not a.startswith("⚠️") for a in answers)
+    assert answers[0] != answers[1], "two different models answer differently"

@@ -23,7 +23,7 @@ def _tiny_data(raw: dict, tmp: Path) -> dict:
     modality = next(iter(raw.get("encoders", {"image": None})))
     vqa = any(m in ("exact_match", "vqa_accuracy") for m in raw.get("eval", {}).get("metrics", []))
     if raw.get("data", {}).get("kind") == "easy_vqa":
-        return {"kind": "easy_vqa", "sizes": {"train": 24, "test": 4}}
+        return {"kind": "easy_vqa", "sizes": {"train": 24, "test": 4}, "group_by_media": False}
     kind = "shapes" if modality == "image" else "tones"
     split = raw.get("eval", {}).get("split", "val")
     return {"kind": kind, "task": "vqa" if vqa else "caption", "root": str(tmp / kind),
