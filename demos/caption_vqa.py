@@ -113,7 +113,7 @@ def build_caption_app(options: CaptionOptions | None = None, demo: CaptionDemo |
                     "caption." + ("" if choices else "\n\n**" + NO_CHECKPOINT_HELP.format(runs=options.runs_dir)
                                   + "**"))
         with gr.Row():
-            image = gr.Image(type="filepath", sources=["upload"], label="Image", elem_id="image")
+            image = gr.Image(type="filepath", sources=["upload"], label="Image", elem_id="image", height=320)
             with gr.Column():
                 question = gr.Textbox(label="Question (empty: caption)", elem_id="question")
                 max_tokens = gr.Slider(1, 256, value=options.max_tokens, step=1, label="Max tokens")
