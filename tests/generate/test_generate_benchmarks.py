@@ -1,6 +1,7 @@
 """`mmrwkv bench decode` and `bench context` at toy sizes: they run, compare, and report what they claim."""
 
 import json
+import os
 
 from mmrwkv.bench.decode import random_model, read_bandwidth, weight_bytes_per_token
 from mmrwkv.cli import main
@@ -14,15 +15,27 @@ def test_bench_decode_runs_ours_and_the_package_side_by_side(tmp_path, capsys):
     assert code == 0
     rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {
-        "ours: forward T=1 (fp32)",
-        "ours: stepper (fp32)",
+        "ours (fp32)",
+        "ours, column-major (fp32)",
         "rwkv package 0.8.32 (cpu fp32)",
-        "ours: stepper, column-major (fp32)",
-        "ours: stepper, column-major (bf16)",
+        "ours (bf16)",
     }
     assert rows["rwkv package 0.8.32 (cpu fp32)"]["vs_package"] == 1.0
     assert all(r["tok_per_s"] > 0 for r in rows.values())
     assert "% bound" in capsys.readouterr().out
+    assert json.loads(out.read_text())["threads"] == 1
+
+
+def test_bench_decode_picks_a_thread_count_and_restores_the_process_settings(tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "decode.json"
+    code = main(["bench", "decode", "--size", "v7-tiny", "--tokens", "2", "--rounds", "1", "--no-package",
+                 "--no-bf16", "--json", str(out)])  # fmt: skip
+    assert code == 0
+    assert 1 <= json.loads(out.read_text())["threads"] <= (os.cpu_count() or 1)
+    assert torch.get_num_threads() == threads
 
 
 def test_weight_bytes_per_token_counts_one_embedding_row():
