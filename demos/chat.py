@@ -9,7 +9,7 @@ error line in the chat; the session goes on.
 Run it with `mmrwkv demo` (or `make demo`); `build_chat_app` returns the Blocks for tests.
 """
 
-
+# no `from __future__ import annotations` here: gradio injects `gr.Request` by reading the real annotation
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -214,48 +214,54 @@ def build_chat_app(options: ChatOptions | None = None, demo: ChatDemo | None = N
             path = gr.Textbox(label="...or a checkpoint directory", placeholder="runs/easy_vqa/final", scale=3)
         chatbot = gr.Chatbot(label="Chat", height=420, elem_id="chat")
         box = upload_box(gr, placeholder="Ask about an image or a sound...", file_count="multiple",
-                        file_types=list(IMAGE_SUFFIXES + AUDIO_SUFFIXES), sources=["upload", "microphone"],
-                        show_label=False, elem_id="message")
+                         file_types=list(IMAGE_SUFFIXES + AUDIO_SUFFIXES), sources=["upload", "microphone"],
+                         show_label=False, elem_id="message")
         with gr.Row():
             stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
             reset_btn = gr.Button("Reset", elem_id="reset")
         with gr.Accordion("Sampling", open=False):
-            temperature = gr.Slider(0.0, 2.0, value=options.temperature, step=0.05, label="Temperature (0 = greedy)")
-            top_p = gr.Slider(0.05, 1.0, value=options.top_p, step=0.05, label="Top-p")
-            max_tokens = gr.Slider(1, 1024, value=options.max_tokens, step=1, label="Max tokens")
-
-        pending = gr.State(None)
-        api_trigger = gr.Button(visible=False)
-        inputs = [picker, path, temperature, top_p, max_tokens]
-
-        def take(message):
-            # a plain value (not a component update) clears the box, so gradio keeps this very component
-            return {"text": "", "files": []}, message
-
-        def respond(message, choice, typed, temp, p, n, request: gr.Request):
-            yield from demo.respond(message, choice, typed, temp, p, n, request.session_hash)
-
-        def stop(request: gr.Request):
-            demo.stop(request.session_hash)
-
-        def reset(request: gr.Request):
-            return demo.reset(request.session_hash)
-
-        def unload(request: gr.Request):
-            demo.unload(request.session_hash)
-
-        # the page: move the message out of the box at once, then stream the answer into the chat
-        taken = box.submit(take, box, [box, pending], queue=False, trigger_mode="multiple", api_visibility="private")
-        sent = taken.then(respond, [pending, *inputs], chatbot, concurrency_limit=options.concurrency,
-                          concurrency_id="chat", api_visibility="private")
-        # the same handler for API clients (gradio_client): POST the message to /chat
-        api_trigger.click(respond, [box, *inputs], chatbot, api_name="chat", concurrency_limit=options.concurrency,
-                          concurrency_id="chat")
-        # Stop sets the session's flag (the stream ends after its current token) and cancels the event, which
-        # closes the handler so the partial answer is committed to the session's state
-        stop_btn.click(stop, None, None, api_name="stop", queue=False)
-        stop_btn.click(None, None, None, cancels=[sent])
-        reset_btn.click(reset, None, chatbot, api_name="reset")
-        app.unload(unload)
+            controls = [
+                gr.Slider(0.0, 2.0, value=options.temperature, step=0.05, label="Temperature (0 = greedy)"),
+                gr.Slider(0.05, 1.0, value=options.top_p, step=0.05, label="Top-p"),
+                gr.Slider(1, 1024, value=options.max_tokens, step=1, label="Max tokens"),
+            ]
+        _wire(gr, app, demo, box, chatbot, [picker, path, *controls], stop_btn, reset_btn)
     app.mmrwkv_demo = demo
     return app
+
+
+def _wire(gr, app, demo: ChatDemo, box, chatbot, inputs: list, stop_btn, reset_btn) -> None:
+    """Connect the page's events to the demo's handlers, each with the browser session's id."""
+    pending = gr.State(None)
+    api_trigger = gr.Button(visible=False)
+    limit = demo.options.concurrency
+
+    def take(message):
+        # a plain value (not a component update) clears the box, so gradio keeps this very component
+        return {"text": "", "files": []}, message
+
+    def respond(message, choice, typed, temp, p, n, request: gr.Request):
+        yield from demo.respond(message, choice, typed, temp, p, n, request.session_hash)
+
+    def stop(request: gr.Request):
+        demo.stop(request.session_hash)
+
+    def reset(request: gr.Request):
+        return demo.reset(request.session_hash)
+
+    def unload(request: gr.Request):
+        demo.unload(request.session_hash)
+
+    # the page: move the message out of the box at once, then stream the answer into the chat
+    taken = box.submit(take, box, [box, pending], queue=False, trigger_mode="multiple", api_visibility="private")
+    sent = taken.then(respond, [pending, *inputs], chatbot, concurrency_limit=limit, concurrency_id="chat",
+                      api_visibility="private")
+    # the same handler for API clients (gradio_client): POST the message to /chat
+    api_trigger.click(respond, [box, *inputs], chatbot, api_name="chat", concurrency_limit=limit,
+                      concurrency_id="chat")
+    # Stop sets the session's flag (the stream ends after its current token) and cancels the event, which
+    # closes the handler so the partial answer is committed to the session's state
+    stop_btn.click(stop, None, None, api_name="stop", queue=False)
+    stop_btn.click(None, None, None, cancels=[sent])
+    reset_btn.click(reset, None, chatbot, api_name="reset")
+    app.unload(unload)
