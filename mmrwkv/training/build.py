@@ -151,9 +151,9 @@ class ChatDataset(torch.utils.data.Dataset):
                          "audio": [str(p) for p in sample.audio]}
 
 
-def to_turns(sample, rng: random.Random | None = None, *, train: bool = True) -> list:
-    """Chat `Turn`s of a data `Sample`; the first user turn carries its media (paths). Without `train` the
-    final assistant reply is left out (the prompt of a generation)."""
+def to_turns(sample, rng: random.Random | None = None, *, train: bool = True, media: bool = True) -> list:
+    """Chat `Turn`s of a data `Sample`; the first user turn carries its media (paths) unless `media` is False
+    (then its media markers are dropped too). Without `train` the final assistant reply is left out."""
     from mmrwkv.chat import Turn, parse_markers
 
     conversation = sample.conversation(rng)
@@ -162,10 +162,11 @@ def to_turns(sample, rng: random.Random | None = None, *, train: bool = True) ->
     turns = []
     for role, text in conversation:
         first_user = role == "user" and not any(t.role == "user" for t in turns)
-        parts = parse_markers(text)
+        parts = parse_markers(text) if media else [p for p in parse_markers(text) if isinstance(p, str)]
         body = parts if any(not isinstance(p, str) for p in parts) else "".join(parts)
-        turns.append(Turn(role, body, images=list(sample.images) if first_user else [],
-                          audio=list(sample.audio) if first_user else []))
+        with_media = first_user and media
+        turns.append(Turn(role, body, images=list(sample.images) if with_media else [],
+                          audio=list(sample.audio) if with_media else []))
     return turns
 
 
@@ -191,8 +192,7 @@ class GroupedChatDataset(torch.utils.data.Dataset):
         random.Random(self.seed * 1_000_003 + index).shuffle(group)
         turns = to_turns(group[0])
         for sample in group[1:]:
-            turns += [t for t in to_turns(sample) if t.role != "system"]
-            turns[-2].images, turns[-2].audio = [], []
+            turns += [t for t in to_turns(sample, media=False) if t.role != "system"]
         encoded = self.template.encode_turns(turns, train=True)
         if self.max_tokens is not None and len(encoded.ids) > self.max_tokens:
             # long groups are cut at the limit: later turns are dropped, never the media
