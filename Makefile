@@ -19,7 +19,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	.venv/bin/ruff check .
-	$(PY) -m pytest -q -m "not slow and not browser" --timeout=900
+	$(PY) -m pytest -q -m "not slow" --timeout=900
 
 test-all: $(STAMP)
 	.venv/bin/ruff check .
