@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from mmrwkv import kernels
 from mmrwkv.kernels.reference import wkv7_step
-from mmrwkv.rwkv.common import heads, shifted
+from mmrwkv.rwkv.common import shifted
 from mmrwkv.rwkv.config import RWKVConfig
 
 
@@ -54,19 +54,21 @@ class TimeMix(nn.Module):
         return b, nn.Parameter(torch.empty(C, D)), nn.Parameter(torch.empty(D, C))
 
     def params(self) -> dict[str, Tensor]:
-        """The parameters by the names the equation functions read (no copies: built per call, never stale)."""
-        p = {name: getattr(self, name) for name in _TIME_MIX_NAMES}
-        if self.layer_id > 0:
-            p.update(v0=self.v0, v1=self.v1, v2=self.v2)
-        p.update(W_r=self.receptance.weight, W_k=self.key.weight, W_v=self.value.weight, W_o=self.output.weight,
-                 ln_x_w=self.ln_x.weight, ln_x_b=self.ln_x.bias)  # fmt: skip
+        """The parameters by the names the equation functions read: the Parameter objects themselves, built per
+        call (never stale), from the registries directly because nn.Module attribute lookup costs ~1 us each."""
+        sub = self._modules
+        p = dict(self._parameters)  # x_r .. x_g, w0 .. g2, (v0 v1 v2), k_k, k_a, r_k
+        p.update(W_r=sub["receptance"]._parameters["weight"], W_k=sub["key"]._parameters["weight"],
+                 W_v=sub["value"]._parameters["weight"], W_o=sub["output"]._parameters["weight"],
+                 ln_x_w=sub["ln_x"]._parameters["weight"], ln_x_b=sub["ln_x"]._parameters["bias"])  # fmt: skip
         return p
 
     def forward(self, x: Tensor, x_prev: Tensor, wkv: Tensor, v_first: Tensor | None = None, *,
                 backend: str | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """x (B, T, C) post-ln1, x_prev (B, C), wkv (B, H, N, N) [value, key] -> (out, wkv, v_first)."""
         p = self.params()
-        r, w, k, v, kk, a, g, v_first = projections(x, x_prev, v_first, self.layer_id == 0, self.n_head, p)
+        dx = shifted(x, x_prev) - x
+        r, w, k, v, kk, a, g, v_first = projections(x, dx, v_first, self.layer_id == 0, self.n_head, p)
         y, wkv = kernels.wkv7(r, w, k, v, -kk, kk * a, wkv, backend=backend)
         return mixed_output(y, r, k, v, g, p), wkv, v_first
 
@@ -83,86 +85,90 @@ class ChannelMix(nn.Module):
 
     def params(self) -> dict[str, Tensor]:
         """The parameters by the names `channel_mix` reads."""
-        return {"ffn_x_k": self.x_k, "ffn_W_k": self.key.weight, "ffn_W_v": self.value.weight}
+        sub = self._modules
+        return {"ffn_x_k": self._parameters["x_k"], "ffn_W_k": sub["key"]._parameters["weight"],
+                "ffn_W_v": sub["value"]._parameters["weight"]}  # fmt: skip
 
     def forward(self, x: Tensor, x_prev: Tensor) -> Tensor:
         """x (B, T, C) post-ln2, x_prev (B, C) -> (B, T, C)."""
-        return channel_mix(x, x_prev, self.params())
-
-
-_TIME_MIX_NAMES = ("x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "w1", "w2", "a0", "a1", "a2", "g1", "g2",
-                   "k_k", "k_a", "r_k")  # fmt: skip
+        return channel_mix(x, shifted(x, x_prev) - x, self.params())
 
 
 def projections(
-    x: Tensor, x_prev: Tensor, v_first: Tensor | None, first: bool, H: int, p: dict[str, Tensor]
+    x: Tensor, dx: Tensor, v_first: Tensor | None, first: bool, H: int, p: dict[str, Tensor]
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The WKV inputs of x (B, T, C) post-ln1 -> r, w (log decay), k, v, kk, a as (B, T, H, N); g, v_first (B, T, C)."""
-    dx = shifted(x, x_prev) - x
+    """The WKV inputs of x (..., C) post-ln1 and dx = x_prev - x -> r, w (log decay), k, v, kk, a as (..., H, N);
+    g, v_first (..., C). Leading dims are (B, T) in sequence mode, (B,) for one token."""
     # the six token-shift mixes in one op
-    mix = torch.cat((p["x_r"], p["x_w"], p["x_k"], p["x_v"], p["x_a"], p["x_g"]), dim=1)  # (1, 6, C)
-    xr, xw, xk, xv, xa, xg = torch.addcmul(x.unsqueeze(2), dx.unsqueeze(2), mix).unbind(2)  # (B, T, C)
-    r, k, v = F.linear(xr, p["W_r"]), F.linear(xk, p["W_k"]), F.linear(xv, p["W_v"])  # (B, T, C)
+    # the (1, 1, C) vectors are read as (C,): they broadcast over (B, T, C) and the one-token (B, C) alike
+    mix = torch.cat((p["x_r"], p["x_w"], p["x_k"], p["x_v"], p["x_a"], p["x_g"]), dim=1).view(6, -1)  # (6, C)
+    xr, xw, xk, xv, xa, xg = torch.addcmul(x.unsqueeze(-2), dx.unsqueeze(-2), mix).unbind(-2)  # (..., C)
+    r, k, v = F.linear(xr, p["W_r"]), F.linear(xk, p["W_k"]), F.linear(xv, p["W_v"])  # (..., C)
     # w = -e^-0.5 * sigmoid(.), so decay = exp(w) lies in (0.545, 1); TorchScript reads no module-level floats
-    w = -0.6065306597126334 * torch.sigmoid((p["w0"] + torch.tanh(xw @ p["w1"]) @ p["w2"]).float())
-    a = torch.sigmoid(p["a0"] + (xa @ p["a1"]) @ p["a2"])
+    w = -0.6065306597126334 * torch.sigmoid((p["w0"].view(-1) + torch.tanh(xw @ p["w1"]) @ p["w2"]).float())
+    a = torch.sigmoid(p["a0"].view(-1) + (xa @ p["a1"]) @ p["a2"])
     g = torch.sigmoid(xg @ p["g1"]) @ p["g2"]
-    kk = F.normalize(heads(k * p["k_k"], H), dim=-1, p=2.0, eps=1e-12)  # (B, T, H, N)
-    k = k * (1 + (a - 1) * p["k_a"])
+    kk = F.normalize(_heads(k * p["k_k"].view(-1), H), dim=-1, p=2.0, eps=1e-12)  # (..., H, N)
+    k = k * (1 + (a - 1) * p["k_a"].view(-1))
     if first:
         v_first = v
     else:
         assert v_first is not None, "RWKV-7 layers after the first need layer 0's values"
-        v = v + (v_first - v) * torch.sigmoid(p["v0"] + (xv @ p["v1"]) @ p["v2"])
-    return heads(r, H), heads(w, H), heads(k, H), heads(v, H), kk, heads(a, H), g, v_first
+        v = v + (v_first - v) * torch.sigmoid(p["v0"].view(-1) + (xv @ p["v1"]) @ p["v2"])
+    return _heads(r, H), _heads(w, H), _heads(k, H), _heads(v, H), kk, _heads(a, H), g, v_first
 
 
 def mixed_output(y: Tensor, r: Tensor, k: Tensor, v: Tensor, g: Tensor, p: dict[str, Tensor]) -> Tensor:
-    """WKV output y and r, k, v (B, T, H, N), gate g (B, T, C) -> the time mix's output (B, T, C)."""
-    B, T, H, N = y.shape
-    y = F.group_norm(y.reshape(B * T, H * N), H, p["ln_x_w"], p["ln_x_b"], 64e-5).view(B, T, H, N)
-    bonus = (r * k * p["r_k"]).sum(dim=-1, keepdim=True) * v  # (B, T, H, N)
-    return F.linear((y + bonus).view(B, T, H * N) * g, p["W_o"])
+    """WKV output y and r, k, v (..., H, N), gate g (..., C) -> the time mix's output (..., C)."""
+    H = y.shape[-2]
+    y = F.group_norm(y.reshape(-1, g.shape[-1]), H, p["ln_x_w"], p["ln_x_b"], 64e-5).view(y.shape)
+    bonus = (r * k * p["r_k"]).sum(dim=-1, keepdim=True) * v  # (..., H, N)
+    return F.linear((y + bonus).view(g.shape) * g, p["W_o"])
 
 
-def channel_mix(x: Tensor, x_prev: Tensor, p: dict[str, Tensor]) -> Tensor:
-    """x (B, T, C) post-ln2, x_prev (B, C) -> W_v relu(W_k xk)^2 (B, T, C)."""
-    xk = torch.addcmul(x, shifted(x, x_prev) - x, p["ffn_x_k"])
+def channel_mix(x: Tensor, dx: Tensor, p: dict[str, Tensor]) -> Tensor:
+    """x (..., C) post-ln2 and dx = x_prev - x -> W_v relu(W_k xk)^2 (..., C)."""
+    xk = torch.addcmul(x, dx, p["ffn_x_k"].view(-1))
     return F.linear(torch.square(torch.relu(F.linear(xk, p["ffn_W_k"]))), p["ffn_W_v"])
+
+
+def _heads(x: Tensor, H: int) -> Tensor:
+    """(..., C) -> (..., H, N), a view."""
+    return x.unflatten(-1, [H, -1])
 
 
 def block_step(
     x: Tensor, att_prev: Tensor, S: Tensor, ffn_prev: Tensor, v_first: Tensor | None, first: bool, H: int,
     p: dict[str, Tensor],
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """One block on one token: x (B, 1, C), S (B, H, N, N) [value, key] -> (x, ln1 out (B, C), S, ln2 out, v_first).
+    """One block on one token: x (B, C), S (B, H, N, N) [value, key] -> (x, ln1 out (B, C), S, ln2 out, v_first).
 
     The same equations as sequence mode; the WKV update is the kernels' reference step (what `kernels.wkv7` runs
     for T == 1), in fp32 (fp64 for fp64 inputs) with the state kept in that precision.
     """
     C = x.shape[-1]
     h = F.layer_norm(x, [C], p["ln1_w"], p["ln1_b"], 1e-5)
-    r, w, k, v, kk, a, g, v_first = projections(h, att_prev, v_first, first, H, p)
+    r, w, k, v, kk, a, g, v_first = projections(h, att_prev - h, v_first, first, H, p)
     dt = torch.float64 if v.dtype == torch.float64 or S.dtype == torch.float64 else torch.float32
-    b = kk * a
-    y, S = wkv7_step(r[:, 0].to(dt), w[:, 0].to(dt), k[:, 0].to(dt), v[:, 0].to(dt), -kk[:, 0].to(dt),
-                     b[:, 0].to(dt), S.to(dt))  # fmt: skip
-    x = x + mixed_output(y.unsqueeze(1).to(v.dtype), r, k, v, g, p)
+    y, S = wkv7_step(r.to(dt), w.to(dt), k.to(dt), v.to(dt), -kk.to(dt), (kk * a).to(dt), S.to(dt))
+    x = x + mixed_output(y.to(v.dtype), r, k, v, g, p)
     h2 = F.layer_norm(x, [C], p["ln2_w"], p["ln2_b"], 1e-5)
-    x = x + channel_mix(h2, ffn_prev, p)
-    return x, h[:, 0], S, h2[:, 0], v_first
+    x = x + channel_mix(h2, ffn_prev - h2, p)
+    return x, h, S, h2, v_first
 
 
 def run_block_step(block: nn.Module, x: Tensor, att_prev: Tensor, wkv: Tensor, ffn_prev: Tensor,
                    v_first: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor]:
     """`Block.forward` for T == 1: x (B, 1, C) -> (x, (att_x_prev, wkv, ffn_x_prev), v_first) in one compiled call."""
-    att = block.att
+    sub = block._modules
+    att, ln1, ln2 = sub["att"], sub["ln1"]._parameters, sub["ln2"]._parameters
     p = att.params()
-    p.update(block.ffn.params())
-    p.update(ln1_w=block.ln1.weight, ln1_b=block.ln1.bias, ln2_w=block.ln2.weight, ln2_b=block.ln2.bias)
-    x, h, wkv, h2, v_first = compiled_block_step()(x, att_prev, wkv, ffn_prev, v_first, att.layer_id == 0,
+    p.update(sub["ffn"].params())
+    p.update(ln1_w=ln1["weight"], ln1_b=ln1["bias"], ln2_w=ln2["weight"], ln2_b=ln2["bias"])
+    v_first = None if v_first is None else v_first[:, 0]
+    x, h, wkv, h2, v_first = compiled_block_step()(x[:, 0], att_prev, wkv, ffn_prev, v_first, att.layer_id == 0,
                                                    att.n_head, p)  # fmt: skip
-    return x, (h, wkv, h2), v_first
+    return x.unsqueeze(1), (h, wkv, h2), v_first.unsqueeze(1)
 
 
 @functools.cache
