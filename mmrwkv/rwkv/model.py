@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmrwkv.rwkv import v4, v5, v6, v7
+from mmrwkv.rwkv import packed, v4, v5, v6, v7
 from mmrwkv.rwkv.config import RWKVConfig
 from mmrwkv.rwkv.state import State
 
@@ -81,6 +81,11 @@ class RWKV(nn.Module):
         if state.batch_size != B:
             raise ValueError(f"RWKV.forward: state batch size {state.batch_size} != input batch size {B}")
         x = self.blocks[0].ln0(x)
+        one_token_step = getattr(GENERATIONS[self.config.generation], "run_layers_step", None)
+        if one_token_step is not None and x.shape[1] == 1:
+            # RNN mode: the generation's compiled one-token path over all blocks
+            x, new_state = one_token_step(self.blocks, x, state)
+            return self.ln_out(x), new_state
         att_prev, wkv, ffn_prev = [], [], []
         v_first = None
         for i, block in enumerate(self.blocks):
@@ -99,6 +104,9 @@ class RWKV(nn.Module):
         h, state = self.forward_hidden(x, state, backend=backend)
         if last_only:
             h = h[:, -1:]
+        if h.shape[1] == 1:
+            # one row per sequence: bf16 heads read faster packed (mmrwkv.rwkv.packed)
+            return packed.decode_linear(h, self.head.weight), state
         return self.head(h), state
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:

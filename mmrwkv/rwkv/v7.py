@@ -20,8 +20,11 @@ from torch import Tensor, nn
 
 from mmrwkv import kernels
 from mmrwkv.kernels.reference import wkv7_step
+from mmrwkv.rwkv import packed
 from mmrwkv.rwkv.common import shifted
 from mmrwkv.rwkv.config import RWKVConfig
+from mmrwkv.rwkv.packed import linear
+from mmrwkv.rwkv.state import State
 
 
 class TimeMix(nn.Module):
@@ -103,7 +106,7 @@ def projections(
     # the (1, 1, C) vectors are read as (C,): they broadcast over (B, T, C) and the one-token (B, C) alike
     mix = torch.cat((p["x_r"], p["x_w"], p["x_k"], p["x_v"], p["x_a"], p["x_g"]), dim=1).view(6, -1)  # (6, C)
     xr, xw, xk, xv, xa, xg = torch.addcmul(x.unsqueeze(-2), dx.unsqueeze(-2), mix).unbind(-2)  # (..., C)
-    r, k, v = F.linear(xr, p["W_r"]), F.linear(xk, p["W_k"]), F.linear(xv, p["W_v"])  # (..., C)
+    r, k, v = linear(xr, p, "W_r"), linear(xk, p, "W_k"), linear(xv, p, "W_v")  # (..., C)
     # w = -e^-0.5 * sigmoid(.), so decay = exp(w) lies in (0.545, 1); TorchScript reads no module-level floats
     w = -0.6065306597126334 * torch.sigmoid((p["w0"].view(-1) + torch.tanh(xw @ p["w1"]) @ p["w2"]).float())
     a = torch.sigmoid(p["a0"].view(-1) + (xa @ p["a1"]) @ p["a2"])
@@ -123,13 +126,13 @@ def mixed_output(y: Tensor, r: Tensor, k: Tensor, v: Tensor, g: Tensor, p: dict[
     H = y.shape[-2]
     y = F.group_norm(y.reshape(-1, g.shape[-1]), H, p["ln_x_w"], p["ln_x_b"], 64e-5).view(y.shape)
     bonus = (r * k * p["r_k"]).sum(dim=-1, keepdim=True) * v  # (..., H, N)
-    return F.linear((y + bonus).view(g.shape) * g, p["W_o"])
+    return linear((y + bonus).view(g.shape) * g, p, "W_o")
 
 
 def channel_mix(x: Tensor, dx: Tensor, p: dict[str, Tensor]) -> Tensor:
     """x (..., C) post-ln2 and dx = x_prev - x -> W_v relu(W_k xk)^2 (..., C)."""
     xk = torch.addcmul(x, dx, p["ffn_x_k"].view(-1))
-    return F.linear(torch.square(torch.relu(F.linear(xk, p["ffn_W_k"]))), p["ffn_W_v"])
+    return linear(torch.square(torch.relu(linear(xk, p, "ffn_W_k"))), p, "ffn_W_v")
 
 
 def _heads(x: Tensor, H: int) -> Tensor:
@@ -157,24 +160,57 @@ def block_step(
     return x, h, S, h2, v_first
 
 
+def layers_step(
+    x: Tensor, att_prev: Tensor, wkv: Tensor, ffn_prev: Tensor, H: int, params: list[dict[str, Tensor]]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every block on one token: x (B, C) and the stacked state (L, B, ...) -> (x, att_x_prev, wkv, ffn_x_prev)."""
+    att_out, wkv_out, ffn_out = [], [], []
+    v_first: Tensor | None = None
+    for i, p in enumerate(params):
+        x, h, S, h2, v_first = block_step(x, att_prev[i], wkv[i], ffn_prev[i], v_first, i == 0, H, p)
+        att_out.append(h)
+        wkv_out.append(S)
+        ffn_out.append(h2)
+    return x, torch.stack(att_out), torch.stack(wkv_out), torch.stack(ffn_out)
+
+
+def block_params(block: nn.Module) -> dict[str, Tensor]:
+    """A block's parameters by the names `block_step` reads, with packed weights when they apply (no autograd)."""
+    sub = block._modules
+    ln1, ln2 = sub["ln1"]._parameters, sub["ln2"]._parameters
+    p = sub["att"].params()
+    p.update(sub["ffn"].params())
+    p.update(ln1_w=ln1["weight"], ln1_b=ln1["bias"], ln2_w=ln2["weight"], ln2_b=ln2["bias"])
+    packed.add_packed(p, _LINEARS)
+    return p
+
+
 def run_block_step(block: nn.Module, x: Tensor, att_prev: Tensor, wkv: Tensor, ffn_prev: Tensor,
                    v_first: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor]:
     """`Block.forward` for T == 1: x (B, 1, C) -> (x, (att_x_prev, wkv, ffn_x_prev), v_first) in one compiled call."""
-    sub = block._modules
-    att, ln1, ln2 = sub["att"], sub["ln1"]._parameters, sub["ln2"]._parameters
-    p = att.params()
-    p.update(sub["ffn"].params())
-    p.update(ln1_w=ln1["weight"], ln1_b=ln1["bias"], ln2_w=ln2["weight"], ln2_b=ln2["bias"])
+    att = block._modules["att"]
     v_first = None if v_first is None else v_first[:, 0]
-    x, h, wkv, h2, v_first = compiled_block_step()(x[:, 0], att_prev, wkv, ffn_prev, v_first, att.layer_id == 0,
-                                                   att.n_head, p)  # fmt: skip
+    x, h, wkv, h2, v_first = compiled(block_step)(x[:, 0], att_prev, wkv, ffn_prev, v_first, att.layer_id == 0,
+                                                  att.n_head, block_params(block))  # fmt: skip
     return x.unsqueeze(1), (h, wkv, h2), v_first.unsqueeze(1)
 
 
+def run_layers_step(blocks: nn.ModuleList, x: Tensor, state: State) -> tuple[Tensor, State]:
+    """`RWKV.forward_hidden`'s blocks for T == 1: x (B, 1, C) after ln0 -> (x (B, 1, C), new state), one compiled
+    call for the whole stack (no Python between layers)."""
+    H = blocks[0].att.n_head
+    params = [block_params(block) for block in blocks]
+    x, att, wkv, ffn = compiled(layers_step)(x[:, 0], state.att_x_prev, state.wkv, state.ffn_x_prev, H, params)
+    return x.unsqueeze(1), type(state)(att, wkv, ffn)
+
+
+_LINEARS = ("W_r", "W_k", "W_v", "W_o", "ffn_W_k", "ffn_W_v")
+
+
 @functools.cache
-def compiled_block_step():
-    """`block_step` under TorchScript (compiled on first use, not at import); the eager function is the fallback."""
+def compiled(fn):
+    """`fn` under TorchScript (compiled on first use, not at import); the eager function is the fallback."""
     try:
-        return torch.jit.script(block_step)
+        return torch.jit.script(fn)
     except Exception:  # TorchScript is optional: an unsupported build runs the same code eagerly
-        return block_step
+        return fn

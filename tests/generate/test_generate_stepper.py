@@ -50,12 +50,13 @@ def _block_inputs(model, index: int):
 def test_one_token_path_is_compiled_and_matches_the_eager_equations(model):
     from mmrwkv.rwkv import v7
 
-    assert isinstance(v7.compiled_block_step(), torch.jit.ScriptFunction)
+    assert isinstance(v7.compiled(v7.block_step), torch.jit.ScriptFunction)
+    assert isinstance(v7.compiled(v7.layers_step), torch.jit.ScriptFunction)
     for index in (0, 1):
         args = _block_inputs(model, index)
         with torch.no_grad():
             eager = v7.block_step(*args)
-            compiled = v7.compiled_block_step()(*args)
+            compiled = v7.compiled(v7.block_step)(*args)
         for a, b in zip(eager, compiled, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
@@ -69,7 +70,7 @@ def test_one_token_path_carries_the_eager_gradients(model):
             p.add_(0.1 * torch.randn_like(p))
     args = _block_inputs(m, 1)
     grads = []
-    for fn in (v7.block_step, v7.compiled_block_step()):
+    for fn in (v7.block_step, v7.compiled(v7.block_step)):
         m.zero_grad()
         x, *_ = fn(*args)
         x.square().sum().backward()
