@@ -1,8 +1,8 @@
 """One-token decode steps and a batch-1 friendly weight layout.
 
 Notation: B batch, C channels, V vocabulary. The one-token path lives with the model: `RWKV.forward` at T = 1
-runs each generation's compiled step when it has one (RWKV-7: `mmrwkv.rwkv.v7.block_step`, one TorchScript call
-per layer), so the equations exist once. `RWKVStepper` only adapts that to the (B,) ids -> (B, V) logits shape
+runs each generation's compiled step when it has one (RWKV-7: `mmrwkv.rwkv.v7.layers_step`, one TorchScript call
+for all blocks), so the equations exist once. `RWKVStepper` only adapts that to the (B,) ids -> (B, V) logits shape
 generation loops want, without autograd bookkeeping.
 """
 

@@ -4,10 +4,10 @@ Notation: B batch, T time, H heads, N head size, C = H*N, F = dim_ffn; LoRA widt
 Mixing convention: x + (x_prev - x)*mu. Layer 0 has no v0/v1/v2: its values become `v_first` for later layers.
 
 The equations exist once, as TorchScript-compatible functions of a parameter dict (`projections`, `mixed_output`,
-`channel_mix`). Sequence mode runs them eagerly around `kernels.wkv7`; one token (T == 1) runs `block_step`, the
-same functions and the kernels' reference WKV step compiled into one TorchScript call per layer, because batch-1
-decode is bound by weight reads plus per-op dispatch and ~70 Python-dispatched ops per layer cost as much as a
-large mat-vec.
+`channel_mix`). Sequence mode runs them eagerly around `kernels.wkv7`; one token (T == 1) runs `layers_step`: the
+same functions and the kernels' reference WKV step, compiled into one TorchScript call for all blocks, because
+batch-1 decode is bound by weight reads plus per-op dispatch, and ~100 Python-dispatched ops per layer cost as much
+as a large mat-vec.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ def projections(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The WKV inputs of x (..., C) post-ln1 and dx = x_prev - x -> r, w (log decay), k, v, kk, a as (..., H, N);
     g, v_first (..., C). Leading dims are (B, T) in sequence mode, (B,) for one token."""
-    # the six token-shift mixes in one op
-    # the (1, 1, C) vectors are read as (C,): they broadcast over (B, T, C) and the one-token (B, C) alike
+    # the six token-shift mixes in one op; the (1, 1, C) vectors are read as (C,) so that they broadcast over
+    # (B, T, C) and the one-token (B, C) alike
     mix = torch.cat((p["x_r"], p["x_w"], p["x_k"], p["x_v"], p["x_a"], p["x_g"]), dim=1).view(6, -1)  # (6, C)
     xr, xw, xk, xv, xa, xg = torch.addcmul(x.unsqueeze(-2), dx.unsqueeze(-2), mix).unbind(-2)  # (..., C)
     r, k, v = linear(xr, p, "W_r"), linear(xk, p, "W_k"), linear(xv, p, "W_v")  # (..., C)
