@@ -25,7 +25,6 @@ class Block(nn.Module):
         super().__init__()
         C = config.n_embd
         gen = GENERATIONS[config.generation]
-        self.generation = config.generation
         if layer_id == 0:
             self.ln0 = nn.LayerNorm(C)
         self.ln1 = nn.LayerNorm(C)
@@ -35,10 +34,6 @@ class Block(nn.Module):
 
     def forward(self, x, att_x_prev, wkv, ffn_x_prev, v_first=None, *, backend=None):
         """x (B, T, C) and this layer's state -> (x, (att_x_prev, wkv, ffn_x_prev), v_first)."""
-        one_token_step = getattr(GENERATIONS[self.generation], "run_block_step", None)
-        if one_token_step is not None and x.shape[1] == 1:
-            # RNN mode: the generation's compiled one-token path (same equations, far fewer dispatched ops)
-            return one_token_step(self, x, att_x_prev, wkv, ffn_x_prev, v_first)
         h = self.ln1(x)
         dx, wkv, v_first = self.att(h, att_x_prev, wkv, v_first, backend=backend)
         x = x + dx

@@ -185,16 +185,6 @@ def block_params(block: nn.Module) -> dict[str, Tensor]:
     return p
 
 
-def run_block_step(block: nn.Module, x: Tensor, att_prev: Tensor, wkv: Tensor, ffn_prev: Tensor,
-                   v_first: Tensor | None) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor], Tensor]:
-    """`Block.forward` for T == 1: x (B, 1, C) -> (x, (att_x_prev, wkv, ffn_x_prev), v_first) in one compiled call."""
-    att = block._modules["att"]
-    v_first = None if v_first is None else v_first[:, 0]
-    x, h, wkv, h2, v_first = compiled(block_step)(x[:, 0], att_prev, wkv, ffn_prev, v_first, att.layer_id == 0,
-                                                  att.n_head, block_params(block))  # fmt: skip
-    return x.unsqueeze(1), (h, wkv, h2), v_first.unsqueeze(1)
-
-
 def run_layers_step(blocks: nn.ModuleList, x: Tensor, state: State) -> tuple[Tensor, State]:
     """`RWKV.forward_hidden`'s blocks for T == 1: x (B, 1, C) after ln0 -> (x (B, 1, C), new state), one compiled
     call for the whole stack (no Python between layers)."""

@@ -37,9 +37,9 @@ def test_one_token_steps_equal_one_sequence_pass(model):
 
 
 def _block_inputs(model, index: int):
-    block = model.blocks[index]
-    p = {**block.att.params(), **block.ffn.params()}
-    p.update(ln1_w=block.ln1.weight, ln1_b=block.ln1.bias, ln2_w=block.ln2.weight, ln2_b=block.ln2.bias)
+    from mmrwkv.rwkv import v7
+
+    p = v7.block_params(model.blocks[index])
     C, H = model.config.n_embd, model.config.n_head
     N = C // H
     torch.manual_seed(index)
