@@ -31,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement (the fastest counts)")
     parser.add_argument("--tokenizer", default="world", help="'world' or a tokenizer.json path")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for this run (1 keeps CPU times honest on a busy machine)")
 
 
 def build_model(args: argparse.Namespace):
@@ -181,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     """Print the side-by-side table and the ratios against their targets."""
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     r = measure(args)
     print(f"chat bench: random v7 L{args.layers} C{args.embd}, tiny_cnn {args.image_size}px -> {r['image_tokens']} "
           f"image tokens, {args.answer_tokens}-token greedy answers, {torch.get_num_threads()} threads")
