@@ -19,10 +19,12 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on the recipe's eval split (RNN-mode generation)")
-    _recipe_args(p)
-    p.add_argument("--checkpoint", required=True, help="model directory, step checkpoint or stage directory")
-    p.add_argument("--out", help="report directory (default: eval.report.dir or <output_dir>/eval)")
+    p = sub.add_parser("eval", help="evaluate a checkpoint on the recipe's eval split (RNN-mode generation)",
+                       usage="mmrwkv eval RECIPE --checkpoint CKPT [--out DIR] [KEY=VALUE ...]")
+    p.add_argument("recipe", help="recipe YAML file (see recipes/)")
+    # REMAINDER keeps overrides that follow --checkpoint (argparse cannot interleave positionals); parsed below
+    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="--checkpoint CKPT [--out DIR] [KEY=VALUE ...]",
+                   help="model directory, step checkpoint or stage directory; report directory; overrides")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("run", help="train all stages (resuming finished work), evaluate, print the report")
@@ -42,12 +44,25 @@ def _train(args) -> int:
     return 0
 
 
+def _eval_options(rest: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="mmrwkv eval RECIPE")
+    parser.add_argument("--checkpoint", required=True, help="model directory, step checkpoint or stage directory")
+    parser.add_argument("--out", help="report directory (default: eval.report.dir or <output_dir>/eval-<split>)")
+    options, overrides = parser.parse_known_args(rest)
+    unknown = [o for o in overrides if o.startswith("-")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    options.overrides = overrides
+    return options
+
+
 def _eval(args) -> int:
     from mmrwkv.config import load_config
     from mmrwkv.training.evaluate import evaluate_recipe
 
-    cfg = load_config(args.recipe, args.overrides)
-    report = evaluate_recipe(cfg, args.checkpoint, out_dir=args.out)
+    options = _eval_options(args.rest)
+    cfg = load_config(args.recipe, options.overrides)
+    report = evaluate_recipe(cfg, options.checkpoint, out_dir=options.out)
     print(report.markdown)
     return 0
 
