@@ -9,6 +9,7 @@ encoder. Run it with `mmrwkv demo --app caption`; `build_caption_app` returns th
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from mmrwkv.data.sample import CAPTION_PROMPTS
 from mmrwkv.demos.common import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_RUNS_DIR,
@@ -20,8 +21,6 @@ from mmrwkv.demos.common import (
     offline_gradio,
     sampling_from_controls,
 )
-
-from mmrwkv.data.sample import CAPTION_PROMPTS
 from mmrwkv.errors import MediaError, MMRWKVError
 
 # the prompt the recipes train captioning with

@@ -28,7 +28,6 @@ from mmrwkv.demos.common import (
     sampling_from_controls,
 )
 from mmrwkv.demos.sessions import DemoSession, SessionStore
-
 from mmrwkv.errors import MMRWKVError
 
 log = logging.getLogger(__name__)

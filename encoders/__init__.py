@@ -9,7 +9,6 @@ from mmrwkv.encoders.base import AudioEncoder, Encoder, ImageEncoder, ImagePrepr
 from mmrwkv.encoders.media import load_audio, load_image
 from mmrwkv.encoders.projector import Projector, build_projector
 from mmrwkv.encoders.registry import build, get_encoder_class, list_encoders, register
-
 from mmrwkv.lora import set_trainable
 
 __all__ = [

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from mmrwkv.encoders.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SECONDS, load_audio, load_image
 from PIL import Image
 from torch import nn
 
+from mmrwkv.encoders.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SECONDS, load_audio, load_image
 from mmrwkv.errors import ConfigError, MediaError
 
 _INTERPOLATION = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}

@@ -16,9 +16,10 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from mmrwkv.kernels.reference import compute_dtype, empty_state_heads, empty_state_v4
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
+
+from mmrwkv.kernels.reference import compute_dtype, empty_state_heads, empty_state_v4
 
 __all__ = ["wkv4", "wkv6", "wkv7"]
 

@@ -14,6 +14,8 @@ Placement of the media of a user turn:
     first     User: {media...}\\n{text}\\n\\n
     inline    User: {text with media where the turn's structure puts them}\\n\\n
     sandwich  User: {text}\\n{media...}\\n{text}\\n\\n
+    last      User: {text}\\n{media...}\\n\\n          (media right before the answer: the shortest path
+                                                   through the RNN state from the media to the reply)
 
 For `inline`, a turn's text is a list of strings and `Slot` markers; each Slot takes the next item of
 that modality. A plain string never creates a slot (typed "<image>" stays text); a plain-string turn with
@@ -42,7 +44,7 @@ from mmrwkv.generate import GenerationResult, SamplingConfig, sample_stream
 from mmrwkv.multimodal import MODALITIES, Media
 
 IGNORE = -100
-PLACEMENTS = ("first", "inline", "sandwich")
+PLACEMENTS = ("first", "inline", "sandwich", "last")
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 _MARKER = re.compile(r"<(image|audio)>")
 
@@ -152,6 +154,8 @@ class ChatTemplate:
             return [*slots, text]
         if self.placement == "sandwich":
             return [text, "\n", *slots, "\n", text]
+        if self.placement == "last":
+            return [text, "\n", *slots]
         return [*slots, "\n", text]
 
     def _inline_body(self, turn: Turn, index: int) -> list[str | Slot]:

@@ -32,7 +32,7 @@ STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
 WKV_BACKENDS = ("reference", "chunked", "cuda")
 METRICS = ("vqa_accuracy", "exact_match", "bleu", "meteor", "rouge_l", "cider", "spice", "spider")
 CAPTION_TOKENIZERS = ("auto", "java", "python")
-PLACEMENTS = ("inline", "first", "sandwich")
+PLACEMENTS = ("inline", "first", "sandwich", "last")
 _PROJECTOR_KIND = re.compile(r"^(linear|mlp\d+x_gelu)$")
 _REDUCTION = re.compile(r"^(avgpool|conv):[1-9]\d*$")
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 
 import torch
+
 from mmrwkv.encoders.base import AudioEncoder, zero_padding
 from mmrwkv.encoders.registry import register
 from mmrwkv.encoders.weights import load_strict, read_state_dict
-
 from mmrwkv.errors import ConfigError, MediaError
 
 ARCHS = (

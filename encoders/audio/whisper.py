@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 
 import torch
-from mmrwkv.encoders.audio.frontend import LogMel
-from mmrwkv.encoders.base import AudioEncoder, transformer_encoder, zero_padding
-from mmrwkv.encoders.registry import register
 from torch import nn
 from torch.nn import functional as F
 
+from mmrwkv.encoders.audio.frontend import LogMel
+from mmrwkv.encoders.base import AudioEncoder, transformer_encoder, zero_padding
+from mmrwkv.encoders.registry import register
 from mmrwkv.errors import ConfigError, MediaError
 
 

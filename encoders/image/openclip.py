@@ -14,11 +14,11 @@ import logging
 import os
 
 import torch
+from torch import nn
+
 from mmrwkv.encoders.base import ImageEncoder, ImagePreprocess
 from mmrwkv.encoders.registry import register
 from mmrwkv.encoders.weights import load_strict, read_state_dict, strip_prefix
-from torch import nn
-
 from mmrwkv.errors import ConfigError
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import math
 
 import torch
-from mmrwkv.encoders.base import ImageEncoder, ImagePreprocess, as_size, transformer_encoder
-from mmrwkv.encoders.registry import register
 from torch import nn
 
+from mmrwkv.encoders.base import ImageEncoder, ImagePreprocess, as_size, transformer_encoder
+from mmrwkv.encoders.registry import register
 from mmrwkv.errors import ConfigError
 
 # symmetric constants map [0, 1] pixels to [-1, 1]; from-scratch encoders have no dataset statistics

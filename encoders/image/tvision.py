@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 
 import torch
+from torch import nn
+
 from mmrwkv.encoders.base import ImageEncoder, ImagePreprocess, as_size
 from mmrwkv.encoders.registry import register
 from mmrwkv.encoders.weights import load_strict, read_state_dict
-from torch import nn
-
 from mmrwkv.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -6,11 +6,11 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 import numpy as np
 import pytest
-from mmrwkv.demos.chat import ChatOptions, build_chat_app
-from mmrwkv.demos.common import build_random_tiny, free_port, launch_app
 from PIL import Image
 
 from mmrwkv.chat import ChatSession
+from mmrwkv.demos.chat import ChatOptions, build_chat_app
+from mmrwkv.demos.common import build_random_tiny, free_port, launch_app
 from mmrwkv.generate import SamplingConfig
 from mmrwkv.multimodal import MultimodalRWKV
 

@@ -2,6 +2,7 @@
 
 import pytest
 from gradio_client import Client, handle_file
+
 from mmrwkv.demos.chat import BUSY, ChatDemo, ChatOptions
 from mmrwkv.demos.common import RANDOM_TINY, ModelRegistry
 

@@ -3,10 +3,9 @@
 import shutil
 from pathlib import Path
 
-from mmrwkv.demos.sessions import DemoSession
-
 from mmrwkv.bench import demo as bench
 from mmrwkv.cli import main
+from mmrwkv.demos.sessions import DemoSession
 
 
 def test_resent_image_is_preprocessed_once_and_its_prefix_comes_from_the_cache(tiny_model, images, tmp_path):

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from mmrwkv.demos.caption_vqa import CaptionOptions, build_caption_app
 from mmrwkv.demos.common import free_port, launch_app
 

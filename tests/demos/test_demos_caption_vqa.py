@@ -2,6 +2,7 @@
 
 import pytest
 from gradio_client import Client, handle_file
+
 from mmrwkv.demos.caption_vqa import CAPTION_PROMPT, CaptionDemo, CaptionOptions, build_caption_app
 from mmrwkv.demos.common import build_random_tiny, free_port, launch_app
 

@@ -8,10 +8,10 @@ import time
 import urllib.request
 
 import pytest
-from mmrwkv.demos.common import RANDOM_TINY, free_port
 
 from mmrwkv.cli import build_parser, main
 from mmrwkv.commands.demo import build
+from mmrwkv.demos.common import RANDOM_TINY, free_port
 
 
 def _dropdown_choices(app) -> list[list[str]]:

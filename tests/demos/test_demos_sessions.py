@@ -3,8 +3,8 @@
 import time
 
 import pytest
-from mmrwkv.demos.sessions import SessionStore
 
+from mmrwkv.demos.sessions import SessionStore
 from mmrwkv.generate import SamplingConfig
 
 

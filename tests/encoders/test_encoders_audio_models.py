@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+
 from mmrwkv.encoders import build
 from mmrwkv.encoders.audio.frontend import LogMel
-
 from mmrwkv.errors import CheckpointError, ConfigError, MediaError
 
 TINY_W2V = {

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from mmrwkv.encoders import build
 from mmrwkv.encoders.projector import build_projector
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from mmrwkv.encoders import ImagePreprocess, build
 from PIL import Image
 
+from mmrwkv.encoders import ImagePreprocess, build
 from mmrwkv.errors import CheckpointError, ConfigError, MediaError
 
 

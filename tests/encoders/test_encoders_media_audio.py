@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from mmrwkv.encoders.media import load_audio
 
+from mmrwkv.encoders.media import load_audio
 from mmrwkv.errors import MediaError
 
 

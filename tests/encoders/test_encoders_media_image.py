@@ -4,9 +4,9 @@ import io
 
 import numpy as np
 import pytest
-from mmrwkv.encoders.media import load_image
 from PIL import Image
 
+from mmrwkv.encoders.media import load_image
 from mmrwkv.errors import MediaError
 
 

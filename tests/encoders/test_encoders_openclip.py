@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from mmrwkv.encoders import build
 
+from mmrwkv.encoders import build
 from mmrwkv.errors import CheckpointError, ConfigError
 
 TINY = {

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from mmrwkv.encoders.projector import build_projector
 from torch import nn
 
+from mmrwkv.encoders.projector import build_projector
 from mmrwkv.errors import ConfigError
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from mmrwkv.encoders import Encoder, build, list_encoders, register
 
+from mmrwkv.encoders import Encoder, build, list_encoders, register
 from mmrwkv.errors import ConfigError
 
 

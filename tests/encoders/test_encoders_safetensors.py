@@ -2,8 +2,9 @@
 
 import pytest
 import torch
-from mmrwkv.encoders import build
 from safetensors.torch import load_model, save_model
+
+from mmrwkv.encoders import build
 
 CASES = [
     ("tiny_cnn", {"image_size": 32, "width": 8, "grid": 4}, (1, 3, 32, 32)),

@@ -1,6 +1,7 @@
 """set_trainable on encoders and projectors: frozen / full / lora per part."""
 
 import torch
+
 from mmrwkv.encoders import build, set_trainable
 from mmrwkv.encoders.projector import build_projector
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from mmrwkv.kernels import chunked, reference
-from mmrwkv.kernels.reference import random_inputs
 
 from mmrwkv import kernels
+from mmrwkv.kernels import chunked, reference
+from mmrwkv.kernels.reference import random_inputs
 
 # relative RMS error allowed for (outputs and states, gradients); bf16 outputs/gradients are rounded to bf16
 TOLERANCE = {torch.float32: (2e-5, 1e-4), torch.bfloat16: (5e-3, 5e-3)}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from mmrwkv.kernels import cuda
 
 CUDA_HOME = os.environ.get("CUDA_HOME") or "/usr/local/cuda-13.0"

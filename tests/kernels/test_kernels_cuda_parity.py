@@ -8,6 +8,7 @@ it never wrote fails. Sizes: B batch, T time, H heads, N head size, C channels.
 import pytest
 import torch
 import torch.utils.deterministic
+
 from mmrwkv.kernels import cuda, reference
 
 TARGETS = ["emulator", pytest.param("cuda", marks=pytest.mark.gpu)]

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from mmrwkv.kernels import cuda, reference
 
 EMU = cuda.EMULATOR

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 import torch
+
 from mmrwkv.kernels import cuda
 
 PROGRAM = r"""

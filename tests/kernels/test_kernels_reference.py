@@ -6,10 +6,10 @@ import warnings
 
 import pytest
 import torch
-from mmrwkv.kernels import reference as ref
-from mmrwkv.kernels.reference import random_inputs
 
 from mmrwkv import kernels
+from mmrwkv.kernels import reference as ref
+from mmrwkv.kernels.reference import random_inputs
 
 
 def _f64(args):

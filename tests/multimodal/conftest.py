@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from mmrwkv.encoders.base import AudioEncoder
-from mmrwkv.encoders.registry import register
 from PIL import Image
 from torch import nn
 
+from mmrwkv.encoders.base import AudioEncoder
+from mmrwkv.encoders.registry import register
 from mmrwkv.multimodal import MultimodalRWKV
 
 

@@ -75,6 +75,7 @@ def test_generation_prompt_only_without_train():
         ("first", "User: [image x5][audio x4]\nWhat is this?\n\nAssistant:"),
         ("sandwich", "User: What is this?\n[image x5][audio x4]\nWhat is this?\n\nAssistant:"),
         ("inline", "User: [image x5][audio x4]\nWhat is this?\n\nAssistant:"),
+        ("last", "User: What is this?\n[image x5][audio x4]\n\nAssistant:"),
     ],
 )
 def test_placement_of_several_media_items(placement, expected):
