@@ -43,6 +43,11 @@ class LoRALinear(nn.Linear):
         """The adapter's weight update (out, in)."""
         return (self.lora_B @ self.lora_A) * self.scaling
 
+    def effective_weight(self) -> torch.Tensor:
+        """`weight` with the adapter folded in, differentiable in both (out, in): for code that reads a layer's
+        weight instead of calling it (the RWKV-7 equation functions). Dropout does not apply on this path."""
+        return self.weight if self.merged else self.weight + self.delta().to(self.weight.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., in) -> (..., out)."""
         y = F.linear(x, self.weight, self.bias)

@@ -61,8 +61,8 @@ class TimeMix(nn.Module):
         call (never stale), from the registries directly because nn.Module attribute lookup costs ~1 us each."""
         sub = self._modules
         p = dict(self._parameters)  # x_r .. x_g, w0 .. g2, (v0 v1 v2), k_k, k_a, r_k
-        p.update(W_r=sub["receptance"]._parameters["weight"], W_k=sub["key"]._parameters["weight"],
-                 W_v=sub["value"]._parameters["weight"], W_o=sub["output"]._parameters["weight"],
+        p.update(W_r=_weight(sub["receptance"]), W_k=_weight(sub["key"]), W_v=_weight(sub["value"]),
+                 W_o=_weight(sub["output"]),
                  ln_x_w=sub["ln_x"]._parameters["weight"], ln_x_b=sub["ln_x"]._parameters["bias"])  # fmt: skip
         return p
 
@@ -89,12 +89,19 @@ class ChannelMix(nn.Module):
     def params(self) -> dict[str, Tensor]:
         """The parameters by the names `channel_mix` reads."""
         sub = self._modules
-        return {"ffn_x_k": self._parameters["x_k"], "ffn_W_k": sub["key"]._parameters["weight"],
-                "ffn_W_v": sub["value"]._parameters["weight"]}  # fmt: skip
+        return {"ffn_x_k": self._parameters["x_k"], "ffn_W_k": _weight(sub["key"]),
+                "ffn_W_v": _weight(sub["value"])}  # fmt: skip
 
     def forward(self, x: Tensor, x_prev: Tensor) -> Tensor:
         """x (B, T, C) post-ln2, x_prev (B, C) -> (B, T, C)."""
         return channel_mix(x, shifted(x, x_prev) - x, self.params())
+
+
+def _weight(linear_module: nn.Module) -> Tensor:
+    """A linear layer's weight as the equations read it: the Parameter itself, or, for a layer that wraps an
+    adapter (LoRA), its effective weight, so adapters act in every mode (sequence and one-token)."""
+    effective = getattr(linear_module, "effective_weight", None)
+    return linear_module._parameters["weight"] if effective is None else effective()
 
 
 def projections(

@@ -36,3 +36,23 @@ def test_lora_on_backbone_is_neutral_then_trains_then_merges(version):
         merge_lora(model)
         assert torch.allclose(model(ids, backend="reference")[0], trained, atol=1e-4)
     assert all(k.rsplit(".", 1)[-1] in ("lora_A", "lora_B") for k in lora_state_dict(model))
+
+
+@pytest.mark.parametrize("version", list(SIZES))
+def test_unmerged_lora_acts_in_rnn_mode_as_in_sequence_mode(version):
+    model = _tiny(version)
+    apply_lora(model, rank=2, alpha=4, targets=["key", "value", "receptance", "output"])
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lora_B"):
+                p.normal_(0, 0.5)  # a trained adapter: the outputs must differ from the base model's
+        ids = torch.randint(0, model.config.vocab_size, (1, 5))
+        seq = model(ids, backend="reference")[0]
+        state, steps = None, []
+        for t in range(ids.shape[1]):
+            logits, state = model(ids[:, t : t + 1], state)
+            steps.append(logits)
+        merge_lora(model)
+        merged = model(ids, backend="reference")[0]
+    torch.testing.assert_close(torch.cat(steps, 1), seq, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(merged, seq, rtol=1e-4, atol=1e-4)
