@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mmrwkv.data.sample import BadRecords, Dataset, Sample, require_dir, require_file
+from mmrwkv.data.sample import BadRecords, Dataset, Sample, log, require_dir, require_file
 from mmrwkv.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -50,37 +50,52 @@ def _str_field(record: Any, key: str) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+def _coco_image_files(doc: Any, annotations: Path, folder: Path, bad: BadRecords) -> dict[Any, Path]:
+    """image id -> file of the `images` section (`id`; a Karpathy-style `filepath` sub-folder when present)."""
+    files: dict[Any, Path] = {}
+    for i, image in enumerate(_list_field(doc, "images", annotations)):
+        name = _str_field(image, "file_name")
+        image_id = image.get("id", image.get("image_id")) if isinstance(image, Mapping) else None
+        if name is None or image_id is None:
+            bad.bad(f"images[{i}]", "needs 'id' and a string 'file_name'")
+            continue
+        sub = _str_field(image, "filepath")
+        path = folder / name
+        files[image_id] = folder / sub / name if sub and not path.is_file() else path
+    return files
+
+
 def read_coco_captions(
     annotations: str | Path, images: str | Path, *, split: str = "val", skip_bad_records: bool = False
 ) -> Dataset:
-    """COCO captions: one sample per image with all its reference captions."""
+    """COCO captions: one sample per image with all its reference captions (whitespace runs collapsed).
+
+    Images without any caption are left out (logged, not bad records); a file without an `annotations`
+    section (COCO's `image_info_*.json` of the test splits) gives every image with no captions, to caption.
+    """
     annotations = Path(annotations)
     doc = read_json(annotations, "COCO captions file")
     folder = require_dir(images, "COCO image folder")
     bad = BadRecords(annotations, skip=skip_bad_records)
-    files: dict[Any, str] = {}
-    for i, image in enumerate(_list_field(doc, "images", annotations)):
-        name = _str_field(image, "file_name")
-        if name is None or "id" not in image:
-            bad.bad(f"images[{i}]", "needs 'id' and a string 'file_name'")
-            continue
-        files[image["id"]] = name
+    files = _coco_image_files(doc, annotations, folder, bad)
+    has_captions = not (isinstance(doc, Mapping) and "annotations" not in doc)
     captions: dict[Any, list[str]] = {}
-    for i, ann in enumerate(_list_field(doc, "annotations", annotations)):
+    for i, ann in enumerate(_list_field(doc, "annotations", annotations) if has_captions else []):
         caption = _str_field(ann, "caption")
         if caption is None or ann.get("image_id") not in files:
             bad.bad(f"annotations[{i}]", f"needs a non-empty 'caption' and a known 'image_id' ({ann!r:.120})")
             continue
-        captions.setdefault(ann["image_id"], []).append(caption.strip())
-    samples = []
-    for image_id, name in files.items():
-        path = folder / name
-        if image_id not in captions:
-            bad.bad(f"image id {image_id}", "has no captions")
+        captions.setdefault(ann["image_id"], []).append(" ".join(caption.split()))
+    samples, uncaptioned = [], 0
+    for image_id, path in files.items():
+        if has_captions and image_id not in captions:
+            uncaptioned += 1
         elif not path.is_file():
             bad.bad(f"image id {image_id}", f"image file {path} not found")
         else:
-            samples.append(Sample(id=str(image_id), images=[path], captions=captions[image_id]))
+            samples.append(Sample(id=str(image_id), images=[path], captions=captions.get(image_id, [])))
+    if uncaptioned:
+        log.info("%s: left out %d images without captions", annotations, uncaptioned)
     return bad.finish("coco_captions", split, samples)
 
 
@@ -136,6 +151,7 @@ def read_vqav2(
                 continue
             sample.answers, sample.answer_type = texts, ann.get("answer_type")
             sample.meta["multiple_choice_answer"] = ann.get("multiple_choice_answer")
+            sample.meta["question_type"] = ann.get("question_type")
         samples.append(sample)
     return bad.finish("vqav2", split, samples)
 
@@ -159,11 +175,30 @@ def _llava_turns(record: Mapping) -> list[tuple[str, str]] | str:
     return turns
 
 
+def _llava_images(record: Mapping) -> list[str] | str:
+    """The record's image paths (`image`: absent/null = text-only, a path, or a list of paths), or a problem."""
+    image = record.get("image")
+    if image is None or image == "":
+        return []
+    images = [image] if isinstance(image, str) else image
+    if not isinstance(images, list) or not all(isinstance(x, str) and x for x in images):
+        return f"'image' must be a path or a list of paths, got {image!r:.80}"
+    return images
+
+
+def _lead_with_marker(turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """LLaVA's own preprocessing of a one-image record: the turn holding `<image>` becomes "<image>\n" + the
+    rest of its text stripped, so "<image>\nQ" and "Q\n<image>" train alike."""
+    return [(role, "<image>\n" + text.replace("<image>", "").strip()) if "<image>" in text else (role, text)
+            for role, text in turns]
+
+
 def read_llava(
     path: str | Path, images: str | Path | None = None, *, split: str = "train", skip_bad_records: bool = False
 ) -> Dataset:
     """LLaVA conversation JSON: `[{id, image?, conversations: [{from: human|gpt, value}]}]`, `<image>` in the
-    human text exactly once per image."""
+    human text exactly once per image; `image` paths (sub-folders allowed) are relative to `images` (default:
+    the JSON's folder). Records without `image` are text-only samples."""
     path = Path(path)
     records = read_json(path, "LLaVA conversation file")
     if not isinstance(records, list):
@@ -174,19 +209,21 @@ def read_llava(
     for i, record in enumerate(records):
         rid = record.get("id", i) if isinstance(record, Mapping) else i
         turns = _llava_turns(record) if isinstance(record, Mapping) else "is not a JSON object"
-        if isinstance(turns, str):
-            bad.bad(f"{i} (id {rid})", turns)
+        names = _llava_images(record) if isinstance(record, Mapping) else []
+        problem = turns if isinstance(turns, str) else names if isinstance(names, str) else None
+        if problem is not None:
+            bad.bad(f"{i} (id {rid})", problem)
             continue
-        image = record.get("image")
         markers = sum(text.count("<image>") for _, text in turns)
-        if markers != (1 if image else 0):
-            bad.bad(f"{i} (id {rid})", f"has {markers} <image> markers for {1 if image else 0} images")
+        if markers != len(names):
+            bad.bad(f"{i} (id {rid})", f"has {markers} <image> markers for {len(names)} images")
             continue
-        files = [folder / image] if image else []
-        if files and not files[0].is_file():
-            bad.bad(f"{i} (id {rid})", f"image file {files[0]} not found")
+        files = [folder / name for name in names]
+        missing = [f for f in files if not f.is_file()]
+        if missing:
+            bad.bad(f"{i} (id {rid})", f"image file {missing[0]} not found")
             continue
-        samples.append(Sample(id=str(rid), images=files, turns=turns))
+        samples.append(Sample(id=str(rid), images=files, turns=_lead_with_marker(turns) if markers == 1 else turns))
     return bad.finish("llava", split, samples)
 
 

@@ -42,9 +42,13 @@ class Sample:
 
     @property
     def answer(self) -> str | None:
-        """The training target of a VQA sample: the most common human answer (first on ties)."""
+        """The training target of a VQA sample: VQAv2's `multiple_choice_answer` when the annotation has one,
+        else the most common human answer (first on ties)."""
         if not self.answers:
             return None
+        official = self.meta.get("multiple_choice_answer")
+        if isinstance(official, str) and official.strip():
+            return official.strip()
         return Counter(self.answers).most_common(1)[0][0]
 
     def conversation(self, rng: random.Random | None = None) -> list[tuple[str, str]]:
