@@ -4,15 +4,13 @@ A recipe is a YAML file whose top-level sections are the fields of `RecipeConfig
 key, a wrong type or a value outside a field's choices raises `ConfigError` naming the dotted path (`train.lrr`),
 the problem and what is valid. Overrides `a.b.c=value` (value parsed as YAML) are applied to the raw mapping
 before validation. Multi-stage recipes list `stages`; `expand_stages` turns them into one config per stage.
+The generic typed-YAML machinery (conversion, overrides, merges, diffs) lives in `mmrwkv.config_convert`.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import re
-import types
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,26 @@ from typing import Any
 
 import yaml
 
+# parse_override / apply_overrides / diff_raw are part of this module's API (re-exported)
+from mmrwkv.config_convert import (
+    apply_overrides,
+    convert_dataclass,
+    deep_merge,
+    diff_raw,
+    join_path,
+    parse_override,
+    to_raw,
+)
 from mmrwkv.errors import ConfigError
+
+__all__ = [
+    "CAPTION_TOKENIZERS", "DATA_KINDS", "DATA_TASKS", "METRICS", "MODALITIES", "PLACEMENTS", "PRECISIONS",
+    "STRATEGIES", "TRAINABLE_MODES", "VERSIONS", "WKV_BACKENDS",
+    "DataConfig", "EncoderSpec", "EvalConfig", "GenerationConfig", "LRConfig", "ModelConfig", "ProjectorSpec",
+    "RecipeConfig", "ReportConfig", "TemplateConfig", "TrainConfig", "TrainableConfig",
+    "apply_overrides", "config_from_dict", "config_to_dict", "diff_raw", "expand_stages", "load_config",
+    "parse_override", "save_config",
+]
 
 VERSIONS = ("4", "5.0", "5.1", "5.2", "6", "7")
 MODALITIES = ("image", "audio")
@@ -121,7 +138,7 @@ class ProjectorSpec:
         if isinstance(value, str):
             kind, _, reduction = value.partition("+")
             value = {"kind": kind.strip(), "reduction": reduction.strip() or None}
-        return _convert_dataclass(value, cls, path)
+        return convert_dataclass(value, cls, path)
 
     def _check(self, path: str) -> None:
         if not _PROJECTOR_KIND.match(self.kind):
@@ -314,107 +331,11 @@ class RecipeConfig:
             for modality in getattr(self, section):
                 if modality not in MODALITIES:
                     raise ConfigError(
-                        f"{_join(path, section)}: unknown modality {modality!r}; valid: {', '.join(MODALITIES)}"
+                        f"{join_path(path, section)}: unknown modality {modality!r}; valid: {', '.join(MODALITIES)}"
                     )
         for i, stage in enumerate(self.stages):
             if not isinstance(stage.get("name"), str):
-                raise ConfigError(f"{_join(path, 'stages')}[{i}]: every stage needs a string 'name', got {stage!r}")
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    """Validate `value` against type `tp`, building dataclasses; raise ConfigError naming `path`."""
-    if hasattr(tp, "_from_raw"):
-        return tp._from_raw(value, path)
-    if dataclasses.is_dataclass(tp):
-        return _convert_dataclass(value, tp, path)
-    origin = typing.get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        return _convert_union(value, tp, path)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
-        (item,) = typing.get_args(tp)
-        return [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
-        _, item = typing.get_args(tp)
-        return {str(k): _convert(v, item, _join(path, str(k))) for k, v in value.items()}
-    return _convert_scalar(value, tp, path)
-
-
-def _convert_scalar(value: Any, tp: Any, path: str) -> Any:
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, str):
-        # PyYAML reads `1e-3` (no dot) as a string; accept any text that is a plain number.
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, int | float) and not isinstance(value, bool),
-        str: isinstance(value, str),
-        type(None): value is None,
-    }.get(tp)
-    if ok is None:
-        raise ConfigError(f"{path}: unsupported field type {_type_name(tp)}")
-    if not ok:
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-    return float(value) if tp is float else value
-
-
-def _convert_union(value: Any, tp: Any, path: str) -> Any:
-    args = typing.get_args(tp)
-    if value is None:
-        if type(None) in args:
-            return None
-        raise ConfigError(f"{path}: expected {_type_name(tp)}, got None")
-    errors = []
-    for arg in args:
-        if arg is type(None):
-            continue
-        try:
-            return _convert(value, arg, path)
-        except ConfigError as err:
-            errors.append(err)
-    if len(errors) == 1:
-        raise errors[0]
-    names = " or ".join(_type_name(a) for a in args if a is not type(None))
-    raise ConfigError(f"{path}: expected {names}, got {type(value).__name__} {value!r}")
-
-
-def _convert_dataclass(value: Any, tp: type, path: str) -> Any:
-    if value is None:
-        value = {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{path or 'recipe'}: expected a mapping, got {type(value).__name__} {value!r}")
-    fields = {f.name: f for f in dataclasses.fields(tp)}
-    hints = typing.get_type_hints(tp)
-    kwargs = {}
-    for key, raw in value.items():
-        sub = _join(path, str(key))
-        if key not in fields:
-            where = f"'{path}'" if path else "the recipe"
-            raise ConfigError(f"unknown key '{sub}'; valid keys of {where}: {', '.join(fields)}")
-        kwargs[key] = _convert(raw, hints[key], sub)
-        choices = fields[key].metadata.get("choices")
-        if choices and kwargs[key] is not None and kwargs[key] not in choices:
-            raise ConfigError(f"{sub}: invalid value {kwargs[key]!r}; valid choices: {', '.join(choices)}")
-    obj = tp(**kwargs)
-    if hasattr(obj, "_check"):
-        obj._check(path)
-    return obj
+                raise ConfigError(f"{join_path(path, 'stages')}[{i}]: every stage needs a string 'name', got {stage!r}")
 
 
 def _coerce_version(raw: Mapping) -> None:
@@ -428,55 +349,6 @@ def _coerce_version(raw: Mapping) -> None:
         model["version"] = str(model["version"])
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split `a.b.c=value` into its key path and YAML-parsed value."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise ConfigError(f"override {text!r}: expected the form a.b.c=value")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from err
-    return key.strip().split("."), parsed
-
-
-def _set_path(raw: dict, keys: list[str], value: Any, label: str) -> None:
-    node = raw
-    for i, key in enumerate(keys[:-1]):
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"{label}: '{'.'.join(keys[: i + 1])}' is {child!r}, not a section")
-        node = child
-    node[keys[-1]] = value
-
-
-def apply_overrides(raw: Mapping, overrides: Iterable[str]) -> dict:
-    """Return a deep copy of the raw recipe mapping with each `a.b.c=value` override set."""
-    out = copy.deepcopy(dict(raw))
-    for text in overrides:
-        keys, value = parse_override(text)
-        _set_path(out, keys, value, f"override {text!r}")
-    return out
-
-
-def _deep_merge(base: dict, update: Mapping, label: str) -> dict:
-    """Merge `update` into a copy of `base`; mappings merge key by key, dotted keys address nested fields."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        keys = str(key).split(".")
-        node = out
-        for part in keys[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{label}: '{key}' goes through a value that is not a section")
-        last = keys[-1]
-        if isinstance(value, Mapping) and isinstance(node.get(last), dict):
-            node[last] = _deep_merge(node[last], value, label)
-        else:
-            node[last] = copy.deepcopy(value)
-    return out
-
-
 def config_from_dict(raw: Mapping | None, overrides: Iterable[str] = (), *, source: str = "recipe") -> RecipeConfig:
     """Validate a raw recipe mapping (after overrides) into a `RecipeConfig`."""
     if raw is None:
@@ -486,7 +358,7 @@ def config_from_dict(raw: Mapping | None, overrides: Iterable[str] = (), *, sour
     merged = apply_overrides(raw, overrides)
     _coerce_version(merged)
     try:
-        cfg = _convert_dataclass(merged, RecipeConfig, "")
+        cfg = convert_dataclass(merged, RecipeConfig, "")
         for i, _ in enumerate(cfg.stages):
             _stage_config(cfg, i)
     except ConfigError as err:
@@ -506,21 +378,9 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RecipeConfig
     return config_from_dict(raw, overrides, source=str(path))
 
 
-def _to_raw(obj: Any) -> Any:
-    if hasattr(obj, "_to_raw"):
-        return obj._to_raw()
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_raw(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {k: _to_raw(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_raw(v) for v in obj]
-    return obj
-
-
 def config_to_dict(cfg: RecipeConfig) -> dict:
     """The resolved config as a plain mapping that `config_from_dict` reads back to an equal config."""
-    return _to_raw(cfg)
+    return to_raw(cfg)
 
 
 def save_config(cfg: RecipeConfig, path: str | Path) -> Path:
@@ -540,8 +400,8 @@ def _stage_config(cfg: RecipeConfig, index: int, init_from: str | None = None) -
     base = config_to_dict(cfg)
     base["stages"] = []
     label = f"stages[{index}] ({name})"
-    explicit = _deep_merge({}, stage, label).get("train", {})
-    merged = _deep_merge(base, stage, label)
+    explicit = deep_merge({}, stage, label).get("train", {})
+    merged = deep_merge(base, stage, label)
     train = merged.setdefault("train", {})
     train["stage"] = name
     # a stage's own output_dir / init_from win over the chain
@@ -551,7 +411,7 @@ def _stage_config(cfg: RecipeConfig, index: int, init_from: str | None = None) -
         train["init_from"] = init_from
     _coerce_version(merged)
     try:
-        return _convert_dataclass(merged, RecipeConfig, "")
+        return convert_dataclass(merged, RecipeConfig, "")
     except ConfigError as err:
         raise ConfigError(f"stages[{index}] ({name}): {err}") from None
 
