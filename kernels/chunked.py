@@ -104,8 +104,9 @@ def _max_abs(w: Tensor) -> float:
 
 
 def _factored_chunk_len(w: Tensor, cap: int) -> int:
-    """Largest power of two L <= cap with L * max|w| <= MAX_EXP (at least 1)."""
-    size = cap
+    """Largest power of two L <= cap with L * max|w| <= MAX_EXP (at least 1), and no longer than T rounded up to a
+    power of two: a short prefill (w is [B, T, H, N]) then pads to L instead of to `cap`."""
+    size = min(cap, 1 << max(0, w.shape[1] - 1).bit_length())
     worst = _max_abs(w)
     while size > 1 and size * worst > MAX_EXP:
         size //= 2
