@@ -144,6 +144,9 @@ def _read_cache(path: Path) -> list[bytes] | None:
 
 
 def _write_cache(path: Path, table: list[bytes]) -> None:
+    if any(len(t) > 255 for t in table):
+        # the cache stores one length byte per token; a longer token only costs the cache
+        return
     lengths = array("B", (len(t) for t in table))
     blob = _CACHE_MAGIC + len(table).to_bytes(4, "little") + lengths.tobytes() + b"".join(table)
     try:
@@ -186,13 +189,16 @@ class _PyLongestMatch:
         ids, i, n = [], 0, len(src)
         token_to_id, prefixes = self.token_to_id, self.prefixes
         while i < n:
-            # every single byte is a token, so a match of length 1 always exists
+            # in the World vocabulary every single byte is a token, so a match of length 1 exists
             best, j = i + 1, i + 2
             while j <= n and src[i:j] in prefixes:
                 if src[i:j] in token_to_id:
                     best = j
                 j += 1
-            ids.append(token_to_id[src[i:best]])
+            token = token_to_id.get(src[i:best])
+            if token is None:
+                raise TokenizerError(f"byte {src[i]:#04x} at byte offset {i} has no token in this vocabulary")
+            ids.append(token)
             i = best
         return ids
 
@@ -224,9 +230,14 @@ class WorldTokenizer:
             raise TokenizerError(f"{path}: vocabulary reaches id {len(self.table) - 1}, overlapping reserved ids")
         if backend not in ("auto", "rust", "python"):
             raise TokenizerError(f"unknown World tokenizer backend {backend!r}; use 'auto', 'rust' or 'python'")
-        self._rust = _compiled_encoder(path) if backend != "python" else None
+        # the compiled encoder silently drops bytes a vocabulary cannot encode; only the Python one reports them
+        all_bytes = {bytes([b]) for b in range(256)} <= set(self.table)
+        self._rust = _compiled_encoder(path) if backend != "python" and all_bytes else None
         if backend == "rust" and self._rust is None:
-            raise TokenizerError("backend 'rust' needs the `pyrwkv-tokenizer` package")
+            raise TokenizerError(
+                "backend 'rust' needs the `pyrwkv-tokenizer` package" if all_bytes
+                else f"{path}: backend 'rust' needs a vocabulary with every single byte as a token"
+            )
         self._py: _PyLongestMatch | None = None
         self._names = self.special.names()
 
