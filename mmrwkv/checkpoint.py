@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from mmrwkv.errors import CheckpointError, ConfigError
+from mmrwkv.lora import merged_state_dict
 from mmrwkv.rwkv.config import RWKVConfig
 from mmrwkv.rwkv.model import RWKV
 
@@ -174,14 +175,15 @@ def _few(keys: list[str], n: int = 6) -> str:
 
 
 def save_rwkv(model: RWKV, directory: str | Path) -> Path:
-    """Write ours: `directory/config.json` + `model.safetensors`, atomically (temp directory, then rename)."""
+    """Write ours: `directory/config.json` + `model.safetensors`, atomically (temp directory, then rename).
+    LoRA adapters are merged into the saved weights (a plain checkpoint); the model is not changed."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
-        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        tensors = {k: v.detach().contiguous().cpu() for k, v in merged_state_dict(model).items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         meta = {"format": FORMAT, "kind": "rwkv", "config": model.config.to_dict(),
                 "dtype": str(model.emb.weight.dtype).removeprefix("torch.")}
@@ -256,9 +258,9 @@ def load_backbone_weights(model: RWKV, path: str | Path) -> RWKV:
 
 
 def save_official(model: RWKV, path: str | Path) -> Path:
-    """Write an official-format `.pth` (flat state_dict, official keys and shapes), atomically."""
+    """Write an official-format `.pth` (flat state_dict, official keys and shapes, LoRA merged), atomically."""
     path = Path(path)
-    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in merged_state_dict(model).items()}
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         torch.save(tensors, tmp)

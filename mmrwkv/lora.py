@@ -133,6 +133,28 @@ def lora_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in module.state_dict().items() if k.rsplit(".", 1)[-1] in ("lora_A", "lora_B")}
 
 
+def merged_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """`module.state_dict()` with every adapter folded into its base weight and the adapter keys left out: the
+    keys and values of a plain model (no LoRA) that computes the same function. The module is not changed."""
+    state = module.state_dict()
+    for name, layer in lora_layers(module).items():
+        prefix = f"{name}." if name else ""
+        state[prefix + "weight"] = layer.effective_weight().detach()
+        del state[prefix + "lora_A"], state[prefix + "lora_B"]
+    return state
+
+
+def lora_summary(module: nn.Module) -> dict | None:
+    """{rank, alpha, layers} of the adapters in `module` (None without adapters): what a merged save records."""
+    layers = lora_layers(module)
+    if not layers:
+        return None
+    ranks = sorted({layer.rank for layer in layers.values()})
+    alphas = sorted({layer.alpha for layer in layers.values()})
+    return {"rank": ranks[0] if len(ranks) == 1 else ranks, "alpha": alphas[0] if len(alphas) == 1 else alphas,
+            "layers": sorted(layers)}
+
+
 def load_lora_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Load adapter tensors saved by `lora_state_dict`; missing or unexpected adapter keys raise ConfigError."""
     own = lora_state_dict(module)

@@ -170,8 +170,15 @@ class MultimodalRWKV(nn.Module):
         return cls(backbone, encoders, projectors, load_tokenizer(resolved["tokenizer"]), config=resolved)
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write config.json (kind "multimodal") + model.safetensors to `directory`, atomically."""
-        from safetensors.torch import save_model
+        """Write config.json (kind "multimodal") + model.safetensors to `directory`, atomically.
+
+        LoRA adapters are merged into the saved weights (the model in memory keeps them unmerged): the file is a
+        plain checkpoint that `load` and every tool reads, with the same outputs. config.json records the merge
+        under "lora" ({merged, rank, alpha, layers}); a later stage that trains LoRA again adds fresh adapters.
+        """
+        from safetensors.torch import save_file
+
+        from mmrwkv.lora import lora_summary, merged_state_dict
 
         if self.config is None:
             raise ConfigError("this model was not built by MultimodalRWKV.from_config: no config to save")
@@ -180,8 +187,11 @@ class MultimodalRWKV(nn.Module):
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             meta = {"format": "mmrwkv", "kind": "multimodal", **self.config}
+            lora = lora_summary(self)
+            if lora is not None:
+                meta["lora"] = {"merged": True, **lora}
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-            save_model(self, str(tmp / WEIGHTS_FILE))
+            save_file(_unshared(merged_state_dict(self)), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
             _replace_dir(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -195,13 +205,18 @@ class MultimodalRWKV(nn.Module):
 
         directory = Path(directory)
         config = _read_config(directory / CONFIG_FILE)
-        model = cls.from_config({k: v for k, v in config.items() if k not in ("format", "kind")})
+        # "lora" only records adapters merged into the weights at save time: the model is a plain one
+        model = cls.from_config({k: v for k, v in config.items() if k not in ("format", "kind", "lora")})
         weights = directory / WEIGHTS_FILE
         try:
             # load_model restores tied weights that save_model stored once
             missing, unexpected = load_model(model, str(weights), strict=False)
         except (OSError, RuntimeError, ValueError, SafetensorError) as err:
             raise CheckpointError(f"{weights}: cannot read the weights ({err})") from err
+        adapters = sorted(k for k in unexpected if k.rsplit(".", 1)[-1] in ("lora_A", "lora_B"))
+        if adapters:
+            raise CheckpointError(f"{weights}: holds unmerged LoRA adapter tensors ({adapters[:3]}...): an older "
+                                  "mmrwkv wrote it; retrain it (saves now merge adapters into the weights)")
         if missing or unexpected:
             raise CheckpointError(f"{weights}: does not fit the config (missing {sorted(missing)[:5]}, "
                                   f"unexpected {sorted(unexpected)[:5]})")
@@ -214,6 +229,20 @@ def _to_encoder(batch: Tensor, encoder: nn.Module, device: torch.device) -> Tens
         return batch.to(device)
     dtype = next((p.dtype for p in encoder.parameters() if p.is_floating_point()), batch.dtype)
     return batch.to(device, dtype)
+
+
+def _unshared(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """One name per tensor that several names share (tied weights; `load_model` restores the others), contiguous
+    and detached, as safetensors requires."""
+    out, seen = {}, set()
+    for name in sorted(state):
+        t = state[name]
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+        if t.numel() and key in seen:
+            continue
+        seen.add(key)
+        out[name] = t.detach().contiguous()
+    return out
 
 
 def is_multimodal_checkpoint(path: str | os.PathLike) -> bool:
