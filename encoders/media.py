@@ -19,7 +19,8 @@ from mmrwkv.errors import MediaError
 
 DEFAULT_MAX_PIXELS = 64_000_000
 DEFAULT_MAX_SECONDS = 30.0
-IMAGE_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM", "TGA"})
+# MPO: the multi-picture JPEG many phone cameras write (the first frame is the photo)
+IMAGE_FORMATS = frozenset({"PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP", "TIFF", "PPM", "TGA"})
 _AUDIO_FORMATS_HINT = "wav, flac, ogg, mp3"
 
 ImageSource = str | os.PathLike | bytes | Image.Image

@@ -86,6 +86,14 @@ def test_exif_rotated_jpeg_from_a_camera(tmp_path):
     assert img.size == (32, 64) and img.mode == "RGB"
 
 
+def test_phone_camera_mpo_jpeg_loads_its_first_frame():
+    frames = [Image.new("RGB", (6, 4), (255, 0, 0)), Image.new("RGB", (6, 4), (0, 255, 0))]
+    data = _encode(frames[0], "MPO", save_all=True, append_images=frames[1:])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    img = load_image(data)
+    assert img.mode == "RGB" and img.getpixel((3, 2))[0] > 240
+
+
 def _tone(rate: int, seconds: float, channels: int) -> np.ndarray:
     t = np.arange(int(rate * seconds)) / rate
     wave = 0.5 * np.sin(2 * np.pi * 440 * t).astype(np.float32)
