@@ -26,7 +26,7 @@ COLORS = {
 ROWS = ("top", "middle", "bottom")
 COLS = ("left", "center", "right")
 BACKGROUND = (30, 30, 30)
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,11 @@ def draw_scene(objects: list[Obj], image_size: int) -> Image.Image:
     return img
 
 
+def reading_order(objects: list[Obj]) -> list[Obj]:
+    """The objects as one reads the grid: rows top to bottom, each row left to right (the captions' order)."""
+    return sorted(objects, key=lambda o: (o.row, o.col))
+
+
 def _inventory(objects: list[Obj]) -> str:
     counts = Counter(obj.noun for obj in objects)
     return join_words([counted(n, noun) for noun, n in counts.items()])
@@ -88,14 +93,22 @@ def _relation(a: Obj, b: Obj) -> str:
     return "above" if a.row < b.row else "below"
 
 
+def _placed(objects: list[Obj], where: str) -> str:
+    return join_words([f"{counted(1, o.noun)} {where} the {o.place}" for o in objects])
+
+
 def scene_captions(objects: list[Obj]) -> list[str]:
-    """Several reference captions for one scene."""
+    """Several reference captions for one scene, as COCO has five per image: every one names the objects in
+    reading order (so the caption is a function of the image), four of them with their places in different
+    words, one as an inventory with counts; scenes of two or more add one relation between the first two."""
+    objects = reading_order(objects)
     n = len(objects)
     captions = [
-        _inventory(objects),
-        f"{counted(n, 'shape')}: {_inventory(objects)}" if n > 1 else f"a single {objects[0].noun}",
-        join_words([f"{counted(1, o.noun)} in the {o.place}" for o in objects]),
-        f"{counted(n, 'shape')} on a dark background",
+        _placed(objects, "in"),
+        f"{counted(n, 'shape')}: {_placed(objects, 'in')}" if n > 1 else f"a single {objects[0].noun} in the "
+        f"{objects[0].place}",
+        _placed(objects, "at"),
+        f"{_inventory(objects)} on a dark background",
     ]
     if n >= 2:
         a, b = objects[0], objects[1]
