@@ -86,8 +86,12 @@ def read_coco_captions(
             bad.bad(f"annotations[{i}]", f"needs a non-empty 'caption' and a known 'image_id' ({ann!r:.120})")
             continue
         captions.setdefault(ann["image_id"], []).append(" ".join(caption.split()))
-    samples, uncaptioned = [], 0
+    samples, uncaptioned, by_number = [], 0, None
     for image_id, path in files.items():
+        if not path.is_file() and str(image_id).isdigit():
+            # COCO 2017 folders hold the 2014 images renamed (COCO_val2014_000000000139.jpg -> 000000000139.jpg)
+            by_number = index_images(folder) if by_number is None else by_number
+            path = by_number.get(int(image_id), path)
         if has_captions and image_id not in captions:
             uncaptioned += 1
         elif not path.is_file():

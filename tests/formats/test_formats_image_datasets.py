@@ -83,6 +83,13 @@ def test_coco_2017_names_and_string_ids(tmp_path):
     assert sample.id == "139" and sample.captions == ["A living room."]
 
 
+def test_coco_2014_file_names_find_the_renamed_2017_images(coco, tmp_path):
+    _jpeg(tmp_path / "val2017" / "000000391895.jpg")
+    _jpeg(tmp_path / "val2017" / "000000522418.jpg")
+    data = read_coco_captions(coco / "captions_val2014.json", tmp_path / "val2017")
+    assert [s.images[0].name for s in data] == ["000000391895.jpg", "000000522418.jpg"]
+
+
 def test_coco_caption_of_an_unknown_image_is_a_bad_record(coco):
     path = coco / "captions_val2014.json"
     doc = json.loads(path.read_text())
