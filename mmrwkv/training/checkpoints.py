@@ -29,6 +29,14 @@ def step_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The optimizer step a checkpoint directory `step-XXXXXXXX` was taken after."""
+    name = Path(path).name
+    if not name.startswith("step-") or not name[5:].isdigit():
+        raise CheckpointError(f"{path}: not a step checkpoint directory (expected a name like {step_name(100)})")
+    return int(name[5:])
+
+
 def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)

@@ -14,7 +14,7 @@ import yaml
 
 from mmrwkv.config import RecipeConfig, config_to_dict, expand_stages
 from mmrwkv.errors import ConfigError
-from mmrwkv.training.checkpoints import StepCheckpoint, last_checkpoint
+from mmrwkv.training.checkpoints import StepCheckpoint, checkpoint_step, last_checkpoint
 from mmrwkv.training.data import RecipeDataModule
 from mmrwkv.training.module import MultimodalLM, OptimSettings
 
@@ -109,7 +109,8 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
                             epochs=cfg.train.epochs, seed=cfg.train.seed, num_workers=cfg.train.num_workers)
     saver = StepCheckpoint(out / "checkpoints", text, every_n_steps=cfg.train.checkpoint_every)
     max_steps = cfg.train.max_steps or -1
-    trainer = build_trainer(cfg.train, max_steps=max_steps, callbacks=[saver], log_dir=log_dir, progress=progress)
+    trainer = build_trainer(cfg.train, max_steps=max_steps, callbacks=[saver], log_dir=log_dir, progress=progress,
+                            resume_step=checkpoint_step(ckpt.parent) if ckpt else None)
     per_epoch = data.batches_per_epoch(trainer.world_size)
     if max_steps > 0:
         data.epochs = math.ceil(max_steps * cfg.train.grad_accum / per_epoch)

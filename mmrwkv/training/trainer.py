@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
 from collections.abc import Iterator
@@ -10,9 +11,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from mmrwkv.config import TrainConfig
 from mmrwkv.errors import ConfigError
+
+METRICS_FILE = "metrics.csv"
 
 
 def _accelerator() -> str:
@@ -55,14 +59,25 @@ def build_strategy(train: TrainConfig):
 
 
 def build_trainer(train: TrainConfig, *, max_steps: int, callbacks: list, log_dir: str | Path,
-                  progress: bool = True, val_every: int | None = None) -> L.Trainer:
-    """A Trainer that runs exactly `max_steps` optimizer steps over one long pass of the batch sampler."""
-    from lightning.pytorch.callbacks import TQDMProgressBar
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+                  progress: bool = True, val_every: int | None = None, resume_step: int | None = None) -> L.Trainer:
+    """A Trainer that runs exactly `max_steps` optimizer steps over one long pass of the batch sampler.
 
-    loggers = [CSVLogger(str(log_dir), name="", version="csv")]
+    `resume_step`: the run resumes from the checkpoint taken after that many steps; the logs keep what was logged
+    before it and drop what a killed run logged after it (each step once in metrics.csv and in TensorBoard).
+    """
+    from lightning.pytorch.callbacks import TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    # every logged row goes to disk at once: a killed run keeps all it logged, and a resumed run drops the rows
+    # past its checkpoint instead of missing some
+    loggers = [CSVLogger(str(log_dir), name="", version="csv", flush_logs_every_n_steps=1)]
     if importlib.util.find_spec("tensorboard") is not None:
-        loggers.append(TensorBoardLogger(str(log_dir), name="", version="tensorboard", default_hp_metric=False))
+        # purge_step: TensorBoard readers drop the earlier files' events from this step on
+        purge = {"purge_step": resume_step} if resume_step else {}
+        loggers.append(FlushingTensorBoardLogger(str(log_dir), name="", version="tensorboard",
+                                                 default_hp_metric=False, **purge))
+    if resume_step:
+        callbacks = [*callbacks, KeepEarlierCSVRows(Path(loggers[0].log_dir) / METRICS_FILE, resume_step)]
     if progress:
         callbacks = [*callbacks, TQDMProgressBar(refresh_rate=max(1, train.log_every))]
     return L.Trainer(
@@ -87,6 +102,49 @@ def build_trainer(train: TrainConfig, *, max_steps: int, callbacks: list, log_di
         deterministic=False,
         default_root_dir=str(log_dir),
     )
+
+
+class FlushingTensorBoardLogger(TensorBoardLogger):
+    """A TensorBoard logger whose events reach the disk at every logged step, as the CSV rows do (the writer
+    otherwise buffers them for up to two minutes, and a killed run would lose them)."""
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        super().log_metrics(metrics, step)
+        # rank 0 only: other ranks get Lightning's no-op experiment
+        self.experiment.flush()
+
+
+class KeepEarlierCSVRows(L.Callback):
+    """Put the rows a run logged before step `step` back into metrics.csv when it resumes from that step.
+
+    Lightning's CSV writer starts the file over; the rows are read when the trainer is built (before the writer
+    exists) and written first thing at setup. Rows logged after the checkpoint are dropped: the resumed run logs
+    those steps again.
+    """
+
+    def __init__(self, path: str | Path, step: int):
+        self.rows = _csv_rows_before(Path(path), step)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        from lightning.pytorch.loggers import CSVLogger
+
+        if not trainer.is_global_zero or not self.rows:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                writer = logger.experiment
+                writer.metrics[:0] = self.rows
+                writer.save()
+        self.rows = []
+
+
+def _csv_rows_before(path: Path, step: int) -> list[dict]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    # a row cut short by a kill has no parsable step: drop it with the rows past the checkpoint
+    return [row for row in rows if (row.get("step") or "").isdigit() and int(row["step"]) < step]
 
 
 @contextmanager

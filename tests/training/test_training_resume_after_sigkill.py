@@ -1,5 +1,7 @@
-"""A run killed with SIGKILL and resumed ends exactly where an uninterrupted run ends."""
+"""A run killed with SIGKILL and resumed ends exactly where an uninterrupted run ends, and its logs hold each step
+once (metrics.csv and TensorBoard), as the uninterrupted run's do."""
 
+import csv
 import os
 import signal
 import subprocess
@@ -22,12 +24,29 @@ def _train_cmd(tiny, out, *extra):
     return [sys.executable, "-m", "mmrwkv.cli", "train", "recipes/easy_vqa.yaml", *overrides, "--no-progress", *extra]
 
 
+def _csv_steps(run: Path) -> list[int]:
+    path = run / "logs" / "csv" / "metrics.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [int(row["step"]) for row in csv.DictReader(f) if (row.get("step") or "").isdigit()]
+
+
+def _tensorboard_losses(run: Path) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "logs" / "tensorboard"))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars("train/loss")]
+
+
 def _kill_after_first_checkpoint(cmd, ckpt_dir: Path, timeout: float = 240) -> None:
+    """SIGKILL the run once it has logged a step past its first checkpoint (a step the resumed run logs again)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     try:
-        while not (ckpt_dir / "last").exists():
-            assert proc.poll() is None, "training exited before its first checkpoint"
+        while not (ckpt_dir / "last").exists() or max(_csv_steps(ckpt_dir.parent), default=-1) < 2:
+            assert proc.poll() is None, "training exited before it could be killed past its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint in time"
             time.sleep(0.01)
         os.kill(proc.pid, signal.SIGKILL)
@@ -42,6 +61,7 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_loss(tmp_path, tiny):
     _kill_after_first_checkpoint(_train_cmd(tiny, killed), killed / "checkpoints")
     interrupted_at = last_checkpoint(killed / "checkpoints")
     assert not (killed / "final").exists(), "the run finished before it was killed"
+    logged_before_resume = _csv_steps(killed)
     done = subprocess.run(_train_cmd(tiny, killed, "--resume"), cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -53,6 +73,13 @@ def test_sigkilled_run_resumes_to_the_same_weights_and_loss(tmp_path, tiny):
     assert a.keys() == b.keys()
     for name in a:
         assert (a[name] - b[name]).abs().max() <= 1e-5, name
+
+    # the killed run had logged past its checkpoint: the resumed logs still hold every step once
+    assert max(logged_before_resume) >= int(interrupted_at.name.split("-")[1])
+    assert _csv_steps(killed) == _csv_steps(ref) == list(range(STEPS))
+    ref_tb, resumed_tb = _tensorboard_losses(ref), _tensorboard_losses(killed)
+    assert [step for step, _ in resumed_tb] == [step for step, _ in ref_tb] == list(range(STEPS))
+    assert [v for _, v in resumed_tb] == pytest.approx([v for _, v in ref_tb], rel=1e-5)
 
 
 def test_existing_checkpoints_without_resume_are_refused(tmp_path, tiny):
