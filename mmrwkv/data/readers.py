@@ -88,7 +88,8 @@ def read_coco_captions(
         captions.setdefault(ann["image_id"], []).append(" ".join(caption.split()))
     samples, uncaptioned, by_number = [], 0, None
     for image_id, path in files.items():
-        if not path.is_file() and str(image_id).isdigit():
+        number = _TRAILING_DIGITS.search(path.stem)
+        if not path.is_file() and number and str(image_id).isdigit() and int(number.group(1)) == int(image_id):
             # COCO 2017 folders hold the 2014 images renamed (COCO_val2014_000000000139.jpg -> 000000000139.jpg)
             by_number = index_images(folder) if by_number is None else by_number
             path = by_number.get(int(image_id), path)
