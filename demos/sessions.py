@@ -1,14 +1,13 @@
 """Per-browser-session chat state for the demos, and a store that evicts idle sessions.
 
-Every session owns its `ChatSession` (the RNN state across turns), its own `PrefixCache` (image prefix states
-by content) and the messages its chat window shows; nothing of it is reachable from another session. The
-store bounds memory: sessions idle longer than `ttl_s` are dropped (a sweeper thread and every access check),
-and past `max_sessions` the least recently used idle ones go first.
+Every session owns its `ChatSession` (the RNN state across turns), its own `PrefixCache` (prefix states and
+preprocessed uploads, by content) and the messages its chat window shows; nothing of it is reachable from
+another session. The store bounds memory: sessions idle longer than `ttl_s` are dropped (a sweeper thread and
+every access check), and past `max_sessions` the least recently used idle ones go first.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -20,58 +19,15 @@ DEFAULT_MEDIA_ITEMS = 16
 MAX_REMEMBERED = 4096
 
 
-class MediaMemo:
-    """Stands in for the model inside a session's chat template: preprocesses each uploaded file once.
-
-    Keyed by modality and the file's content (sha256), so a re-sent image skips decoding and resizing; the
-    chat's PrefixCache then finds its prefix state by the same preprocessed tensor. Per session, bounded.
-    """
-
-    def __init__(self, model: Any, max_items: int = DEFAULT_MEDIA_ITEMS):
-        self.model = model
-        self.max_items = max_items
-        self._items: OrderedDict[tuple[str, str], Any] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def preprocess(self, modality: str, item: Any):
-        """The model's preprocessing of `item`; file paths are memoized by content."""
-        if not isinstance(item, str):
-            return self.model.preprocess(modality, item)
-        try:
-            with open(item, "rb") as f:
-                key = (modality, hashlib.sha256(f.read()).hexdigest())
-        except OSError:
-            # let the model's own loader report the unreadable file
-            return self.model.preprocess(modality, item)
-        if key not in self._items:
-            self._items[key] = self.model.preprocess(modality, item)
-            while len(self._items) > self.max_items:
-                self._items.popitem(last=False)
-        self._items.move_to_end(key)
-        return self._items[key]
-
-    def tokens_per_item(self, modality: str, preprocessed) -> int:
-        """Placeholder slots of one item (the model's answer)."""
-        return self.model.tokens_per_item(modality, preprocessed)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the memoized tensors."""
-        return sum(t.numel() * t.element_size() for t in self._items.values())
-
-
 class DemoSession:
-    """One browser session: model key, ChatSession + private PrefixCache and media memo, shown messages, busy/stop
-    flags."""
+    """One browser session: model key, ChatSession + private PrefixCache (states and preprocessed uploads), shown
+    messages, busy/stop flags."""
 
     def __init__(self, sid: str, *, cache_bytes: int = DEFAULT_CACHE_BYTES, now: float = 0.0):
         self.sid = sid
         self.cache_bytes = cache_bytes
         self.model_key: str | None = None
         self.chat: Any = None
-        self.media: MediaMemo | None = None
         self.messages: list[dict] = []
         self.last_used = now
         # True when this id had a session that was evicted for idling (the tab may still show the old chat)
@@ -104,14 +60,13 @@ class DemoSession:
 
         Returns True when the conversation was (re)started.
         """
-        from mmrwkv.chat import ChatSession, ChatTemplate, PrefixCache
+        from mmrwkv.chat import ChatSession
+        from mmrwkv.prefix_cache import PrefixCache
 
         if key == self.model_key and self.chat is not None:
             return False
-        self.media = MediaMemo(model)
-        template = ChatTemplate.for_model(model)
-        template.model = self.media
-        self.chat = ChatSession(model, template, cache=PrefixCache(max_bytes=self.cache_bytes))
+        cache = PrefixCache(max_bytes=self.cache_bytes, max_media=DEFAULT_MEDIA_ITEMS)
+        self.chat = ChatSession(model, cache=cache)
         self.model_key = key
         return True
 
@@ -127,7 +82,7 @@ class DemoSession:
         if self.chat is None:
             return 0
         state = self.chat.state.nbytes if self.chat.state is not None else 0
-        return state + self.chat.cache.nbytes + self.media.nbytes
+        return state + self.chat.cache.nbytes
 
 
 class SessionStore:

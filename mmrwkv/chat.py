@@ -29,9 +29,7 @@ Notation: B batch, T time, V vocabulary.
 from __future__ import annotations
 
 import copy
-import hashlib
 import re
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -42,11 +40,16 @@ from torch import Tensor
 from mmrwkv.errors import DataError, MediaError
 from mmrwkv.generate import GenerationResult, SamplingConfig, sample_stream
 from mmrwkv.multimodal import MODALITIES, Media
+from mmrwkv.prefix_cache import PrefixCache, Prepared, content_key, model_key
 
 IGNORE = -100
 PLACEMENTS = ("first", "inline", "sandwich", "last")
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 _MARKER = re.compile(r"<(image|audio)>")
+# prompt pieces up to this many tokens are prefilled with one-token steps, in models up to this width (see
+# `step_prefill_max`)
+STEP_PREFILL_TOKENS = 3
+STEP_PREFILL_MAX_EMBD = 256
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ class ChatTemplate:
             raise MediaError(f"unknown modality {modality!r} (valid: {MODALITIES})")
         if self.model is None:
             raise MediaError(f"a {modality} item was given but the chat template has no model to encode it")
-        tensor = self.model.preprocess(modality, item)
+        tensor = item.tensor if isinstance(item, Prepared) else self.model.preprocess(modality, item)
         n = self.model.tokens_per_item(modality, tensor)
         media = Media()
         media.add(modality, tensor)
@@ -213,71 +216,13 @@ def collate(samples: Sequence[Encoded], *, pad_id: int = 0, meta: list[dict] | N
     return {"input_ids": ids, "labels": labels, "media": Media.cat([s.media for s in samples]), "meta": meta}
 
 
-def content_key(ids: Sequence[int], media: Media | None = None, *, parent: str = "") -> str:
-    """sha256 of a parent key, token ids and preprocessed media (modality, dtype, shape, bytes)."""
-    h = hashlib.sha256(parent.encode())
-    h.update(torch.tensor(list(ids), dtype=torch.int64).numpy().tobytes())
-    for modality, tensors in sorted((media.items if media else {}).items()):
-        for t in tensors:
-            t = t.detach().cpu().contiguous()
-            h.update(f"{modality}|{t.dtype}|{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-class PrefixCache:
-    """Content-keyed LRU cache of (state, last logits) after a prompt prefix, bounded in entries and bytes.
-
-    Keys come from `content_key`: the same prefix ids with the same media (same preprocessed tensors) after
-    the same history with the same model object map to the same entry. States are cloned on the way in and
-    out. Entries do not follow weight updates: clear the cache (a new one) after changing the model's weights.
-    """
-
-    def __init__(self, max_bytes: int = 256 * 2**20, max_entries: int = 64):
-        self.max_bytes = max_bytes
-        self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[Any, Tensor]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the cached states and logits."""
-        return sum(_entry_bytes(e) for e in self._entries.values())
-
-    def get(self, key: str) -> tuple[Any, Tensor] | None:
-        """A private copy of the (state, logits) stored under `key`, or None."""
-        entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._entries.move_to_end(key)
-        return entry[0].clone(), entry[1].clone()
-
-    def put(self, key: str, state: Any, logits: Tensor) -> None:
-        """Store copies of `state` and `logits`; evicts least recently used entries past the bounds."""
-        entry = (state.clone(), logits.detach().clone())
-        if _entry_bytes(entry) > self.max_bytes:
-            return
-        self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
-            self._entries.popitem(last=False)
-
-
-def _entry_bytes(entry: tuple[Any, Tensor]) -> int:
-    return entry[0].nbytes + entry[1].numel() * entry[1].element_size()
-
-
 class ChatSession:
     """A multi-turn chat whose RNN state carries over: turn N runs only its new tokens.
 
-    Media of a turn are prefilled up to their last placeholder through `cache` (when given), so a second
-    question about the same image after the same history neither re-encodes it nor re-runs that prefill.
+    With a `cache`, media files are preprocessed once per content (hashed before decoding), a turn with media is
+    prefilled up to its last placeholder through the cache, and the state after the whole prompt is kept too: a
+    second question about the same image after the same history neither re-encodes it nor re-runs that prefill,
+    and the same question again runs no prefill at all. A hit gives exactly the state and logits of a miss.
     """
 
     def __init__(self, model: Any, template: ChatTemplate | None = None, *, cache: PrefixCache | None = None,
@@ -297,8 +242,8 @@ class ChatSession:
         # every token the state has consumed, with its media: the whole-history equivalent of `state`
         self.history = Encoded()
         self._pending: list[int] = []
-        # the root of the content keys: a cache shared by two live models never mixes their states
-        self._key = f"model@{id(self.model)}"
+        # the root of the content keys: a cache shared by two models never mixes their states
+        self._key = model_key(self.model)
 
     def fork(self) -> ChatSession:
         """An independent copy of the conversation so far (same model, template and cache), e.g. to branch."""
@@ -318,34 +263,52 @@ class ChatSession:
         """
         turn = Turn("user", text, list(images), list(audio))
         head = [Turn("system", self.system)] if self.system and not self.turns else []
-        enc = self.template.encode_turns([*head, turn])
+        prepared = replace(turn, images=self._prepare("image", images), audio=self._prepare("audio", audio))
+        enc = self.template.encode_turns([*head, prepared])
         new = Encoded(self._pending + enc.ids, [IGNORE] * len(self._pending) + enc.labels, enc.media)
         logits, state, key = self._prefill(new.ids, new.media)
         return self._answer([*head, turn], new, (logits, state, key), sampling or self.sampling)
 
+    def _prepare(self, modality: str, items: Sequence) -> list:
+        if self.cache is None or not items:
+            return list(items)
+        return [Prepared(self.cache.preprocess(self.model, modality, item)) for item in items]
+
     @torch.inference_mode()
     def _prefill(self, ids: list[int], media: Media) -> tuple[Tensor, Any, str]:
+        """(last logits, state, content key) after `ids`, through the cache when the prompt holds media."""
         placeholders = set(self.model.placeholder_ids.values())
         cut = max((i + 1 for i, t in enumerate(ids) if t in placeholders), default=0)
-        state, key, logits = self.state, self._key, None
-        if cut and self.cache is not None:
-            key = content_key(ids[:cut], media, parent=key)
-            hit = self.cache.get(key)
-            if hit is None:
-                logits, state = self._run(ids[:cut], media, state)
-                self.cache.put(key, state, logits)
-            else:
-                state, logits = hit
-            ids, media = ids[cut:], None
-        if ids:
-            logits, state = self._run(ids, media, state)
-            key = content_key(ids, media, parent=key)
+        if not cut or self.cache is None:
+            logits, state = self._run(ids, media, self.state)
+            return logits, state, content_key(ids, media, parent=self._key)
+        prefix = content_key(ids[:cut], media, parent=self._key)
+        rest = ids[cut:]
+        key = content_key(rest, parent=prefix) if rest else prefix
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit[1], hit[0], key
+        hit = self.cache.get(prefix) if rest else None
+        if hit is None:
+            logits, state = self._run(ids[:cut], media, self.state)
+            self.cache.put(prefix, state, logits)
+        else:
+            state, logits = hit
+        if rest:
+            logits, state = self._run(rest, None, state)
+            self.cache.put(key, state, logits)
         return logits, state, key
 
     def _run(self, ids: list[int], media: Media | None, state: Any) -> tuple[Tensor, Any]:
         device = next(self.model.parameters()).device
-        x = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
-        logits, state = self.model(x, media, state, last_only=True)
+        x = self.model.embed(torch.tensor([ids], dtype=torch.long, device=device), media)  # (1, T, C)
+        backbone = self.model.backbone
+        if len(ids) <= step_prefill_max(backbone):
+            # a few tokens: one-token steps cost less than a sequence-mode forward's fixed overhead
+            for t in range(len(ids) - 1):
+                _, state = backbone.forward_hidden(x[:, t : t + 1], state)
+            x = x[:, -1:]
+        logits, state = backbone(x, state, last_only=True)
         self.prefill_tokens += len(ids)
         return logits[0, -1], state  # (V,)
 
@@ -368,6 +331,16 @@ class ChatSession:
         self._pending = [] if ended else list(self.template.tokenizer.encode("\n\n"))
         self.turns += [*turns, Turn("assistant", result.text)]
 
+
+def step_prefill_max(backbone: Any) -> int:
+    """Longest prompt piece prefilled with one-token steps rather than one sequence-mode forward.
+
+    A sequence-mode forward has a fixed cost (a few hundred dispatched ops per layer, ~1 ms per layer of a C=128
+    RWKV-7 on one CPU thread) that a compiled one-token step (~0.25 ms per layer there) avoids; steps read every
+    weight once per token, so they only win for small models. Measured crossover (v7 C64 L2, C128 L4): 3 tokens.
+    """
+    big = backbone.config.n_embd > STEP_PREFILL_MAX_EMBD or next(backbone.parameters()).is_cuda
+    return 1 if big else STEP_PREFILL_TOKENS
 
 
 def answer_once(checkpoint: str, prompt: str, *, images: Sequence = (), audio: Sequence = (),

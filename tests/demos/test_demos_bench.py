@@ -26,7 +26,7 @@ def test_resent_image_is_preprocessed_once_and_its_prefix_comes_from_the_cache(t
     finally:
         hook.remove()
     assert len(calls) == 1, "the cached image must not be encoded again"
-    assert session.chat.cache.hits == 1 and len(session.media) == 1
+    assert session.chat.cache.hits == 1 and session.chat.cache.media_entries == 1
     assert session.chat.prefill_tokens - first < first
 
 

@@ -46,13 +46,14 @@ def test_second_question_about_a_cached_image_skips_encoder_and_prefix_prefill(t
     calls = count_calls(tiny_model.encoders["image"])
     session = ChatSession(tiny_model, cache=cache, sampling=GREEDY)
     "".join(session.ask("What is in the picture?", images=[png(7)]))
-    assert len(calls) == 1 and cache.misses == 1
+    # lookups: the whole prompt, then the prefix up to the image
+    assert len(calls) == 1 and (cache.hits, cache.misses) == (0, 2)
     session.reset()
     before = session.prefill_tokens
     cached_answer = "".join(session.ask("How many cats?", images=[png(7)]))
     question = session.template.encode_turns(session.turns[-2:-1]).ids
     after_image = len(question) - question.index(tiny_model.placeholder_ids["image"]) - 4
-    assert len(calls) == 1 and cache.hits == 1
+    assert len(calls) == 1 and (cache.hits, cache.misses) == (1, 3)
     assert session.prefill_tokens - before == after_image
     # the cached path gives what an uncached session gives
     plain = ChatSession(tiny_model, sampling=GREEDY)
@@ -69,7 +70,9 @@ def test_cache_is_keyed_by_content_not_by_source(tiny_model, png, tmp_path):
     for item in (path, png(3), png(4)):
         session.reset()
         "".join(session.ask("Describe.", images=[item]))
-    assert (cache.hits, cache.misses, len(calls)) == (1, 2, 2)
+    # the same bytes again hit the whole prompt's entry; each new image misses it and its prefix
+    assert (cache.hits, cache.misses, len(calls)) == (1, 4, 2)
+    assert (cache.media_hits, cache.media_misses) == (1, 2)
 
 
 def test_a_cache_shared_by_two_models_keeps_their_states_apart(tiny_model, png):
@@ -77,7 +80,7 @@ def test_a_cache_shared_by_two_models_keeps_their_states_apart(tiny_model, png):
     other = copy.deepcopy(tiny_model, memo={id(tiny_model.tokenizer): tiny_model.tokenizer})
     for model in (tiny_model, other, tiny_model):
         "".join(ChatSession(model, cache=cache, sampling=GREEDY).ask("Describe.", images=[png(3)]))
-    assert (cache.hits, cache.misses) == (1, 2)
+    assert (cache.hits, cache.misses) == (1, 4) and (cache.media_hits, cache.media_misses) == (1, 2)
 
 
 def test_cache_entries_are_private_copies(tiny_model):
