@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import yaml
 
-from mmrwkv.config import RecipeConfig, config_to_dict, expand_stages
+from mmrwkv.config import RecipeConfig, config_to_dict, diff_raw, expand_stages
 from mmrwkv.errors import ConfigError
 from mmrwkv.training.checkpoints import StepCheckpoint, checkpoint_step, last_checkpoint
 from mmrwkv.training.data import RecipeDataModule
@@ -44,7 +44,21 @@ def optim_settings(cfg: RecipeConfig, total_steps: int) -> OptimSettings:
                          min_lr_ratio=t.min_lr_ratio if t.cosine else 1.0, grad_clip=t.grad_clip)
 
 
-def _prepare_output(out: Path, cfg_text: str, *, resume: bool, fresh: bool) -> Path | None:
+# settings that do not change what a stage trains: a finished or interrupted stage is reused or resumed across them
+NOT_TRAINING = ("name", "description", "eval", "generation", "train.log_every", "train.num_workers",
+                "train.checkpoint_every")
+
+
+def training_changes(saved: Path, cfg: RecipeConfig) -> list[str]:
+    """`field: old -> new` for every training setting of `cfg` that differs from the resolved recipe `saved`
+    (the recipe.yaml beside a checkpoint); evaluation-only settings (NOT_TRAINING) are left out."""
+    old = yaml.safe_load(saved.read_text())
+    changes = diff_raw(old, config_to_dict(cfg))
+    return [f"{path}: {a!r} -> {b!r}" for path, a, b in changes
+            if not any(path == p or path.startswith(p + ".") for p in NOT_TRAINING)]
+
+
+def _prepare_output(out: Path, cfg: RecipeConfig, *, resume: bool, fresh: bool) -> Path | None:
     """Check the stage directory; return the trainer checkpoint to resume from (None: start fresh)."""
     if _launched_rank():
         # a process launched by a multi-device strategy: the first process has already checked and prepared
@@ -58,11 +72,18 @@ def _prepare_output(out: Path, cfg_text: str, *, resume: bool, fresh: bool) -> P
     if not resume:
         raise ConfigError(f"train.output_dir: {out} already holds checkpoints (last {last.name}); "
                           "pass --resume to continue it or --fresh to start over")
-    saved = (last / "recipe.yaml").read_text()
-    if saved != cfg_text:
-        raise ConfigError(f"--resume: the recipe differs from the one saved in {last / 'recipe.yaml'}; "
-                          "resume with the same recipe and overrides, or pass --fresh")
+    changes = training_changes(last / "recipe.yaml", cfg)
+    if changes:
+        shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+        raise ConfigError(f"{out}: the recipe differs from the one its checkpoint {last.name} was trained with "
+                          f"({last / 'recipe.yaml'}): {shown}. Use the same recipe and overrides to continue it, "
+                          "or pass --fresh to start this stage over")
     return last / "trainer.ckpt"
+
+
+def _say(message: str) -> None:
+    if not _launched_rank():
+        print(message, flush=True)
 
 
 def _launched_rank() -> int:
@@ -97,11 +118,15 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
     out = Path(cfg.train.output_dir)
     text = recipe_text(cfg)
     log_dir = out / "logs"
-    ckpt = _prepare_output(out, text, resume=resume, fresh=fresh)
+    ckpt = _prepare_output(out, cfg, resume=resume, fresh=fresh)
     final = out / FINAL
-    if ckpt is not None and (final / "recipe.yaml").is_file() and (final / "recipe.yaml").read_text() == text:
+    if ckpt is not None and (final / "recipe.yaml").is_file() and not training_changes(final / "recipe.yaml", cfg):
         summary = read_summary(final)
+        _say(f"stage '{cfg.train.stage}': reusing the finished stage in {final} ({summary['steps']} steps, same "
+             "training settings); pass --fresh to train it again")
         return StageResult(final, log_dir, summary["steps"], summary["last_loss"])
+    if ckpt is not None:
+        _say(f"stage '{cfg.train.stage}': resuming from {ckpt.parent}")
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     model = build_model(cfg)
     train_set, val_set, collate = build_datasets(cfg, model)
