@@ -22,12 +22,16 @@ from mmrwkv.errors import CheckpointError, ConfigError
 from mmrwkv.lora import merged_state_dict
 from mmrwkv.rwkv.config import RWKVConfig
 from mmrwkv.rwkv.model import RWKV
+from mmrwkv.rwkv.state import State
 
 FORMAT = "mmrwkv"
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 # layer 0 computes v_first and never uses these; some official RWKV-7 checkpoints carry them
 _DROPPED = ("blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2")
+# state-tuned checkpoints (RWKV-5/6) carry each layer's tuned start state, stored [H, value, key]
+_TIME_STATE = re.compile(r"^blocks\.(\d+)\.att\.time_state$")
+TUNED_STATE_FILE = "tuned_state.safetensors"
 
 
 def load_rwkv(path: str | Path, *, dtype: torch.dtype | None = None, device=None) -> RWKV:
@@ -46,8 +50,41 @@ def load_official(path: str | Path, *, dtype: torch.dtype | None = None) -> RWKV
     """Build an RWKV from an official `.pth` (ln0 kept explicit, not folded into the embedding)."""
     path = Path(path)
     state_dict = read_official(path)
+    time_state = {k: state_dict.pop(k) for k in [k for k in state_dict if _TIME_STATE.match(k)]}
     config = detect_config(state_dict, source=str(path))
-    return _build(config, state_dict, dtype, source=str(path))
+    model = _build(config, state_dict, dtype, source=str(path))
+    if time_state:
+        model.tuned_state = tuned_state_from_official(time_state, config, source=str(path))
+    return model
+
+
+def tuned_state_from_official(tensors: dict[str, torch.Tensor], config: RWKVConfig, *, source: str) -> State:
+    """The batch-1 start State of a state-tuned checkpoint's `blocks.N.att.time_state` tensors ([H, value, key]
+    per layer, as the `rwkv` package reads them; our RWKV-5/6 state is [key, value])."""
+    if config.generation not in (5, 6):
+        raise CheckpointError(f"{source}: time_state (state tuning) is read for RWKV-5/6, not RWKV-{config.version}")
+    want = (config.n_head, config.head_size, config.head_size)
+    layers = []
+    for i in range(config.n_layer):
+        tensor = tensors.get(f"blocks.{i}.att.time_state")
+        if tensor is None or tuple(tensor.shape) != want:
+            got = "missing" if tensor is None else f"shape {list(tensor.shape)}"
+            raise CheckpointError(f"{source}: blocks.{i}.att.time_state is {got}; every layer needs {list(want)}")
+        layers.append(tensor.float().transpose(-1, -2))
+    state = State.zeros(config, 1)
+    return type(state)(state.att_x_prev, torch.stack(layers)[:, None].contiguous(), state.ffn_x_prev)
+
+
+def load_tuned_state(model: RWKV, path: str | Path) -> RWKV:
+    """Start `model` from the tuned state of a state-tuning file (only `blocks.N.att.time_state` tensors, the
+    output of state tuning) or of a checkpoint that carries one; in place."""
+    path = Path(path)
+    sd = _torch_load(path) if path.is_file() else None
+    tensors = {k: v for k, v in (sd or {}).items() if _TIME_STATE.match(str(k)) and isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: no blocks.N.att.time_state tensors (not a state-tuning file)")
+    model.tuned_state = tuned_state_from_official(tensors, model.config, source=str(path))
+    return model
 
 
 def read_official(path: str | Path) -> dict[str, torch.Tensor]:
@@ -65,6 +102,9 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
         raise CheckpointError(f"{path}: not a flat state_dict of tensors (got {type(data).__name__})")
     if "emb.weight" not in data:
+        if data and all(_TIME_STATE.match(k) for k in data):
+            raise CheckpointError(f"{path}: a state-tuning file (only blocks.N.att.time_state): load its base model, "
+                                  "then mmrwkv.checkpoint.load_tuned_state(model, path)")
         raise CheckpointError(f"{path}: not an RWKV checkpoint: no 'emb.weight' among {len(data)} keys")
     return data
 
@@ -185,6 +225,8 @@ def save_rwkv(model: RWKV, directory: str | Path) -> Path:
     try:
         tensors = {k: v.detach().contiguous().cpu() for k, v in merged_state_dict(model).items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE))
+        if model.tuned_state is not None:
+            model.tuned_state.save(tmp / TUNED_STATE_FILE)
         meta = {"format": FORMAT, "kind": "rwkv", "config": model.config.to_dict(),
                 "dtype": str(model.emb.weight.dtype).removeprefix("torch.")}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -242,7 +284,10 @@ def _load_ours(directory: Path, dtype) -> RWKV:
         raise CheckpointError(f"{weights}: cannot read safetensors (truncated or corrupt?): {err}") from err
     if "emb.weight" not in sd:
         raise CheckpointError(f"{weights}: missing key emb.weight")
-    return _build(config, sd, dtype, source=str(weights))
+    model = _build(config, sd, dtype, source=str(weights))
+    if (directory / TUNED_STATE_FILE).is_file():
+        model.tuned_state = State.load(directory / TUNED_STATE_FILE, config=config)
+    return model
 
 
 def load_backbone_weights(model: RWKV, path: str | Path) -> RWKV:
@@ -261,6 +306,10 @@ def save_official(model: RWKV, path: str | Path) -> Path:
     """Write an official-format `.pth` (flat state_dict, official keys and shapes, LoRA merged), atomically."""
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in merged_state_dict(model).items()}
+    if model.tuned_state is not None:
+        # back to the official [H, value, key] layout, in the weights' dtype
+        wkv = model.tuned_state.wkv[:, 0].transpose(-1, -2).to(model.emb.weight.dtype).cpu()
+        tensors.update({f"blocks.{i}.att.time_state": wkv[i].contiguous() for i in range(len(wkv))})
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         torch.save(tensors, tmp)

@@ -54,6 +54,8 @@ class RWKV(nn.Module):
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_out = nn.LayerNorm(C)
         self.head = nn.Linear(C, config.vocab_size, bias=False)
+        # the state every sequence starts from; a state-tuned checkpoint sets it (batch 1, see mmrwkv.checkpoint)
+        self.tuned_state: State | None = None
         if not self.emb.weight.is_meta:
             from mmrwkv.rwkv.init import init_weights
 
@@ -64,8 +66,11 @@ class RWKV(nn.Module):
         return self.emb(ids)
 
     def init_state(self, batch_size: int, *, device=None) -> State:
-        """A zero state for `batch_size` sequences, on the model's device unless told."""
+        """The start state for `batch_size` sequences (zeros, or the tuned state of a state-tuned checkpoint), on
+        the model's device unless told."""
         p = self.ln_out.weight
+        if self.tuned_state is not None:
+            return State.cat([self.tuned_state] * batch_size).to(device or p.device, p.dtype)
         return State.zeros(self.config, batch_size, device=device or p.device, dtype=p.dtype)
 
     def forward_hidden(self, x: torch.Tensor, state: State | None = None, *, backend: str | None = None):
