@@ -264,9 +264,9 @@ class EvalConfig:
 class GenerationConfig:
     """Decoding settings; the same fields as `mmrwkv.generate.SamplingConfig`."""
 
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1.0 = off (SamplingConfig requires 0 < top_p <= 1)
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     penalty_decay: float = 0.996
