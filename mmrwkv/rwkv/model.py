@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mmrwkv.kernels import cpu as native
 from mmrwkv.rwkv import packed, v4, v5, v6, v7
 from mmrwkv.rwkv.config import RWKVConfig
 from mmrwkv.rwkv.state import State
@@ -105,8 +106,10 @@ class RWKV(nn.Module):
         if last_only:
             h = h[:, -1:]
         if h.shape[1] == 1:
-            # one row per sequence: bf16 heads read faster packed (mmrwkv.rwkv.packed)
-            return packed.decode_linear(h, self.head.weight), state
+            # one row: the native mat-vec streams the head at memory speed (mmrwkv.kernels.cpu); for more rows,
+            # bf16 heads read faster packed (mmrwkv.rwkv.packed)
+            logits = native.linear(h, self.head.weight) if h.shape[0] == 1 else None
+            return (packed.decode_linear(h, self.head.weight) if logits is None else logits), state
         return self.head(h), state
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:

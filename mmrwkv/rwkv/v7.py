@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmrwkv import kernels
+from mmrwkv.kernels import cpu as native
 from mmrwkv.kernels.reference import wkv7_step
-from mmrwkv.rwkv import packed
+from mmrwkv.rwkv import packed as packed_weights
 from mmrwkv.rwkv.common import shifted
 from mmrwkv.rwkv.config import RWKVConfig
 from mmrwkv.rwkv.packed import linear
@@ -181,14 +182,15 @@ def layers_step(
     return x, torch.stack(att_out), torch.stack(wkv_out), torch.stack(ffn_out)
 
 
-def block_params(block: nn.Module) -> dict[str, Tensor]:
+def block_params(block: nn.Module, *, packed: bool = True) -> dict[str, Tensor]:
     """A block's parameters by the names `block_step` reads, with packed weights when they apply (no autograd)."""
     sub = block._modules
     ln1, ln2 = sub["ln1"]._parameters, sub["ln2"]._parameters
     p = sub["att"].params()
     p.update(sub["ffn"].params())
     p.update(ln1_w=ln1["weight"], ln1_b=ln1["bias"], ln2_w=ln2["weight"], ln2_b=ln2["bias"])
-    packed.add_packed(p, _LINEARS)
+    if packed:
+        packed_weights.add_packed(p, _LINEARS)
     return p
 
 
@@ -196,8 +198,14 @@ def run_layers_step(blocks: nn.ModuleList, x: Tensor, state: State) -> tuple[Ten
     """`RWKV.forward_hidden`'s blocks for T == 1: x (B, 1, C) after ln0 -> (x (B, 1, C), new state), one compiled
     call for the whole stack (no Python between layers)."""
     H = blocks[0].att.n_head
-    params = [block_params(block) for block in blocks]
-    x, att, wkv, ffn = compiled(layers_step)(x[:, 0], state.att_x_prev, state.wkv, state.ffn_x_prev, H, params)
+    args = (x[:, 0], state.att_x_prev, state.wkv, state.ffn_x_prev, H)
+    out = None
+    if native.applies(x, state.wkv):
+        # batch 1 without autograd on CPU: the same equations fused natively (mmrwkv.kernels.cpu), when it builds
+        out = native.layers_step(*args, [block_params(block, packed=False) for block in blocks])
+    if out is None:
+        out = compiled(layers_step)(*args, [block_params(block) for block in blocks])
+    x, att, wkv, ffn = out
     return x.unsqueeze(1), type(state)(att, wkv, ffn)
 
 

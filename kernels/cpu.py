@@ -1,0 +1,162 @@
+"""Native CPU decode for RWKV-7 at batch 1: every block of a one-token step in one C++ call, and the head's mat-vec.
+
+Batch-1 decode reads every weight once per token, so its speed is set by how fast the mat-vecs stream weights and
+by what runs between them. The TorchScript step (`mmrwkv.rwkv.v7.layers_step`, the specification this is tested
+against) spends as long on ~90 small ops per layer as on the mat-vecs; `cpu/decode7.cpp` fuses each elementwise
+stage into one loop, updates the WKV state in one pass, and streams weights (fp32, or bf16 widened on the fly with
+fp32 accumulate) with its own mat-vec loops. Built on first use (never at import) with
+`torch.utils.cpp_extension.load` into the kernels' cache directory; a failed build is remembered and the callers
+fall back to TorchScript. MMRWKV_NATIVE_DECODE=0 turns it off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+ENV_VAR = "MMRWKV_NATIVE_DECODE"
+SOURCE = Path(__file__).resolve().parent / "cpu" / "decode7.cpp"
+# one layer's parameters in the order decode7.cpp reads them (names as in `mmrwkv.rwkv.v7.block_params`)
+LAYER_PARAMS = (
+    "ln1_w", "ln1_b", "x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "w1", "w2", "a0", "a1", "a2", "v0", "v1", "v2",
+    "g1", "g2", "k_k", "k_a", "r_k", "W_r", "W_k", "W_v", "W_o", "ln_x_w", "ln_x_b", "ln2_w", "ln2_b", "ffn_x_k",
+    "ffn_W_k", "ffn_W_v",
+)  # fmt: skip
+_MATRICES = ("w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2", "W_r", "W_k", "W_v", "W_o", "ffn_W_k", "ffn_W_v")
+_DTYPES = (torch.float32, torch.bfloat16)
+_ABSENT = torch.empty(0)
+
+_lock = threading.Lock()
+_module: list[Any] = []
+_failure: list[str] = []
+
+
+def load() -> Any:
+    """The compiled module (built on first use, then cached on disk and in memory); RuntimeError if it cannot be."""
+    if _module:
+        return _module[0]
+    with _lock:
+        if _failure:
+            raise RuntimeError(_failure[0])
+        if not _module:
+            try:
+                _module.append(_build())
+            # any compiler or loader failure becomes one clear message, remembered so it is not retried
+            except Exception as err:
+                _failure.append(f"building the native CPU decode ({SOURCE.name}) failed: {str(err)[:2000]}")
+                raise RuntimeError(_failure[0]) from err
+    return _module[0]
+
+
+def _build() -> Any:
+    from torch.utils import cpp_extension
+
+    from mmrwkv.kernels.cuda import cache_dir
+
+    # -march=native: built on the machine that runs it; the CPU's flags are part of the build directory's name
+    flags = ["-O3", "-march=native", "-fopenmp", "-std=c++17"]
+    build_dir = cache_dir() / f"mmrwkv_decode_cpu-{_digest(flags)}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    return cpp_extension.load(
+        name="mmrwkv_decode_cpu", sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+        build_directory=str(build_dir), verbose=False,
+    )  # fmt: skip
+
+
+def _digest(flags: list[str]) -> str:
+    h = hashlib.sha256(SOURCE.read_bytes())
+    h.update(" ".join(flags).encode())
+    h.update(f"{torch.__version__} {platform.machine()} {_cpu_flags()}".encode())
+    return h.hexdigest()[:16]
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def enabled() -> bool:
+    """Whether the native decode may be used here (switched on, and the build works: built on the first call)."""
+    if os.environ.get(ENV_VAR, "1") == "0" or platform.system() != "Linux":
+        return False
+    try:
+        load()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _row(t: Tensor) -> bool:
+    """One CPU row (B = 1) without autograd."""
+    return t.device.type == "cpu" and t.numel() == t.shape[-1] and not (torch.is_grad_enabled() and t.requires_grad)
+
+
+def _matrix_ok(w: Tensor) -> bool:
+    rows, cols = w.shape
+    return w.stride() in ((cols, 1), (1, rows))
+
+
+def layer_args(params: list[dict[str, Tensor]]) -> list[Tensor] | None:
+    """The flat parameter list `layers_step` reads, or None when a tensor does not qualify (dtype, device, layout)."""
+    if torch.is_grad_enabled():
+        return None
+    dtype = params[0]["ln1_w"].dtype
+    if dtype not in _DTYPES:
+        return None
+    flat = []
+    for p in params:
+        for name in LAYER_PARAMS:
+            t = p.get(name, _ABSENT)
+            if t is _ABSENT:
+                flat.append(t)
+                continue
+            ok = t.dtype == dtype and t.device.type == "cpu"
+            if not (ok and (_matrix_ok(t) if name in _MATRICES else t.is_contiguous())):
+                return None
+            flat.append(t)
+    return flat
+
+
+def applies(x: Tensor, wkv: Tensor) -> bool:
+    """Whether `layers_step` can take this step: x one CPU row (fp32 or bf16) without autograd, an fp32 state, and
+    the native build on and working (built here on first use)."""
+    ok = x.dtype in _DTYPES and _row(x) and not torch.is_grad_enabled()
+    return ok and wkv.dtype == torch.float32 and wkv.is_contiguous() and enabled()
+
+
+def layers_step(
+    x: Tensor, att_prev: Tensor, wkv: Tensor, ffn_prev: Tensor, H: int, params: list[dict[str, Tensor]]
+) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+    """`v7.layers_step` natively: x (1, C) and the stacked state -> (x (1, C) in x's dtype, att, wkv, ffn).
+
+    None when it does not apply (batch > 1, autograd, another device or dtype, a layout it does not read, or the
+    native build is off or failed); the caller then runs the TorchScript step.
+    """
+    if not (att_prev.dtype in _DTYPES and ffn_prev.dtype in _DTYPES and applies(x, wkv)):
+        return None
+    flat = layer_args(params)
+    if flat is None:
+        return None
+    x_out, att, wkv_out, ffn = load().layers_step(x, att_prev, wkv, ffn_prev, H, flat)
+    return x_out.to(x.dtype), att, wkv_out, ffn
+
+
+def linear(x: Tensor, weight: Tensor) -> Tensor | None:
+    """x (..., in) with one row @ weight [out, in]^T -> (..., out) in x's dtype, or None when it does not apply."""
+    ok = _row(x) and weight.device.type == "cpu" and weight.dim() == 2 and weight.dtype in _DTYPES
+    if not (ok and not torch.is_grad_enabled() and _matrix_ok(weight) and enabled()):
+        return None
+    y = load().linear(x.reshape(1, -1), weight)
+    return y.to(x.dtype).view(*x.shape[:-1], weight.shape[0])
