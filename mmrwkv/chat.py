@@ -40,16 +40,13 @@ from torch import Tensor
 from mmrwkv.errors import DataError, MediaError
 from mmrwkv.generate import GenerationResult, SamplingConfig, sample_stream
 from mmrwkv.multimodal import MODALITIES, Media
+from mmrwkv.prefill import prefill_embeddings
 from mmrwkv.prefix_cache import PrefixCache, Prepared, content_key, model_key
 
 IGNORE = -100
 PLACEMENTS = ("first", "inline", "sandwich", "last")
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 _MARKER = re.compile(r"<(image|audio)>")
-# prompt pieces up to this many tokens are prefilled with one-token steps, in models up to this width (see
-# `step_prefill_max`)
-STEP_PREFILL_TOKENS = 3
-STEP_PREFILL_MAX_EMBD = 256
 
 
 @dataclass(frozen=True)
@@ -302,15 +299,9 @@ class ChatSession:
     def _run(self, ids: list[int], media: Media | None, state: Any) -> tuple[Tensor, Any]:
         device = next(self.model.parameters()).device
         x = self.model.embed(torch.tensor([ids], dtype=torch.long, device=device), media)  # (1, T, C)
-        backbone = self.model.backbone
-        if len(ids) <= step_prefill_max(backbone):
-            # a few tokens: one-token steps cost less than a sequence-mode forward's fixed overhead
-            for t in range(len(ids) - 1):
-                _, state = backbone.forward_hidden(x[:, t : t + 1], state)
-            x = x[:, -1:]
-        logits, state = backbone(x, state, last_only=True)
         self.prefill_tokens += len(ids)
-        return logits[0, -1], state  # (V,)
+        # a few tokens run as one-token steps when that is faster than a sequence-mode forward
+        return prefill_embeddings(self.model.backbone, x, state)
 
     def _answer(self, turns: list[Turn], new: Encoded, prefilled: tuple[Tensor, Any, str],
                 sampling: SamplingConfig) -> Iterator[str]:
@@ -330,17 +321,6 @@ class ChatSession:
         ended = self.template.tokenizer.decode_bytes(result.tokens).endswith(b"\n\n")
         self._pending = [] if ended else list(self.template.tokenizer.encode("\n\n"))
         self.turns += [*turns, Turn("assistant", result.text)]
-
-
-def step_prefill_max(backbone: Any) -> int:
-    """Longest prompt piece prefilled with one-token steps rather than one sequence-mode forward.
-
-    A sequence-mode forward has a fixed cost (a few hundred dispatched ops per layer, ~1 ms per layer of a C=128
-    RWKV-7 on one CPU thread) that a compiled one-token step (~0.25 ms per layer there) avoids; steps read every
-    weight once per token, so they only win for small models. Measured crossover (v7 C64 L2, C128 L4): 3 tokens.
-    """
-    big = backbone.config.n_embd > STEP_PREFILL_MAX_EMBD or next(backbone.parameters()).is_cuda
-    return 1 if big else STEP_PREFILL_TOKENS
 
 
 def answer_once(checkpoint: str, prompt: str, *, images: Sequence = (), audio: Sequence = (),

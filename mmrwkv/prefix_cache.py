@@ -92,6 +92,7 @@ class PrefixCache:
         self.max_media = max_media
         self._entries: OrderedDict[str, tuple[Any, Tensor]] = OrderedDict()
         self._media: OrderedDict[str, Tensor] = OrderedDict()
+        self._nbytes = 0
         self.hits = 0
         self.misses = 0
         self.media_hits = 0
@@ -103,7 +104,7 @@ class PrefixCache:
     @property
     def nbytes(self) -> int:
         """Bytes held by the cached states, logits and media tensors."""
-        return sum(_entry_bytes(e) for e in self._entries.values()) + sum(_bytes(t) for t in self._media.values())
+        return self._nbytes
 
     def get(self, key: str) -> tuple[Any, Tensor] | None:
         """A private copy of the (state, logits) stored under `key`, or None."""
@@ -120,8 +121,9 @@ class PrefixCache:
         entry = (state.clone(), logits.detach().clone())
         if _entry_bytes(entry) > self.max_bytes:
             return
+        self._drop(self._entries, key)
         self._entries[key] = entry
-        self._entries.move_to_end(key)
+        self._nbytes += _entry_bytes(entry)
         self._shrink()
 
     def preprocess(self, model: Any, modality: str, item: Any) -> Tensor:
@@ -142,6 +144,7 @@ class PrefixCache:
         tensor = model.preprocess(modality, item)
         if _bytes(tensor) <= self.max_bytes:
             self._media[key] = tensor
+            self._nbytes += _bytes(tensor)
             self._shrink()
         return tensor
 
@@ -152,11 +155,17 @@ class PrefixCache:
 
     def _shrink(self) -> None:
         while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+            self._drop(self._entries, next(iter(self._entries)))
         while len(self._media) > self.max_media:
-            self._media.popitem(last=False)
-        while self.nbytes > self.max_bytes and (self._entries or self._media):
-            (self._entries or self._media).popitem(last=False)
+            self._drop(self._media, next(iter(self._media)))
+        while self._nbytes > self.max_bytes and (self._entries or self._media):
+            table = self._entries or self._media
+            self._drop(table, next(iter(table)))
+
+    def _drop(self, table: OrderedDict, key: str) -> None:
+        value = table.pop(key, None)
+        if value is not None:
+            self._nbytes -= _entry_bytes(value) if isinstance(value, tuple) else _bytes(value)
 
 
 def _bytes(t: Tensor) -> int:

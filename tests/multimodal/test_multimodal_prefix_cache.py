@@ -1,16 +1,14 @@
-"""The prefix cache is exact, content-keyed, bounded, and avoids decoding re-sent files; short prefills use steps."""
+"""The prefix cache is exact, content-keyed, bounded, and avoids decoding re-sent files."""
 
 import copy
 import dataclasses
 import gc
 
-import pytest
 import torch
 
 from mmrwkv import chat
 from mmrwkv.chat import ChatSession
 from mmrwkv.generate import SamplingConfig
-from mmrwkv.multimodal import Media
 from mmrwkv.prefix_cache import PrefixCache, model_key
 
 GREEDY = SamplingConfig(temperature=0, max_tokens=3, stop=[], eos_ids=[])
@@ -128,31 +126,12 @@ def test_states_are_evicted_before_media_when_over_the_byte_budget(tiny_model, p
     assert len(cache) == 1 and cache.get("b") is not None and cache.media_entries == 1
 
 
-@pytest.mark.parametrize("n", [1, 2, 3])
-def test_short_prefills_run_as_steps_and_match_sequence_mode(tiny_model, n, monkeypatch):
-    ids = tiny_model.tokenizer.encode("User: a b c d e f")[:n]
-    state = tiny_model.backbone.init_state(1)
-    seen = []
-    original = tiny_model.backbone.forward_hidden
-    monkeypatch.setattr(tiny_model.backbone, "forward_hidden", lambda x, *a, **k: seen.append(x.shape[1]) or
-                        original(x, *a, **k))
-    session = ChatSession(tiny_model)
-    with torch.inference_mode():
-        logits, got = session._run(ids, Media(), state)
-        assert seen == [1] * n
-        want_logits, want = tiny_model(torch.tensor([ids]), None, state, last_only=True)
-    torch.testing.assert_close(logits, want_logits[0, -1], rtol=1e-5, atol=1e-5)
-    for x, y in zip(got.tensors().values(), want.tensors().values(), strict=True):
-        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
-
-
-def test_longer_prefills_run_in_sequence_mode(tiny_model, monkeypatch):
-    ids = tiny_model.tokenizer.encode("User: a b c d e f g h")
-    assert len(ids) > chat.STEP_PREFILL_TOKENS
-    seen = []
-    original = tiny_model.backbone.forward_hidden
-    monkeypatch.setattr(tiny_model.backbone, "forward_hidden", lambda x, *a, **k: seen.append(x.shape[1]) or
-                        original(x, *a, **k))
-    with torch.inference_mode():
-        ChatSession(tiny_model)._run(ids, Media(), None)
-    assert seen == [len(ids)]
+def test_byte_count_follows_overwrites_and_evictions(tiny_model, png):
+    state, logits = tiny_model.backbone.init_state(1), torch.zeros(4)
+    one = state.nbytes + logits.numel() * 4
+    cache = PrefixCache(max_entries=2, max_media=1)
+    for key in "aabc":
+        cache.put(key, state, logits)
+    assert cache.nbytes == 2 * one
+    media = [cache.preprocess(tiny_model, "image", png(seed)) for seed in (1, 2)]
+    assert cache.nbytes == 2 * one + media[1].numel() * media[1].element_size()
