@@ -49,13 +49,28 @@ def load_rwkv(path: str | Path, *, dtype: torch.dtype | None = None, device=None
 def load_official(path: str | Path, *, dtype: torch.dtype | None = None) -> RWKV:
     """Build an RWKV from an official `.pth` (ln0 kept explicit, not folded into the embedding)."""
     path = Path(path)
-    state_dict = read_official(path)
+    state_dict = _bonus_as_faaaa(read_official(path))
     time_state = {k: state_dict.pop(k) for k in [k for k in state_dict if _TIME_STATE.match(k)]}
     config = detect_config(state_dict, source=str(path))
     model = _build(config, state_dict, dtype, source=str(path))
     if time_state:
         model.tuned_state = tuned_state_from_official(time_state, config, source=str(path))
     return model
+
+
+def _bonus_as_faaaa(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Older RWKV-5.2/6 files store the per-head bonus as `time_first` = log u [H, N] instead of `time_faaaa` = u
+    (the `rwkv` package reads both); rename those to `time_faaaa`. RWKV-5.0/5.1's `time_first` is [H] and stays."""
+    out = {}
+    for key, tensor in sd.items():
+        prefix = key.removesuffix("time_first")
+        per_channel = tensor.dim() == 2 and tensor.shape[1] > 1
+        if key.endswith(".att.time_first") and per_channel and prefix + "ln_x.weight" in sd:
+            if prefix + "time_faaaa" not in sd:
+                out[prefix + "time_faaaa"] = torch.exp(tensor.float()).to(tensor.dtype)
+                continue
+        out[key] = tensor
+    return out
 
 
 def tuned_state_from_official(tensors: dict[str, torch.Tensor], config: RWKVConfig, *, source: str) -> State:
@@ -333,7 +348,7 @@ def describe(path: str | Path) -> dict:
     if path.is_dir():
         fmt, config = FORMAT, read_config(path)
     else:
-        fmt, config = "official", detect_config(read_official(path), source=str(path))
+        fmt, config = "official", detect_config(_bonus_as_faaaa(read_official(path)), source=str(path))
     with torch.device("meta"):
         n_params = RWKV(config).num_parameters()
     return {"path": str(path), "format": fmt, "config": config, "parameters": n_params}

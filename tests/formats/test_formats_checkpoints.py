@@ -86,3 +86,24 @@ def test_rwkv7_layer0_value_lora_is_optional(files, tmp_path):
     ids = torch.tensor([[1, 2, 3]])
     with torch.no_grad():
         assert torch.equal(a(ids)[0], b(ids)[0])
+
+
+@pytest.mark.parametrize("version", ["5.2", "6"])
+def test_bonus_stored_as_log_time_first_loads_like_time_faaaa(release_sd, tmp_path, version):
+    sd = {k: v.float() for k, v in release_sd(version, torch.float32, vocab=512).items()}
+    older = {}
+    for key, value in sd.items():
+        if key.endswith("time_faaaa"):
+            positive = value.abs() + 0.1
+            sd[key] = positive
+            older[key.replace("time_faaaa", "time_first")] = positive.log()
+        else:
+            older[key] = value
+    torch.save(sd, tmp_path / "new.pth")
+    torch.save(older, tmp_path / "old.pth")
+    assert main(["info", str(tmp_path / "old.pth")]) == 0
+    new, old = load_rwkv(tmp_path / "new.pth").eval(), load_rwkv(tmp_path / "old.pth").eval()
+    assert old.config == new.config
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.allclose(old(ids)[0], new(ids)[0], rtol=1e-5, atol=1e-5)
