@@ -88,14 +88,15 @@ def read_coco_captions(
         captions.setdefault(ann["image_id"], []).append(" ".join(caption.split()))
     samples, uncaptioned, by_number = [], 0, None
     for image_id, path in files.items():
+        if has_captions and image_id not in captions:
+            uncaptioned += 1
+            continue
         number = _TRAILING_DIGITS.search(path.stem)
         if not path.is_file() and number and str(image_id).isdigit() and int(number.group(1)) == int(image_id):
             # COCO 2017 folders hold the 2014 images renamed (COCO_val2014_000000000139.jpg -> 000000000139.jpg)
             by_number = index_images(folder) if by_number is None else by_number
             path = by_number.get(int(image_id), path)
-        if has_captions and image_id not in captions:
-            uncaptioned += 1
-        elif not path.is_file():
+        if not path.is_file():
             bad.bad(f"image id {image_id}", f"image file {path} not found")
         else:
             samples.append(Sample(id=str(image_id), images=[path], captions=captions.get(image_id, [])))
