@@ -9,8 +9,10 @@ import json
 import pytest
 from PIL import Image
 
+from mmrwkv.chat import ChatTemplate
 from mmrwkv.data.readers import read_coco_captions, read_easy_vqa, read_llava, read_vqav2
 from mmrwkv.errors import DataError
+from mmrwkv.tokenizer import load_tokenizer
 from mmrwkv.training.build import to_turns
 
 
@@ -191,6 +193,11 @@ def test_llava_sub_folder_images_marker_at_either_end_and_text_only_records(tmp_
     turns = to_turns(summary)
     assert turns[0].images == summary.images and turns[1].role == "assistant"
     assert to_turns(text)[0].images == []
+    # a text-only record trains without any media: labels cover the replies only
+    template = ChatTemplate(load_tokenizer("world"))
+    encoded = template.encode_turns(to_turns(text), train=True)
+    labelled = [t for t, label in zip(encoded.ids, encoded.labels, strict=True) if label != -100]
+    assert template.tokenizer.decode(labelled) == " 1. Homogeneity\n2. Distinctiveness\n3. Stability\n\n"
 
 
 def test_llava_image_count_must_match_markers(tmp_path):
