@@ -99,8 +99,7 @@ def normalize_answer(text: str) -> str:
 
 def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     """VQAv2 accuracy of one prediction in [0, 1]: the mean over leave-one-out subsets of the human answers of
-    min(1, matches / 3). Human answers are stripped, then get the punctuation step only when they are not all
-    identical."""
+    min(1, matches / 3). Human answers get the punctuation step only when they are not all identical."""
     if len(answers) < 2:
         # leave-one-out over a single answer always scores 0: a silent wrong number
         raise ValueError(
@@ -108,9 +107,8 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
             "use exact_match for single-answer sets"
         )
     pred = normalize_answer(prediction)
-    # the official loop first turns newlines/tabs into spaces and strips every human answer
-    answers = [a.replace("\n", " ").replace("\t", " ").strip() for a in answers]
-    gts = [process_punctuation(a) for a in answers] if len(set(answers)) > 1 else answers
+    # as stored: the official code (GT-Vision-Lab vqaEval.py) neither strips nor word-normalizes human answers
+    gts = [process_punctuation(a) for a in answers] if len(set(answers)) > 1 else list(answers)
     scores = []
     for i in range(len(gts)):
         others = gts[:i] + gts[i + 1 :]
