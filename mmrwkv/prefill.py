@@ -1,13 +1,15 @@
-"""Prefill of a prompt piece: one sequence-mode forward, or one-token steps when the piece is short enough that
-steps cost less.
+"""Prefill of a prompt piece: one sequence-mode forward, or, for a short piece of an RWKV-7 on CPU, one compiled call.
 
-A sequence-mode forward has a fixed cost of a few hundred dispatched ops per layer (about 1 ms per layer of a C=128
-RWKV-7 on one CPU thread, whatever T up to a chunk), which a compiled one-token step avoids; but steps read every
-weight once per token. Which wins for T tokens depends on the model, its dtype, the CPU and the thread count, so it
-is measured once per backbone on CPU (a few forwards, ~20 ms for that C=128 model) and remembered. On other devices
-prefill always runs in sequence mode. Both paths compute the same function (equal to ~1e-6, not bit for bit).
+A sequence-mode forward has a fixed cost of a few hundred Python-dispatched ops per layer (about 1 ms per layer of a
+C=128 RWKV-7 on one CPU thread, whatever T up to a chunk). A chat's pieces after a cached image or a previous turn
+are often 3-30 tokens, so that fixed cost is most of their prefill. The short path runs the same equation functions
+as both modes (`v7.projections`, `v7.mixed_output`, `v7.channel_mix`) over all T tokens at once, and the WKV
+recurrence token by token with the kernels' reference step, all blocks in one TorchScript call: its cost grows with
+T faster than the chunked kernel's. Where the two cross depends on the model, the CPU and the thread count, so it is
+measured once per backbone (two lengths per path, ~50 ms for that C=128 model) and remembered. Both paths compute
+the same function (to ~1e-7, not bit for bit); a given backbone, thread count and length always takes the same one.
 
-Notation: B batch (1 here), T time, C width, V vocabulary.
+Notation: B batch (1 here), T time, L layers, H heads, N head size, C = H * N, V vocabulary.
 """
 
 from __future__ import annotations
@@ -17,48 +19,58 @@ import weakref
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-# longest piece ever stepped; also the length the sequence-mode forward is timed at
-MAX_STEP_TOKENS = 16
+from mmrwkv.kernels.reference import wkv7_step
+from mmrwkv.rwkv import v7
+from mmrwkv.rwkv.packed import decode_linear
+
+# longest piece the short path may take, and the two lengths it is timed at against sequence mode
+MAX_SHORT_TOKENS = 64
+_PROBES = (4, 32)
 _REPEATS = 3
 _CROSSOVER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @torch.inference_mode()
 def prefill_embeddings(backbone: Any, x: Tensor, state: Any) -> tuple[Tensor, Any]:
-    """Embeddings x (1, T, C) (ln0 not applied) from `state` -> (last logits (V,), new state)."""
-    if x.shape[1] <= step_prefill_max(backbone):
-        for t in range(x.shape[1] - 1):
-            _, state = backbone.forward_hidden(x[:, t : t + 1], state)
-        x = x[:, -1:]
+    """Embeddings x (1, T, C) (ln0 not applied) from `state` (None: zeros) -> (last logits (V,), new state)."""
+    if 1 < x.shape[1] <= short_prefill_max(backbone):
+        return _short(backbone, x, state)
     logits, state = backbone(x, state, last_only=True)
     return logits[0, -1], state
 
 
-def step_prefill_max(backbone: Any) -> int:
-    """Longest piece that one-token steps prefill faster than a sequence-mode forward (1: always sequence mode).
-
-    Measured on first use per backbone, thread count and dtype (see the module docstring).
-    """
-    weight = next(backbone.parameters())
-    if weight.device.type != "cpu":
-        return 1
-    setting = (torch.get_num_threads(), weight.dtype)
+def short_prefill_max(backbone: Any) -> int:
+    """Longest piece the short path prefills faster than sequence mode; 0 where it does not apply (not an fp32
+    RWKV-7 on CPU). Measured on first use per backbone and thread count (see the module docstring)."""
+    weight = backbone.head.weight
+    if backbone.config.generation != 7 or weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return 0
+    threads = torch.get_num_threads()
     known = _CROSSOVER.get(backbone)
-    if known is None or known[0] != setting:
-        known = _CROSSOVER[backbone] = (setting, measure_crossover(backbone))
+    if known is None or known[0] != threads:
+        known = _CROSSOVER[backbone] = (threads, measure_crossover(backbone))
     return known[1]
 
 
 @torch.inference_mode()
 def measure_crossover(backbone: Any) -> int:
-    """How many one-token steps cost as much as one sequence-mode forward of MAX_STEP_TOKENS tokens (1..16)."""
+    """The length (0..MAX_SHORT_TOKENS) below which the short path beats sequence mode, from straight lines through
+    both paths' times at two lengths."""
     state = backbone.init_state(1)
-    x = backbone.embed(torch.ones(1, MAX_STEP_TOKENS, dtype=torch.long, device=state.wkv.device))  # (1, T, C)
-    sequence = _fastest(lambda: backbone.forward_hidden(x, state))
-    step = _fastest(lambda: backbone.forward_hidden(x[:, :1], state))
-    return max(1, min(MAX_STEP_TOKENS, int(sequence / max(step, 1e-9))))
+    x = backbone.embed(torch.ones(1, max(_PROBES), dtype=torch.long, device=state.wkv.device))  # (1, T, C)
+    t1, t2 = _PROBES
+    short = [_fastest(lambda t=t: _short(backbone, x[:, :t], state)) for t in _PROBES]
+    seq = [_fastest(lambda t=t: backbone(x[:, :t], state, last_only=True)) for t in _PROBES]
+    gap = [a - b for a, b in zip(short, seq, strict=True)]  # short minus sequence: negative where short wins
+    if gap[0] >= 0:
+        return 0
+    if gap[1] <= gap[0]:
+        return MAX_SHORT_TOKENS
+    # the gap grows linearly with T: zero at t1 - gap1 (t2 - t1) / (gap2 - gap1)
+    return int(min(MAX_SHORT_TOKENS, t1 - gap[0] * (t2 - t1) / (gap[1] - gap[0])))
 
 
 def _fastest(run) -> float:
@@ -72,3 +84,51 @@ def _fastest(run) -> float:
         run()
         best = min(best, clock() - start)
     return best
+
+
+def _short(backbone: Any, x: Tensor, state: Any) -> tuple[Tensor, Any]:
+    """The short path for x (1, T, C) embeddings: ln0, all blocks in one compiled call, ln_out and head on the last."""
+    state = backbone.init_state(1, device=x.device) if state is None else state
+    params = [v7.block_params(block) for block in backbone.blocks]
+    H = backbone.blocks[0].att.n_head
+    x = backbone.blocks[0].ln0(x)
+    x, att, wkv, ffn = v7.compiled(layers_short)(x, state.att_x_prev, state.wkv, state.ffn_x_prev, H, params)
+    h = backbone.ln_out(x[:, -1:])  # (1, 1, C)
+    return decode_linear(h, backbone.head.weight)[0, -1], type(state)(att, wkv, ffn)
+
+
+def layers_short(
+    x: Tensor, att_prev: Tensor, wkv: Tensor, ffn_prev: Tensor, H: int, params: list[dict[str, Tensor]]
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every block on x (B, T, C) after ln0 and the stacked state (L, B, ...) -> (x, att_x_prev, wkv, ffn_x_prev)."""
+    att_out, wkv_out, ffn_out = [], [], []
+    v_first: Tensor | None = None
+    for i, p in enumerate(params):
+        x, h, S, h2, v_first = block_short(x, att_prev[i], wkv[i], ffn_prev[i], v_first, i == 0, H, p)
+        att_out.append(h)
+        wkv_out.append(S)
+        ffn_out.append(h2)
+    return x, torch.stack(att_out), torch.stack(wkv_out), torch.stack(ffn_out)
+
+
+def block_short(
+    x: Tensor, att_prev: Tensor, S: Tensor, ffn_prev: Tensor, v_first: Tensor | None, first: bool, H: int,
+    p: dict[str, Tensor],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One block on x (B, T, C): `v7.block_step`'s equations with the projections over all T at once, the WKV state
+    (B, H, N, N) [value, key] stepped token by token in fp32 -> (x, last ln1 out (B, C), S, last ln2 out, v_first)."""
+    C = x.shape[-1]
+    h = F.layer_norm(x, [C], p["ln1_w"], p["ln1_b"], 1e-5)
+    dx = torch.cat((att_prev.unsqueeze(1), h[:, :-1]), 1) - h  # token shift: x_prev - x
+    r, w, k, v, kk, a, g, v_first = v7.projections(h, dx, v_first, first, H, p)  # (B, T, H, N)
+    b = kk * a
+    S = S.float()
+    ys: list[Tensor] = []
+    for t in range(x.shape[1]):
+        y, S = wkv7_step(r[:, t].float(), w[:, t].float(), k[:, t].float(), v[:, t].float(), -kk[:, t].float(),
+                         b[:, t].float(), S)
+        ys.append(y)
+    x = x + v7.mixed_output(torch.stack(ys, 1).to(v.dtype), r, k, v, g, p)
+    h2 = F.layer_norm(x, [C], p["ln2_w"], p["ln2_b"], 1e-5)
+    x = x + v7.channel_mix(h2, torch.cat((ffn_prev.unsqueeze(1), h2[:, :-1]), 1) - h2, p)
+    return x, h[:, -1], S, h2[:, -1], v_first

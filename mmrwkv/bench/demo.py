@@ -2,24 +2,30 @@
 
 The model is the default checkpoint (the newest `final` under runs/, what `make run` leaves) or, when there is
 none, a random model of the default recipe's shape (its BPE tokenizer trained on a few lines in a temp dir).
-Each repeat sends a message with a NEW image (a fresh PNG) in a new session, then resets the chat and sends the
-same image and question again, which the session's prefix cache serves. Answers are exactly
-`--answer-tokens` greedy tokens (no stop strings, no end token), so repeats differ only in the prefill.
+Each repeat, in a new session: a message with a NEW image (a fresh PNG); then, after a reset, the same image and
+question again (the session's cache holds the whole prompt's state); then, after a reset, the same image with
+another question (the cache holds the state up to the image). Answers are exactly `--answer-tokens` greedy tokens
+(no stop strings, no end token), so the cases differ only in what comes before the first token.
 
-Two paths are timed: the demo's handler (`ChatDemo.respond`: upload check, image decode, prefill, decode
-steps, chat messages) and, unless `--no-server`, the launched page through gradio_client (adds HTTP and the
-queue). Time to first token = from sending until the first update that shows reply text.
+Two paths are timed: the demo's handler (`ChatDemo.respond`: upload check, image hash/decode, prefill, decode
+steps, chat messages) and, unless `--no-server`, the launched page through gradio_client (adds the file upload,
+HTTP and the queue). Time to first token = from sending until the first update that shows reply text; through the
+server it is also given from the end of the file upload, which the cache cannot shorten.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 QUESTION = "What shape is in the image?"
+OTHER_QUESTION = "What color is the shape?"
+# (case, question): each repeat runs the three in this order, resetting the chat before each
+CASES = (("new", QUESTION), ("cached", QUESTION), ("cached+q", OTHER_QUESTION))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,8 +99,9 @@ def make_demo(model, answer_tokens: int):
     return FixedLength(ChatOptions(checkpoint="bench", concurrency=1), registry=registry)
 
 
-def _timed(updates, reply_of) -> tuple[float, float]:
-    """(seconds to the first update showing reply text, seconds from it to the last update)."""
+def _timed(updates, reply_of, uploads: list | None = None) -> tuple[float, float, float]:
+    """(seconds to the first update showing reply text, seconds from it to the last update, seconds spent
+    uploading files before the first update: the end of the last upload minus the start, 0 without uploads)."""
     start = time.perf_counter()
     first = None
     for update in updates:
@@ -103,7 +110,8 @@ def _timed(updates, reply_of) -> tuple[float, float]:
     end = time.perf_counter()
     if first is None:
         raise RuntimeError("the demo streamed no reply text")
-    return first - start, end - first
+    upload = max((done - start for _, done in uploads or []), default=0.0)
+    return first - start, end - first, upload
 
 
 def _reply(messages) -> str:
@@ -115,19 +123,20 @@ def _reply(messages) -> str:
 
 
 def measure_handler(demo, images: list[str], repeats: int) -> dict:
-    """Per repeat: (ttft, stream seconds) for a new image in a new session and for the same image cached."""
-    new, cached = [], []
+    """Per case of CASES: per repeat (ttft, stream seconds, 0) through `ChatDemo.respond`, one session per repeat."""
+    runs: dict[str, list] = {name: [] for name, _ in CASES}
     for r in range(repeats):
         sid = f"bench-handler-{r}"
-        message = {"text": QUESTION, "files": [images[r]]}
-        for sink in (new, cached):
+        for name, question in CASES:
             demo.reset(sid)
-            sink.append(_timed(demo.respond(message, "bench", "", 0.0, 1.0, 1, sid), _reply))
-    return {"new": new, "cached": cached}
+            message = {"text": question, "files": [images[r]]}
+            runs[name].append(_timed(demo.respond(message, "bench", "", 0.0, 1.0, 1, sid), _reply))
+    return runs
 
 
 def measure_server(demo, images: list[str], repeats: int) -> dict:
-    """The same pairs through a launched page and gradio_client (one client = one session per repeat)."""
+    """The same cases through a launched page and gradio_client (one client = one session per repeat); each run
+    also records when its file upload ended."""
     from gradio_client import Client, handle_file
 
     from mmrwkv.demos.chat import build_chat_app
@@ -136,29 +145,57 @@ def measure_server(demo, images: list[str], repeats: int) -> dict:
     app = build_chat_app(demo.options, demo)
     port = free_port()
     launch_app(app, port=port, block=False)
-    new, cached = [], []
+    runs: dict[str, list] = {name: [] for name, _ in CASES}
     try:
-        for r in range(repeats):
-            client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
-            for sink in (new, cached):
-                client.predict(api_name="/reset")
-                message = {"text": QUESTION, "files": [handle_file(images[r])]}
-                job = client.submit(message, "bench", "", 0.0, 1.0, 1, api_name="/chat")
-                sink.append(_timed(job, _reply))
-            client.close()
+        with _recording_uploads() as uploads:
+            for r in range(repeats):
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+                for name, question in CASES:
+                    client.predict(api_name="/reset")
+                    uploads.clear()
+                    message = {"text": question, "files": [handle_file(images[r])]}
+                    job = client.submit(message, "bench", "", 0.0, 1.0, 1, api_name="/chat")
+                    runs[name].append(_timed(job, _reply, uploads))
+                    if not uploads:
+                        raise RuntimeError("gradio_client uploaded no file: cannot separate the upload time")
+                client.close()
     finally:
         app.close()
-    return {"new": new, "cached": cached}
+    return runs
 
 
-def _summary(runs: list[tuple[float, float]], answer_tokens: int) -> tuple[float, float, float]:
-    """(median ttft seconds, best ttft seconds, median tokens/s after the first token).
+@contextlib.contextmanager
+def _recording_uploads():
+    """Record (start, end) perf_counter times of gradio_client's file uploads while the block runs."""
+    from gradio_client.client import Endpoint
+
+    uploads: list[tuple[float, float]] = []
+    original = Endpoint._upload_file
+
+    def timed(self, f, data_index):
+        start = time.perf_counter()
+        try:
+            return original(self, f, data_index)
+        finally:
+            uploads.append((start, time.perf_counter()))
+
+    Endpoint._upload_file = timed
+    try:
+        yield uploads
+    finally:
+        Endpoint._upload_file = original
+
+
+def _summary(runs: list[tuple[float, float, float]], answer_tokens: int) -> dict:
+    """Medians and bests of ttft, of ttft after the upload, and the median tokens/s after the first token.
 
     The best of the repeats is the steadiest figure on a shared, busy machine; the median is also shown.
     """
-    ttft = [t for t, _ in runs]
-    rate = statistics.median((answer_tokens - 1) / s for _, s in runs if s > 0)
-    return statistics.median(ttft), min(ttft), rate
+    ttft = [t for t, _, _ in runs]
+    after = [t - up for t, _, up in runs]
+    return {"ttft": (statistics.median(ttft), min(ttft)), "after": (statistics.median(after), min(after)),
+            "upload": statistics.median(up for _, _, up in runs),
+            "rate": statistics.median((answer_tokens - 1) / s for _, s, _ in runs if s > 0)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,11 +214,26 @@ def run(args: argparse.Namespace) -> int:
             results["server"] = measure_server(demo, images, args.repeats)
     print(f"demo bench: {label}; {args.image_side}px PNG uploads, {args.answer_tokens}-token greedy answers, "
           f"median of {args.repeats}, {torch.get_num_threads()} threads")
-    print(f"{'path':<8} {'image':<7} {'first token ms (median)':>24} {'(best)':>8} {'tokens/s':>9}")
-    for path, r in results.items():
-        new, hit = (_summary(r[k], args.answer_tokens) for k in ("new", "cached"))
-        for name, (med, best, rate) in (("new", new), ("cached", hit)):
-            print(f"{path:<8} {name:<7} {med * 1e3:>24.1f} {best * 1e3:>8.1f} {rate:>9.1f}")
-        print(f"{path:<8} cached / new first-token time: median {hit[0] / new[0]:.2f}x, best {hit[1] / new[1]:.2f}x "
-              f"(target <= 0.3)")
+    print("cases: new = a new image; cached = the same image and question again; cached+q = the same image, "
+          "another question")
+    for path, runs in results.items():
+        _print_path(path, {name: _summary(r, args.answer_tokens) for name, r in runs.items()})
     return 0
+
+
+def _print_path(path: str, s: dict) -> None:
+    server = path == "server"
+    extra = f" {'upload ms':>10} {'after upload ms (median)':>25} {'(best)':>8}" if server else ""
+    print(f"{'path':<8} {'image':<9} {'first token ms (median)':>24} {'(best)':>8} {'tokens/s':>9}{extra}")
+    for name, r in s.items():
+        more = f" {r['upload'] * 1e3:>10.1f} {r['after'][0] * 1e3:>25.1f} {r['after'][1] * 1e3:>8.1f}" if server else ""
+        print(f"{path:<8} {name:<9} {r['ttft'][0] * 1e3:>24.1f} {r['ttft'][1] * 1e3:>8.1f} {r['rate']:>9.1f}{more}")
+    for name in ("cached", "cached+q"):
+        line = _ratios(s[name]["ttft"], s["new"]["ttft"])
+        if server:
+            line += "; after the upload " + _ratios(s[name]["after"], s["new"]["after"])
+        print(f"{path:<8} {name} / new first-token time: {line} (target <= 0.3)")
+
+
+def _ratios(hit: tuple[float, float], new: tuple[float, float]) -> str:
+    return f"median {hit[0] / new[0]:.2f}x, best {hit[1] / new[1]:.2f}x"

@@ -33,8 +33,9 @@ def test_resent_image_is_preprocessed_once_and_its_prefix_comes_from_the_cache(t
 def test_handler_measurement_streams_fixed_length_answers(tiny_model, images):
     demo = bench.make_demo(tiny_model, 4)
     result = bench.measure_handler(demo, images[:2], 2)
+    assert set(result) == {"new", "cached", "cached+q"}
     for runs in result.values():
-        assert len(runs) == 2 and all(t > 0 and s > 0 for t, s in runs)
+        assert len(runs) == 2 and all(t > 0 and s > 0 and upload == 0 for t, s, upload in runs)
     turn = demo.store.get("bench-handler-0").chat.turns[-1]
     assert len(tiny_model.tokenizer.encode(turn.text)) >= 3
 
@@ -47,4 +48,4 @@ def test_bench_demo_prints_both_image_cases_for_the_recipe_shape(tmp_path, capsy
     out = capsys.readouterr().out
     assert code == 0
     assert "random model shaped like" in out and "handler  new" in out and "handler  cached" in out
-    assert "cached / new first-token time" in out
+    assert "cached / new first-token time" in out and "cached+q / new first-token time" in out

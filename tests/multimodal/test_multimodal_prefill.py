@@ -1,4 +1,4 @@
-"""Short prompt pieces are prefilled with one-token steps when measured faster, and give sequence mode's result."""
+"""Short prompt pieces take the compiled short path when measured faster, and give sequence mode's result."""
 
 import pytest
 import torch
@@ -8,57 +8,77 @@ from mmrwkv.chat import ChatSession
 from mmrwkv.multimodal import Media
 
 
-def record_lengths(monkeypatch, backbone):
+def record_short_calls(monkeypatch):
     seen = []
-    original = backbone.forward_hidden
+    original = prefill._short
 
-    def recording(x, *args, **kwargs):
+    def recording(backbone, x, state):
         seen.append(x.shape[1])
-        return original(x, *args, **kwargs)
+        return original(backbone, x, state)
 
-    monkeypatch.setattr(backbone, "forward_hidden", recording)
+    monkeypatch.setattr(prefill, "_short", recording)
     return seen
 
 
-@pytest.mark.parametrize("n", [1, 2, 3])
-def test_short_pieces_run_as_steps_and_match_sequence_mode(tiny_model, n, monkeypatch):
-    monkeypatch.setattr(prefill, "step_prefill_max", lambda backbone: 3)
-    ids = tiny_model.tokenizer.encode("User: a b c d e f")[:n]
-    state = tiny_model.backbone.init_state(1)
-    seen = record_lengths(monkeypatch, tiny_model.backbone)
-    with torch.inference_mode():
-        logits, got = ChatSession(tiny_model)._run(ids, Media(), state)
-        assert seen == [1] * n
-        want_logits, want = tiny_model(torch.tensor([ids]), None, state, last_only=True)
-    torch.testing.assert_close(logits, want_logits[0, -1], rtol=1e-5, atol=1e-5)
-    for x, y in zip(got.tensors().values(), want.tensors().values(), strict=True):
+def assert_states_close(a, b):
+    for x, y in zip(a.tensors().values(), b.tensors().values(), strict=True):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
 
 
-def test_longer_pieces_run_in_sequence_mode(tiny_model, monkeypatch):
-    monkeypatch.setattr(prefill, "step_prefill_max", lambda backbone: 3)
-    ids = tiny_model.tokenizer.encode("User: a b c d e f g h")
-    assert len(ids) > 3
-    seen = record_lengths(monkeypatch, tiny_model.backbone)
+@pytest.mark.parametrize("n", [2, 3, 9])
+@pytest.mark.parametrize("from_zero", [True, False])
+def test_short_pieces_take_the_short_path_and_match_sequence_mode(tiny_model, n, from_zero, monkeypatch):
+    monkeypatch.setattr(prefill, "short_prefill_max", lambda backbone: 16)
+    ids = tiny_model.tokenizer.encode("User: a b c d e f g h i j k l m n")[:n]
+    assert len(ids) == n
     with torch.inference_mode():
-        ChatSession(tiny_model)._run(ids, Media(), None)
-    assert seen == [len(ids)]
+        state = None if from_zero else tiny_model(torch.tensor([[5, 6, 7]]))[1]
+        seen = record_short_calls(monkeypatch)
+        logits, got = ChatSession(tiny_model)._run(ids, Media(), state)
+        want_logits, want = tiny_model(torch.tensor([ids]), None, state, last_only=True)
+    assert seen == [n]
+    torch.testing.assert_close(logits, want_logits[0, -1], rtol=1e-5, atol=1e-5)
+    assert_states_close(got, want)
+
+
+def test_one_token_and_longer_pieces_run_the_model_itself(tiny_model, monkeypatch):
+    monkeypatch.setattr(prefill, "short_prefill_max", lambda backbone: 3)
+    seen = record_short_calls(monkeypatch)
+    with torch.inference_mode():
+        for text in ("User", "User: a b c d e f g h"):
+            ChatSession(tiny_model)._run(tiny_model.tokenizer.encode(text), Media(), None)
+    assert seen == []
+
+
+def test_short_path_applies_to_fp32_rwkv7_on_cpu_only(tiny_model, monkeypatch):
+    monkeypatch.setattr(prefill, "measure_crossover", lambda backbone: 7)
+    assert prefill.short_prefill_max(tiny_model.backbone) == 7
+    tiny_model.backbone.to(torch.bfloat16)
+    assert prefill.short_prefill_max(tiny_model.backbone) == 0
 
 
 def test_the_crossover_is_measured_once_per_backbone_and_thread_count(tiny_model, monkeypatch):
     calls = []
     monkeypatch.setattr(prefill, "measure_crossover", lambda backbone: calls.append(1) or 5)
     backbone = tiny_model.backbone
-    assert prefill.step_prefill_max(backbone) == prefill.step_prefill_max(backbone) == 5
+    assert prefill.short_prefill_max(backbone) == prefill.short_prefill_max(backbone) == 5
     assert len(calls) == 1
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(threads + 1)
-        prefill.step_prefill_max(backbone)
+        prefill.short_prefill_max(backbone)
     finally:
         torch.set_num_threads(threads)
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize(("gaps", "expected"), [((1, 2), 0), ((-1, -2), 64), ((-1, 1), 18), ((-3, -1), 46)])
+def test_the_crossover_is_where_the_timed_lines_cross(tiny_model, monkeypatch, gaps, expected):
+    # short path: constant 10 (+gap); sequence mode: 10 at both probe lengths (4 and 32)
+    times = iter([10 + gaps[0], 10 + gaps[1], 10, 10])
+    monkeypatch.setattr(prefill, "_fastest", lambda run: next(times))
+    assert prefill.measure_crossover(tiny_model.backbone) == expected
+
+
 def test_the_measured_crossover_is_a_token_count_in_range(tiny_model):
-    assert 1 <= prefill.measure_crossover(tiny_model.backbone) <= prefill.MAX_STEP_TOKENS
+    assert 0 <= prefill.measure_crossover(tiny_model.backbone) <= prefill.MAX_SHORT_TOKENS
