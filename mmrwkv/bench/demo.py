@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-side", type=int, default=256, help="side of the uploaded PNG in pixels")
     parser.add_argument("--no-server", action="store_true", help="time the handler only, no Gradio server")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for this run (1 keeps CPU times honest on a busy machine)")
 
 
 def default_model(args: argparse.Namespace, workdir: Path):
@@ -99,19 +101,20 @@ def make_demo(model, answer_tokens: int):
     return FixedLength(ChatOptions(checkpoint="bench", concurrency=1), registry=registry)
 
 
-def _timed(updates, reply_of, uploads: list | None = None) -> tuple[float, float, float]:
+def _timed(updates, reply_of, uploads: list | None = None) -> tuple[float, float, float, float]:
     """(seconds to the first update showing reply text, seconds from it to the last update, seconds spent
-    uploading files before the first update: the end of the last upload minus the start, 0 without uploads)."""
-    start = time.perf_counter()
-    first = None
+    uploading files before the first update (the end of the last upload minus the start, 0 without uploads),
+    this process's CPU seconds to the first update)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    first = first_cpu = None
     for update in updates:
         if first is None and reply_of(update):
-            first = time.perf_counter()
+            first, first_cpu = time.perf_counter(), time.process_time()
     end = time.perf_counter()
     if first is None:
         raise RuntimeError("the demo streamed no reply text")
     upload = max((done - start for _, done in uploads or []), default=0.0)
-    return first - start, end - first, upload
+    return first - start, end - first, upload, first_cpu - cpu
 
 
 def _reply(messages) -> str:
@@ -123,7 +126,7 @@ def _reply(messages) -> str:
 
 
 def measure_handler(demo, images: list[str], repeats: int) -> dict:
-    """Per case of CASES: per repeat (ttft, stream seconds, 0) through `ChatDemo.respond`, one session per repeat."""
+    """Per case of CASES: per repeat `_timed`'s tuple through `ChatDemo.respond`, one session per repeat."""
     runs: dict[str, list] = {name: [] for name, _ in CASES}
     for r in range(repeats):
         sid = f"bench-handler-{r}"
@@ -186,22 +189,24 @@ def _recording_uploads():
         Endpoint._upload_file = original
 
 
-def _summary(runs: list[tuple[float, float, float]], answer_tokens: int) -> dict:
-    """Medians and bests of ttft, of ttft after the upload, and the median tokens/s after the first token.
-
-    The best of the repeats is the steadiest figure on a shared, busy machine; the median is also shown.
+def _summary(runs: list[tuple[float, float, float, float]], answer_tokens: int) -> dict:
+    """(median, best) of ttft, of ttft after the upload and of CPU ttft; median upload and tokens/s after the first
+    token. The best of the repeats is the steadiest figure on a shared, busy machine; the median is also shown.
     """
-    ttft = [t for t, _, _ in runs]
-    after = [t - up for t, _, up in runs]
-    return {"ttft": (statistics.median(ttft), min(ttft)), "after": (statistics.median(after), min(after)),
-            "upload": statistics.median(up for _, _, up in runs),
-            "rate": statistics.median((answer_tokens - 1) / s for _, s, _ in runs if s > 0)}
+    def both(values: list[float]) -> tuple[float, float]:
+        return statistics.median(values), min(values)
+
+    return {"ttft": both([r[0] for r in runs]), "after": both([r[0] - r[2] for r in runs]),
+            "cpu": both([r[3] for r in runs]), "upload": statistics.median(r[2] for r in runs),
+            "rate": statistics.median((answer_tokens - 1) / r[1] for r in runs if r[1] > 0)}
 
 
 def run(args: argparse.Namespace) -> int:
     """Print time to first token and tokens/s, new vs cached image, for the handler and the server."""
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="mmrwkv-bench-demo-") as tmp:
         workdir = Path(tmp)
         model, label = default_model(args, workdir)
@@ -222,16 +227,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_path(path: str, s: dict) -> None:
+    # through the server: time after the upload; in the handler (this thread only): CPU time
     server = path == "server"
-    extra = f" {'upload ms':>10} {'after upload ms (median)':>25} {'(best)':>8}" if server else ""
-    print(f"{'path':<8} {'image':<9} {'first token ms (median)':>24} {'(best)':>8} {'tokens/s':>9}{extra}")
+    other, label = ("after", "after upload ms") if server else ("cpu", "first token cpu ms")
+    extra = f" {'upload ms':>10}" if server else ""
+    print(f"{'path':<8} {'image':<9} {'first token ms (median)':>24} {'(best)':>8} {label + ' (median)':>26} "
+          f"{'(best)':>8} {'tokens/s':>9}{extra}")
     for name, r in s.items():
-        more = f" {r['upload'] * 1e3:>10.1f} {r['after'][0] * 1e3:>25.1f} {r['after'][1] * 1e3:>8.1f}" if server else ""
-        print(f"{path:<8} {name:<9} {r['ttft'][0] * 1e3:>24.1f} {r['ttft'][1] * 1e3:>8.1f} {r['rate']:>9.1f}{more}")
+        more = f" {r['upload'] * 1e3:>10.1f}" if server else ""
+        print(f"{path:<8} {name:<9} {r['ttft'][0] * 1e3:>24.1f} {r['ttft'][1] * 1e3:>8.1f} "
+              f"{r[other][0] * 1e3:>26.1f} {r[other][1] * 1e3:>8.1f} {r['rate']:>9.1f}{more}")
     for name in ("cached", "cached+q"):
-        line = _ratios(s[name]["ttft"], s["new"]["ttft"])
-        if server:
-            line += "; after the upload " + _ratios(s[name]["after"], s["new"]["after"])
+        line = f"{_ratios(s[name]['ttft'], s['new']['ttft'])}; {label[:-3]}{_ratios(s[name][other], s['new'][other])}"
         print(f"{path:<8} {name} / new first-token time: {line} (target <= 0.3)")
 
 

@@ -35,7 +35,7 @@ def test_handler_measurement_streams_fixed_length_answers(tiny_model, images):
     result = bench.measure_handler(demo, images[:2], 2)
     assert set(result) == {"new", "cached", "cached+q"}
     for runs in result.values():
-        assert len(runs) == 2 and all(t > 0 and s > 0 and upload == 0 for t, s, upload in runs)
+        assert len(runs) == 2 and all(t > 0 and s > 0 and upload == 0 and cpu > 0 for t, s, upload, cpu in runs)
     turn = demo.store.get("bench-handler-0").chat.turns[-1]
     assert len(tiny_model.tokenizer.encode(turn.text)) >= 3
 
@@ -49,3 +49,16 @@ def test_bench_demo_prints_both_image_cases_for_the_recipe_shape(tmp_path, capsy
     assert code == 0
     assert "random model shaped like" in out and "handler  new" in out and "handler  cached" in out
     assert "cached / new first-token time" in out and "cached+q / new first-token time" in out
+
+
+def test_server_measurement_separates_the_upload(tiny_model, images, monkeypatch):
+    decodes = []
+    original = tiny_model.preprocess
+    monkeypatch.setattr(tiny_model, "preprocess", lambda kind, item: decodes.append(item) or original(kind, item))
+    demo = bench.make_demo(tiny_model, 3)
+    result = bench.measure_server(demo, images[:1], 1)
+    assert set(result) == {"new", "cached", "cached+q"}
+    for (ttft, stream, upload, _), in result.values():
+        assert 0 < upload < ttft and stream > 0
+    # three uploads of the same bytes (a new server path each time): decoded once, then only hashed
+    assert len(decodes) == 1
