@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmrwkv.kernels.reference import wkv7_step
 from mmrwkv.rwkv import v7
 from mmrwkv.rwkv.packed import decode_linear
 
@@ -121,14 +120,23 @@ def block_short(
     h = F.layer_norm(x, [C], p["ln1_w"], p["ln1_b"], 1e-5)
     dx = torch.cat((att_prev.unsqueeze(1), h[:, :-1]), 1) - h  # token shift: x_prev - x
     r, w, k, v, kk, a, g, v_first = v7.projections(h, dx, v_first, first, H, p)  # (B, T, H, N)
-    b = kk * a
-    S = S.float()
-    ys: list[Tensor] = []
-    for t in range(x.shape[1]):
-        y, S = wkv7_step(r[:, t].float(), w[:, t].float(), k[:, t].float(), v[:, t].float(), -kk[:, t].float(),
-                         b[:, t].float(), S)
-        ys.append(y)
-    x = x + v7.mixed_output(torch.stack(ys, 1).to(v.dtype), r, k, v, g, p)
+    y, S = wkv7_steps(r.float(), w.float(), k.float(), v.float(), -kk.float(), (kk * a).float(), S.float())
+    x = x + v7.mixed_output(y.to(v.dtype), r, k, v, g, p)
     h2 = F.layer_norm(x, [C], p["ln2_w"], p["ln2_b"], 1e-5)
     x = x + v7.channel_mix(h2, torch.cat((ffn_prev.unsqueeze(1), h2[:, :-1]), 1) - h2, p)
     return x, h[:, -1], S, h2[:, -1], v_first
+
+
+def wkv7_steps(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, S: Tensor) -> tuple[Tensor, Tensor]:
+    """`kernels.reference.wkv7_step` over T tokens: r..b (B, T, H, N), S (B, H, N, N) [value, key] -> y (B, T, H, N), S.
+
+    Per token S = S * exp(w)[None, :] + (S @ a)[:, None] * b[None, :] + v[:, None] * k[None, :];  y = S @ r.
+    The exp and every reshape are done once for all T, leaving seven ops per token.
+    """
+    rows = [t.unbind(1) for t in (w.exp().unsqueeze(-2), b.unsqueeze(-2), k.unsqueeze(-2))]  # each (B, H, 1, N)
+    cols = [t.unbind(1) for t in (a.unsqueeze(-1), v.unsqueeze(-1), r.unsqueeze(-1))]  # each (B, H, N, 1)
+    ys: list[Tensor] = []
+    for t in range(r.shape[1]):
+        S = S * rows[0][t] + (S @ cols[0][t]) * rows[1][t] + cols[1][t] * rows[2][t]
+        ys.append(S @ cols[2][t])
+    return torch.stack(ys, 1).squeeze(-1), S

@@ -238,7 +238,7 @@ def _print_path(path: str, s: dict) -> None:
         print(f"{path:<8} {name:<9} {r['ttft'][0] * 1e3:>24.1f} {r['ttft'][1] * 1e3:>8.1f} "
               f"{r[other][0] * 1e3:>26.1f} {r[other][1] * 1e3:>8.1f} {r['rate']:>9.1f}{more}")
     for name in ("cached", "cached+q"):
-        line = f"{_ratios(s[name]['ttft'], s['new']['ttft'])}; {label[:-3]}{_ratios(s[name][other], s['new'][other])}"
+        line = f"{_ratios(s[name]['ttft'], s['new']['ttft'])}; {label[:-3]}: {_ratios(s[name][other], s['new'][other])}"
         print(f"{path:<8} {name} / new first-token time: {line} (target <= 0.3)")
 
 

@@ -82,3 +82,17 @@ def test_the_crossover_is_where_the_timed_lines_cross(tiny_model, monkeypatch, g
 
 def test_the_measured_crossover_is_a_token_count_in_range(tiny_model):
     assert 0 <= prefill.measure_crossover(tiny_model.backbone) <= prefill.MAX_SHORT_TOKENS
+
+
+def test_wkv7_steps_equal_the_reference_step_token_by_token():
+    from mmrwkv.kernels.reference import random_inputs, wkv7_step
+
+    args = random_inputs("wkv7", 2, 9, 3, 8)
+    state = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    s, want = state, []
+    for t in range(9):
+        y, s = wkv7_step(*(args[n][:, t] for n in "rwkvab"), s)
+        want.append(y)
+    got, got_state = prefill.wkv7_steps(*(args[n] for n in "rwkvab"), state)
+    torch.testing.assert_close(got, torch.stack(want, 1), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got_state, s, rtol=1e-6, atol=1e-6)
