@@ -24,8 +24,10 @@ def test_bench_reports_each_turn_and_the_cache_saving(capsys, small_tokenizer):
     # the first question prefills its whole prompt, the second only what follows the cached image
     assert cache["prefill_tokens"][0] == cache["prompt_tokens"][0]
     assert cache["prefill_tokens"][1] < cache["prompt_tokens"][1] - r["image_tokens"]
+    # the same second question again comes whole from the cache
+    assert cache["prefill_tokens"][2] == 0 and cache["prompt_tokens"][2] == cache["prompt_tokens"][1]
     bench_chat._print_turns(r)
     bench_chat._print_cache(cache)
     out = capsys.readouterr().out
     assert "state reuse ms" in out and "re-run history ms" in out
-    assert "turn 3 / turn 1 (cpu)" in out and "prefill ratio" in out and "encoder calls per pair 1" in out
+    assert "turn 3 / turn 1 (cpu)" in out and "prefill ratio" in out and "encoder calls per three questions 1" in out
