@@ -3,7 +3,9 @@
 import json
 import os
 
-from mmrwkv.bench.decode import random_model, read_bandwidth, weight_bytes_per_token
+import pytest
+
+from mmrwkv.bench.decode import ROWS, buffer_bytes, random_model, read_bandwidth, weight_bytes_per_token
 from mmrwkv.cli import main
 
 
@@ -13,17 +15,20 @@ def test_bench_decode_runs_ours_and_the_package_side_by_side(tmp_path, capsys):
         ["bench", "decode", "--size", "v7-tiny", "--tokens", "2", "--rounds", "1", "--threads", "1", "--json", str(out)]
     )
     assert code == 0
-    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
-    assert set(rows) == {
-        "ours (fp32)",
-        "ours, column-major (fp32)",
-        "rwkv package 0.8.32 (cpu fp32)",
-        "ours (bf16)",
-    }
+    summary = json.loads(out.read_text())
+    rows = {r["name"]: r for r in summary["rows"]}
+    assert set(rows) == set(ROWS)
     assert rows["rwkv package 0.8.32 (cpu fp32)"]["vs_package"] == 1.0
-    assert all(r["tok_per_s"] > 0 for r in rows.values())
+    assert all(r["tok_per_s"] > 0 and r["best_tok_per_s"] >= r["tok_per_s"] for r in rows.values())
+    assert rows["ours (bf16)"]["weight_bytes_per_token"] * 2 == rows["ours (fp32)"]["weight_bytes_per_token"]
     assert "% bound" in capsys.readouterr().out
-    assert json.loads(out.read_text())["threads"] == 1
+    assert summary["threads"] == 1
+    assert summary["bandwidth_GBps"] == max(summary["readers_GBps"].values()) >= summary["median_bandwidth_GBps"]
+
+
+def test_bench_decode_cpu_clock_needs_one_thread():
+    with pytest.raises(SystemExit, match="--threads 1"):
+        main(["bench", "decode", "--size", "v7-tiny", "--clock", "cpu", "--threads", "2"])
 
 
 def test_bench_decode_picks_a_thread_count_and_restores_the_process_settings(tmp_path):
@@ -43,7 +48,9 @@ def test_weight_bytes_per_token_counts_one_embedding_row():
     total = sum(p.numel() * 4 for p in model.parameters())
     V, C = model.emb.weight.shape
     assert weight_bytes_per_token(model) == total - V * C * 4 + C * 4
-    assert read_bandwidth(1 << 22, repeats=2) > 0
+    readers = read_bandwidth(1 << 22, repeats=2)
+    assert {"sum", "sgemv row-major", "sgemv column-major"} <= set(readers) and min(readers.values()) > 0
+    assert buffer_bytes() >= 1 << 30
 
 
 def test_bench_context_keeps_rwkv_state_constant_and_writes_plot(tmp_path):

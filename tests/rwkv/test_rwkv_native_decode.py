@@ -1,0 +1,137 @@
+"""The native CPU decode (mmrwkv.kernels.cpu): the same model as sequence mode and the TorchScript step, batch 1."""
+
+import platform
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmrwkv.kernels import cpu as native
+from mmrwkv.rwkv import RWKV, config_for, v7
+from mmrwkv.stepper import column_major_linears
+
+pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the native decode is built on Linux only")
+
+
+def _model(dtype=torch.float32, *, column_major=False, seed=3):
+    # odd widths on purpose: C = 100 (H = 5 of N = 20), F = 400, LoRA widths 16/12/5/19 (vector tails, remainders)
+    torch.manual_seed(seed)
+    cfg = config_for("v7-tiny", n_layer=3, n_embd=100, head_size=20, dim_w=16, dim_a=12, dim_v=5, dim_g=19)
+    m = RWKV(cfg).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    if column_major:
+        column_major_linears(m)
+    return m.to(dtype)
+
+
+def _steps(model, ids, *, native_on=True, monkeypatch=None):
+    """Logits (1, T, V) and final state of one-token steps over ids (1, T)."""
+    if not native_on:
+        monkeypatch.setenv(native.ENV_VAR, "0")
+    state, logits = model.init_state(1), []
+    with torch.no_grad():
+        for t in range(ids.shape[1]):
+            out, state = model(ids[:, t : t + 1], state)
+            logits.append(out)
+    if not native_on:
+        monkeypatch.delenv(native.ENV_VAR)
+    return torch.cat(logits, 1), state
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the native steps taken (proves the native path ran)."""
+    counter = {"layers": 0}
+    real = native.layers_step
+
+    def counting(*args):
+        out = real(*args)
+        counter["layers"] += out is not None
+        return out
+
+    monkeypatch.setattr(native, "layers_step", counting)
+    return counter
+
+
+@pytest.mark.parametrize("column_major", [False, True], ids=["row-major", "column-major"])
+def test_native_steps_equal_sequence_mode_and_the_torchscript_step(column_major, calls, monkeypatch):
+    model = _model(column_major=column_major)
+    ids = torch.randint(0, 256, (1, 7))
+    with torch.no_grad():
+        seq, seq_state = model(ids)
+    steps, state = _steps(model, ids)
+    assert calls["layers"] == 7
+    ts, ts_state = _steps(model, ids, native_on=False, monkeypatch=monkeypatch)
+    assert calls["layers"] == 7
+    _assert_close(steps, seq)
+    _assert_close(steps, ts)
+    for name in ("att_x_prev", "wkv", "ffn_x_prev"):
+        _assert_close(getattr(state, name), getattr(seq_state, name))
+        _assert_close(getattr(state, name), getattr(ts_state, name))
+
+
+def _assert_close(actual, expected):
+    """fp32 agreement relative to the tensor's scale (the wkv state grows to ~40 with these weights)."""
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+
+
+def test_native_step_leaves_its_input_state_alone():
+    model = _model()
+    state = model.init_state(1)
+    with torch.no_grad():
+        _, state = model(torch.tensor([[5]]), state)
+        before = [t.clone() for t in state.tensors().values()]
+        model(torch.tensor([[9]]), state)
+    for old, now in zip(before, state.tensors().values(), strict=True):
+        assert torch.equal(old, now)
+
+
+def test_native_bf16_steps_stay_as_close_to_fp32_as_the_torchscript_bf16_step(calls, monkeypatch):
+    ids = torch.randint(0, 256, (1, 6))
+    ref, _ = _steps(_model(), ids)
+    bf16 = _model(torch.bfloat16)
+    nat, state = _steps(bf16, ids)
+    assert calls["layers"] == 12 and state.wkv.dtype == torch.float32 and state.att_x_prev.dtype == torch.bfloat16
+    ts, _ = _steps(bf16, ids, native_on=False, monkeypatch=monkeypatch)
+
+    def err(x):
+        return ((x.float() - ref).abs().max() / ref.abs().max()).item()
+
+    assert err(nat) < 0.05
+    assert err(nat) <= 1.5 * err(ts)
+
+
+@pytest.mark.parametrize("shape", [(37, 45), (256, 64), (64, 256), (1000, 33)])
+@pytest.mark.parametrize("layout", ["row-major", "column-major"])
+def test_native_linear_equals_f_linear(shape, layout):
+    w = torch.randn(*shape)
+    if layout == "column-major":
+        w = w.t().contiguous().t()
+    x = torch.randn(1, 1, shape[1])
+    with torch.no_grad():
+        y = native.linear(x, w)
+        y16 = native.linear(x, w.bfloat16())
+    assert y.shape == (1, 1, shape[0])
+    torch.testing.assert_close(y, F.linear(x, w), rtol=1e-5, atol=1e-5)
+    # bf16 weights, fp32 accumulate: the fp32 product with the bf16-rounded weights
+    torch.testing.assert_close(y16, F.linear(x, w.bfloat16().float()), rtol=1e-5, atol=1e-5)
+
+
+def test_native_path_declines_what_it_does_not_compute(monkeypatch):
+    model = _model()
+    x, w = torch.randn(1, 1, 100), model.head.weight
+    wkv = model.init_state(1).wkv
+    with torch.no_grad():
+        assert native.applies(x, wkv)
+        assert not native.applies(torch.randn(2, 1, 100), model.init_state(2).wkv)  # batch 2: TorchScript
+        assert not native.applies(x.double(), wkv)
+        assert native.linear(torch.randn(2, 100), w) is None
+        assert native.linear(x, w[:, ::2]) is None  # neither row- nor column-major
+        assert native.layer_args([{**v7.block_params(model.blocks[0], packed=False), "W_r": w[:100, ::2]}]) is None
+    assert native.linear(x, w) is None  # autograd on: the eager path keeps the gradients
+    monkeypatch.setenv(native.ENV_VAR, "0")
+    with torch.no_grad():
+        assert not native.enabled() and native.linear(x, w) is None
