@@ -103,14 +103,16 @@ class RWKV(nn.Module):
                 backend: str | None = None):
         """ids (B, T) or embeddings (B, T, C) -> (logits (B, T, V), or (B, 1, V) with last_only; new state)."""
         h, state = self.forward_hidden(x, state, backend=backend)
-        if last_only:
-            h = h[:, -1:]
+        return self.logits(h[:, -1:] if last_only else h), state
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The head on hidden states h (B, T, C) after ln_out -> (B, T, V)."""
         if h.shape[1] == 1:
             # one row: the native mat-vec streams the head at memory speed (mmrwkv.kernels.cpu); for more rows,
             # bf16 heads read faster packed (mmrwkv.rwkv.packed)
             logits = native.linear(h, self.head.weight) if h.shape[0] == 1 else None
-            return (packed.decode_linear(h, self.head.weight) if logits is None else logits), state
-        return self.head(h), state
+            return packed.decode_linear(h, self.head.weight) if logits is None else logits
+        return self.head(h)
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() >= 2 and x.shape[1] == 0:
