@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmrwkv.rwkv import v7
-from mmrwkv.rwkv.packed import decode_linear
 
 # longest piece the short path may take, and the two lengths it is timed at against sequence mode
 MAX_SHORT_TOKENS = 64
@@ -92,8 +91,7 @@ def _short(backbone: Any, x: Tensor, state: Any) -> tuple[Tensor, Any]:
     H = backbone.blocks[0].att.n_head
     x = backbone.blocks[0].ln0(x)
     x, att, wkv, ffn = v7.compiled(layers_short)(x, state.att_x_prev, state.wkv, state.ffn_x_prev, H, params)
-    h = backbone.ln_out(x[:, -1:])  # (1, 1, C)
-    return decode_linear(h, backbone.head.weight)[0, -1], type(state)(att, wkv, ffn)
+    return backbone.logits(backbone.ln_out(x[:, -1:]))[0, -1], type(state)(att, wkv, ffn)
 
 
 def layers_short(
