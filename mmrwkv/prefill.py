@@ -27,7 +27,7 @@ from mmrwkv.rwkv import v7
 # longest piece the short path may take, and the two lengths it is timed at against sequence mode
 MAX_SHORT_TOKENS = 64
 _PROBES = (4, 32)
-_REPEATS = 3
+_REPEATS = 5
 _CROSSOVER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
