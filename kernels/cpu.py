@@ -29,7 +29,6 @@ LAYER_PARAMS = (
     "g1", "g2", "k_k", "k_a", "r_k", "W_r", "W_k", "W_v", "W_o", "ln_x_w", "ln_x_b", "ln2_w", "ln2_b", "ffn_x_k",
     "ffn_W_k", "ffn_W_v",
 )  # fmt: skip
-_MATRICES = ("w1", "w2", "a1", "a2", "v1", "v2", "g1", "g2", "W_r", "W_k", "W_v", "W_o", "ffn_W_k", "ffn_W_v")
 _DTYPES = (torch.float32, torch.bfloat16)
 _ABSENT = torch.empty(0)
 
@@ -108,25 +107,9 @@ def _matrix_ok(w: Tensor) -> bool:
     return w.stride() in ((cols, 1), (1, rows))
 
 
-def layer_args(params: list[dict[str, Tensor]]) -> list[Tensor] | None:
-    """The flat parameter list `layers_step` reads, or None when a tensor does not qualify (dtype, device, layout)."""
-    if torch.is_grad_enabled():
-        return None
-    dtype = params[0]["ln1_w"].dtype
-    if dtype not in _DTYPES:
-        return None
-    flat = []
-    for p in params:
-        for name in LAYER_PARAMS:
-            t = p.get(name, _ABSENT)
-            if t is _ABSENT:
-                flat.append(t)
-                continue
-            ok = t.dtype == dtype and t.device.type == "cpu"
-            if not (ok and (_matrix_ok(t) if name in _MATRICES else t.is_contiguous())):
-                return None
-            flat.append(t)
-    return flat
+def layer_args(params: list[dict[str, Tensor]]) -> list[Tensor]:
+    """The flat parameter list `layers_step` reads (the native side checks dtypes, shapes and layouts)."""
+    return [p.get(name, _ABSENT) for p in params for name in LAYER_PARAMS]
 
 
 def applies(x: Tensor, wkv: Tensor) -> bool:
@@ -141,15 +124,15 @@ def layers_step(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
     """`v7.layers_step` natively: x (1, C) and the stacked state -> (x (1, C) in x's dtype, att, wkv, ffn).
 
-    None when it does not apply (batch > 1, autograd, another device or dtype, a layout it does not read, or the
-    native build is off or failed); the caller then runs the TorchScript step.
+    None when it does not apply (batch > 1, autograd, another device or dtype, a shape or layout it does not read,
+    or the native build is off or failed); the caller then runs the TorchScript step.
     """
     if not (att_prev.dtype in _DTYPES and ffn_prev.dtype in _DTYPES and applies(x, wkv)):
         return None
-    flat = layer_args(params)
-    if flat is None:
+    out = load().layers_step(x, att_prev, wkv, ffn_prev, H, layer_args(params))
+    if not out:  # a parameter it does not read (dtype, device, shape, layout)
         return None
-    x_out, att, wkv_out, ffn = load().layers_step(x, att_prev, wkv, ffn_prev, H, flat)
+    x_out, att, wkv_out, ffn = out
     return x_out.to(x.dtype), att, wkv_out, ffn
 
 

@@ -293,15 +293,49 @@ void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, float* x,
   for (int64_t i = 0; i < C; ++i) x[i] += z.out[i];
 }
 
+bool stored_as_matrix(const at::Tensor& w, int64_t rows, int64_t cols) {
+  if (w.dim() != 2 || w.size(0) != rows || w.size(1) != cols) return false;
+  return (w.stride(1) == 1 && w.stride(0) == cols) || (w.stride(0) == 1 && w.stride(1) == rows);
+}
+
+// Whether every parameter has the dtype, device, shape and layout the loops above read (anything else: TorchScript).
+bool readable(const std::vector<at::Tensor>& params, int64_t L, int64_t C, int64_t H) {
+  const auto dtype = params[LN1_W].scalar_type();
+  if ((dtype != at::kFloat && dtype != at::kBFloat16) || C % H != 0) return false;
+  const int64_t F = params[FFN_W_K].dim() == 2 ? params[FFN_W_K].size(0) : -1;
+  for (int64_t l = 0; l < L; ++l) {
+    const at::Tensor* p = &params[l * N_PARAMS];
+    for (int i = 0; i < N_PARAMS; ++i) {
+      const bool absent = l == 0 && (i == V0 || i == V1 || i == V2);
+      if (!absent && (p[i].scalar_type() != dtype || !p[i].device().is_cpu())) return false;
+    }
+    for (P i : {LN1_W, LN1_B, X_R, X_W, X_K, X_V, X_A, X_G, W0, A0, K_K, K_A, R_K, LNX_W, LNX_B, LN2_W, LN2_B, FFN_X_K})
+      if (p[i].numel() != C || !p[i].is_contiguous()) return false;
+    for (P i : {W_R, W_K, W_V, W_O})
+      if (!stored_as_matrix(p[i], C, C)) return false;
+    if (!stored_as_matrix(p[FFN_W_K], F, C) || !stored_as_matrix(p[FFN_W_V], C, F)) return false;
+    for (auto [down, up] : {std::pair{W1, W2}, {A1, A2}, {G1, G2}, {V1, V2}}) {
+      if (down == V1 && l == 0) continue;
+      const int64_t D = p[down].dim() == 2 ? p[down].size(1) : -1;
+      if (!stored_as_matrix(p[down], C, D) || !stored_as_matrix(p[up], D, C)) return false;
+    }
+    if (l > 0 && (p[V0].numel() != C || !p[V0].is_contiguous())) return false;
+  }
+  return true;
+}
+
 // x (1, C) after ln0; att_prev, ffn_prev (L, 1, C); wkv (L, 1, H, N, N) fp32; params: N_PARAMS tensors per layer.
-// Returns (x (1, C) fp32, att (L, 1, C), wkv (L, 1, H, N, N), ffn (L, 1, C)); the inputs are not modified.
+// Returns (x (1, C) fp32, att (L, 1, C), wkv (L, 1, H, N, N), ffn (L, 1, C)), or nothing when a parameter is not
+// `readable`; the inputs are not modified.
 std::vector<at::Tensor> layers_step(const at::Tensor& x_in, const at::Tensor& att_prev, const at::Tensor& wkv,
                                     const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params) {
   const int64_t L = wkv.size(0), C = x_in.size(-1), N = C / H;
   TORCH_CHECK(static_cast<int64_t>(params.size()) == L * N_PARAMS, "decode7: expected ", L * N_PARAMS,
               " parameters, got ", params.size());
-  TORCH_CHECK(x_in.numel() == C && wkv.scalar_type() == at::kFloat && wkv.is_contiguous(),
+  TORCH_CHECK(x_in.numel() == C && wkv.scalar_type() == at::kFloat && wkv.is_contiguous() &&
+                  wkv.numel() == L * H * N * N && att_prev.numel() == L * C && ffn_prev.numel() == L * C,
               "decode7: batch 1 and a contiguous fp32 wkv state");
+  if (!readable(params, L, C, H)) return {};
   const bool bf16 = params[LN1_W].scalar_type() == at::kBFloat16;
   int64_t D = 0;
   for (int64_t l = 0; l < L; ++l)

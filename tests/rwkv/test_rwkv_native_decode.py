@@ -130,7 +130,11 @@ def test_native_path_declines_what_it_does_not_compute(monkeypatch):
         assert not native.applies(x.double(), wkv)
         assert native.linear(torch.randn(2, 100), w) is None
         assert native.linear(x, w[:, ::2]) is None  # neither row- nor column-major
-        assert native.layer_args([{**v7.block_params(model.blocks[0], packed=False), "W_r": w[:100, ::2]}]) is None
+        state = model.init_state(1)
+        for bad in (torch.randn(100, 200)[:, ::2], torch.randn(100, 99), torch.randn(100, 100).double()):
+            params = [v7.block_params(block, packed=False) for block in model.blocks]
+            params[1]["W_r"] = bad  # strided, wrong shape, wrong dtype
+            assert native.layers_step(x[:, 0], state.att_x_prev, state.wkv, state.ffn_x_prev, 5, params) is None
     assert native.linear(x, w) is None  # autograd on: the eager path keeps the gradients
     monkeypatch.setenv(native.ENV_VAR, "0")
     with torch.no_grad():
