@@ -343,12 +343,16 @@ def convert(src: str | Path, dst: str | Path, *, dtype: torch.dtype | None = Non
 
 
 def describe(path: str | Path) -> dict:
-    """Format, config and parameter count of a checkpoint, without loading its weights into a model."""
+    """Format, config, parameter count and whether a tuned start state comes with a checkpoint, without loading
+    its weights into a model."""
     path = Path(path)
     if path.is_dir():
         fmt, config = FORMAT, read_config(path)
+        tuned = (path / TUNED_STATE_FILE).is_file()
     else:
-        fmt, config = "official", detect_config(_bonus_as_faaaa(read_official(path)), source=str(path))
+        sd = read_official(path)
+        fmt, config = "official", detect_config(_bonus_as_faaaa(sd), source=str(path))
+        tuned = any(_TIME_STATE.match(k) for k in sd)
     with torch.device("meta"):
         n_params = RWKV(config).num_parameters()
-    return {"path": str(path), "format": fmt, "config": config, "parameters": n_params}
+    return {"path": str(path), "format": fmt, "config": config, "parameters": n_params, "tuned_state": tuned}

@@ -66,6 +66,8 @@ def run_info(args) -> int:
     if c.generation == 7:
         lines.append(("lora (w, a, v, g)", f"{c.dim_w}, {c.dim_a}, {c.dim_v}, {c.dim_g}"))
     lines.append(("parameters", f"{info['parameters']:,} ({info['parameters'] / 1e9:.3f} B)"))
+    if info.get("tuned_state"):
+        lines.append(("tuned state", "yes (state tuning: every sequence starts from it)"))
     for key, value in lines:
         print(f"{key:<18} {value}")
     return 0

@@ -65,6 +65,18 @@ def test_time_state_is_the_start_state_like_the_rwkv_package(tuned):
     assert (plain[0] - oracle).abs().max() / scale > 1e-2
 
 
+def test_info_reports_the_tuned_state(tuned, capsys):
+    from mmrwkv.cli import main
+
+    assert main(["info", str(tuned / "tuned.pth")]) == 0
+    assert "tuned state" in capsys.readouterr().out
+    assert main(["info", str(tuned / "base.pth")]) == 0
+    assert "tuned state" not in capsys.readouterr().out
+    convert(tuned / "tuned.pth", tuned / "ours")
+    assert main(["info", str(tuned / "ours")]) == 0
+    assert "tuned state" in capsys.readouterr().out
+
+
 def test_tuned_state_survives_conversion_both_ways_and_batches(tuned):
     model = load_rwkv(tuned / "tuned.pth").eval()
     convert(tuned / "tuned.pth", tuned / "ours")
