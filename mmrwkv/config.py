@@ -182,6 +182,9 @@ class DataConfig:
     max_text_tokens: int = 256
     # training only: all questions about one media item become one multi-turn conversation (LLaVA-1.5 style)
     group_by_media: bool = False
+    # training only: keep the questions of these answer types (e.g. [other] = open questions; empty = all). A stage
+    # on the open questions first teaches the model to read the media before yes/no questions join (a curriculum)
+    answer_types: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -23,6 +23,18 @@ def load_split(data: DataConfig, split: str):
     return build_dataset(data, split)
 
 
+def select_answer_types(dataset, answer_types: Sequence[str]):
+    """The samples of `dataset` whose answer type is one of `answer_types` (all of them when it is empty)."""
+    if not answer_types:
+        return dataset
+    kept = [s for s in dataset if s.answer_type in answer_types]
+    if not kept:
+        present = sorted({str(s.answer_type) for s in dataset})
+        raise ConfigError(f"data.answer_types {list(answer_types)} keeps no training sample; the split has answer "
+                          f"types {present}")
+    return dataclasses.replace(dataset, samples=kept)
+
+
 def _texts(dataset) -> list[str]:
     texts = []
     for sample in dataset:
@@ -219,7 +231,7 @@ def build_datasets(cfg: RecipeConfig, model):
     from mmrwkv.chat import ChatTemplate
 
     template = ChatTemplate(model.tokenizer, cfg.template.placement, model=MediaCache(model))
-    train = load_split(cfg.data, cfg.data.train_split)
+    train = select_answer_types(load_split(cfg.data, cfg.data.train_split), cfg.data.answer_types)
     if cfg.data.group_by_media:
         train_set = GroupedChatDataset(train, template, seed=cfg.data.seed, max_tokens=cfg.data.max_text_tokens)
     else:
