@@ -48,7 +48,8 @@ def test_bench_demo_prints_both_image_cases_for_the_recipe_shape(tmp_path, capsy
     out = capsys.readouterr().out
     assert code == 0
     assert "random model shaped like" in out and "handler  new" in out and "handler  cached" in out
-    assert "cached / new first-token time" in out and "cached+q / new first-token time" in out
+    assert "cached / new: first token: median" in out and "cached+q / new: first token: median" in out
+    assert "first token cpu: median" in out
 
 
 def test_server_measurement_separates_the_upload(tiny_model, images, monkeypatch):
@@ -58,7 +59,7 @@ def test_server_measurement_separates_the_upload(tiny_model, images, monkeypatch
     demo = bench.make_demo(tiny_model, 3)
     result = bench.measure_server(demo, images[:1], 1)
     assert set(result) == {"new", "cached", "cached+q"}
-    for (ttft, stream, upload, _), in result.values():
-        assert 0 < upload < ttft and stream > 0
+    for (ttft, stream, upload, in_handler), in result.values():
+        assert 0 < upload < ttft and 0 < in_handler < ttft - upload and stream > 0
     # three uploads of the same bytes (a new server path each time): decoded once, then only hashed
     assert len(decodes) == 1
