@@ -95,7 +95,8 @@ def find_world_vocab() -> Path:
 def parse_world_vocab(path: Path) -> list[bytes]:
     """Parse a World vocab file (`id repr(str-or-bytes) length` per line) into a table indexed by id.
 
-    Index 0 is `b""` (id 0 is not in the vocabulary). Entries are parsed with `ast.literal_eval`, never `eval`.
+    Index 0, and any id the file skips, is `b""` (not in the vocabulary). Entries are parsed with
+    `ast.literal_eval`, never `eval`.
     """
     table: dict[int, bytes] = {}
     with open(path, encoding="utf-8") as f:
@@ -115,10 +116,10 @@ def parse_world_vocab(path: Path) -> list[bytes]:
             if idx <= 0 or idx in table:
                 raise TokenizerError(f"{path}:{lineno}: bad or duplicate id {idx}")
             table[idx] = value
-    size = max(table, default=0) + 1
-    if len(table) != size - 1:
-        raise TokenizerError(f"{path}: ids are not contiguous from 1 to {size - 1}")
-    return [b""] + [table[i] for i in range(1, size)]
+    if not table:
+        raise TokenizerError(f"{path}: no vocabulary entries")
+    # ids may leave gaps (the authors' reader keys a dict by id); a gap decodes to nothing and is never encoded
+    return [b""] + [table.get(i, b"") for i in range(1, max(table) + 1)]
 
 
 def _cache_dir() -> Path:
@@ -266,12 +267,14 @@ class WorldTokenizer:
         table, names, out = self.table, self._names, []
         for i in ids:
             i = int(i)
-            if 0 < i < len(table):
+            if 0 < i < len(table) and table[i]:
                 out.append(table[i])
             elif i in names:
                 out.append(_marker(names[i]).encode())
             else:
-                raise TokenizerError(f"token id {i} is outside the World vocabulary (0..{self.vocab_size - 1})")
+                raise TokenizerError(
+                    f"token id {i} is not in the World vocabulary {self.vocab_path} (ids 1..{len(table) - 1})"
+                )
         return b"".join(out)
 
     def decode(self, ids: Iterable[int]) -> str:

@@ -73,6 +73,20 @@ def test_vocab_without_every_byte_reports_the_byte_it_cannot_encode(tmp_path):
         WorldTokenizer(path, backend="rust", cache=False)
 
 
+@pytest.mark.parametrize("backend", ["python", "rust"])
+def test_vocab_with_id_gaps_encodes_like_the_reference_and_refuses_gap_ids(tmp_path, backend):
+    path = tmp_path / "gaps.txt"
+    lines = [f"{b + 1} {repr(chr(b)) if b < 128 else repr(bytes([b]))} 1" for b in range(256)]
+    path.write_text("\n".join(lines + ["300 'ab' 2", "1000 ' the' 4"]) + "\n")
+    tok = WorldTokenizer(path, backend=backend, cache=False)
+    assert tok.encode("ab the x") == [300, 1000, 33, 121]
+    trie = pytest.importorskip("rwkv.rwkv_tokenizer").TRIE_TOKENIZER
+    assert trie(str(path)).encode("ab the x") == [300, 1000, 33, 121]
+    assert tok.decode([300, 1000]) == "ab the"
+    with pytest.raises(TokenizerError, match=r"token id 500 is not in the World vocabulary .*gaps\.txt"):
+        tok.decode([500])
+
+
 def test_tokens_longer_than_255_bytes_load(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     long = "x" * 300
