@@ -45,3 +45,21 @@ class LogMel(nn.Module):
         # keep 8 decades below the loudest bin, then map to roughly [-1, 1]
         log = torch.maximum(log, log.max() - 8.0)
         return (log + 4.0) / 4.0
+
+
+def pitch_track(log_mel: torch.Tensor, *, sharpness: float = 6.0, delta_scale: float = 20.0) -> torch.Tensor:
+    """(M, F) normalized log-mel -> (2, F): the dominant band per frame and its slope over time.
+
+    Row 0 is the spectral centroid over the mel axis of softmax(sharpness * log-mel), mapped to [-1, 1] (low to
+    high); row 1 its regression delta over +-2 frames (the filterbank-delta formula), times `delta_scale`.
+    A Whisper-style stem reads mel bins as separate channels, so "the energy moved up" is a different pattern for
+    every pair of bins; these two rows state pitch and its direction once for all bands, as pitch features
+    appended to filterbanks do in speech front ends.
+    """
+    weights = (sharpness * log_mel).softmax(dim=0)  # (M, F)
+    bands = torch.linspace(-1.0, 1.0, log_mel.shape[0], device=log_mel.device, dtype=log_mel.dtype)
+    centroid = (weights * bands[:, None]).sum(dim=0)  # (F,)
+    padded = torch.nn.functional.pad(centroid[None, None], (2, 2), mode="replicate")[0, 0]  # (F + 4,)
+    n = centroid.shape[0]
+    delta = (padded[3 : n + 3] - padded[1 : n + 1] + 2 * (padded[4 : n + 4] - padded[0:n])) / 10.0
+    return torch.stack([centroid, delta_scale * delta])
