@@ -38,7 +38,10 @@ class LogMel(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """(S,) -> (M, S // hop)."""
         window = self.window.to(wave.device)
-        spec = torch.stft(wave.float(), self.n_fft, self.hop_length, window=window, return_complex=True)
+        # reflect padding needs more than n_fft // 2 samples; a shorter clip (160..200 at 16 kHz) pads with zeros
+        pad_mode = "reflect" if wave.shape[-1] > self.n_fft // 2 else "constant"
+        spec = torch.stft(wave.float(), self.n_fft, self.hop_length, window=window, pad_mode=pad_mode,
+                          return_complex=True)
         # the centred STFT yields S // hop + 1 frames; the last covers mostly padding (Whisper drops it too)
         power = spec[:, : self.num_frames(wave.shape[-1])].abs() ** 2  # (n_fft // 2 + 1, F)
         log = (self.fbank.to(wave.device).T @ power).clamp(min=1e-10).log10()  # (M, F)

@@ -133,3 +133,15 @@ def test_resampled_tone_keeps_its_pitch(tmp_path):
     wave = load_audio(path, sample_rate=16000).numpy()
     spectrum = np.abs(np.fft.rfft(wave))
     assert abs(np.argmax(spectrum) * 16000 / wave.size - 440) < 3
+
+
+@pytest.mark.parametrize("samples", [160, 200, 401, 16000])
+def test_short_clips_encode_down_to_one_frame(samples):
+    from mmrwkv.encoders import registry
+
+    encoder = registry.build("tiny_whisper", n_mels=80, width=32, depth=1, heads=2).eval()
+    wave = (0.1 * np.sin(np.arange(samples) / 3)).astype(np.float32)
+    features = encoder.preprocess((wave, 16000))
+    assert features.shape[-1] == samples // 160 and torch.isfinite(features).all()
+    with torch.no_grad():
+        assert torch.isfinite(encoder(encoder.collate([features]))).all()
