@@ -26,12 +26,12 @@ def _read_csv(path: Path, what: str, required: tuple[str, ...]) -> list[dict[str
         raise DataError(f"{what} {path}: not a readable CSV ({err})") from None
 
 
-def _find_audio(folder: Path, stems: list[str]) -> Path | None:
+def _find_audio(folder: Path, names: set[str], stems: list[str]) -> Path | None:
+    """The first `<stem><suffix>` among the folder's file `names` (listed once: a clip has ~40 candidates)."""
     for stem in stems:
         for suffix in AUDIO_SUFFIXES:
-            path = folder / f"{stem}{suffix}"
-            if path.is_file():
-                return path
+            if f"{stem}{suffix}" in names:
+                return folder / f"{stem}{suffix}"
     return None
 
 
@@ -62,6 +62,7 @@ def read_audiocaps(
     folder = require_dir(audio, "AudioCaps audio folder")
     bad = BadRecords(csv_path, skip=skip_bad_records)
     rows = [{k: (v or "").strip() for k, v in row.items() if k is not None} for row in rows]
+    names = {path.name for path in folder.iterdir() if path.is_file()}
     clips: dict[tuple[str, str], list[dict[str, str]]] = {}
     for row in rows:
         if row["youtube_id"] and row["caption"]:
@@ -74,7 +75,7 @@ def read_audiocaps(
             bad.bad(where, "empty youtube_id or caption")
             continue
         if key not in samples:
-            path = _find_audio(folder, _audiocaps_stems(clips[key]))
+            path = _find_audio(folder, names, _audiocaps_stems(clips[key]))
             samples[key] = None if path is None else Sample(id=f"{key[0]}_{key[1]}", audio=[path],
                                                             meta={"audiocap_ids": []})
             if path is None:
