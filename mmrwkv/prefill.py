@@ -6,8 +6,10 @@ are often 3-30 tokens, so that fixed cost is most of their prefill. The short pa
 as both modes (`v7.projections`, `v7.mixed_output`, `v7.channel_mix`) over all T tokens at once, and the WKV
 recurrence token by token with the kernels' reference step, all blocks in one TorchScript call: its cost grows with
 T faster than the chunked kernel's. Where the two cross depends on the model, the CPU and the thread count, so it is
-measured once per backbone (two lengths per path, ~50 ms for that C=128 model) and remembered. Both paths compute
-the same function (to ~1e-7, not bit for bit); a given backbone, thread count and length always takes the same one.
+measured once per backbone and remembered: two lengths per path, a few hundred ms for that C=128 model; skipped (no
+short path) for a model whose short sequence-mode forward already takes over 20 ms, where compute dominates. Both
+paths compute the same function (to ~1e-7, not bit for bit); a given backbone, thread count and length always takes
+the same one.
 
 Notation: B batch (1 here), T time, L layers, H heads, N head size, C = H * N, V vocabulary.
 """
@@ -27,7 +29,10 @@ from mmrwkv.rwkv import v7
 # longest piece the short path may take, and the two lengths it is timed at against sequence mode
 MAX_SHORT_TOKENS = 64
 _PROBES = (4, 32)
-_REPEATS = 5
+_REPEATS = 3
+# a model whose sequence-mode forward of the short probe costs more than this is compute-bound: the short path
+# gains little there and timing it would cost seconds, so it is not used
+MAX_PROBE_SECONDS = 0.02
 _CROSSOVER: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -56,10 +61,12 @@ def short_prefill_max(backbone: Any) -> int:
 @torch.inference_mode()
 def measure_crossover(backbone: Any) -> int:
     """The length (0..MAX_SHORT_TOKENS) below which the short path beats sequence mode, from straight lines through
-    both paths' times at two lengths."""
+    both paths' times at two lengths; 0 without timing the short path for a compute-bound model (MAX_PROBE_SECONDS)."""
     state = backbone.init_state(1)
     x = backbone.embed(torch.ones(1, max(_PROBES), dtype=torch.long, device=state.wkv.device))  # (1, T, C)
     t1, t2 = _PROBES
+    if _fastest(lambda: backbone(x[:, :t1], state, last_only=True), repeats=1) > MAX_PROBE_SECONDS:
+        return 0
     short = [_fastest(lambda t=t: _short(backbone, x[:, :t], state)) for t in _PROBES]
     seq = [_fastest(lambda t=t: backbone(x[:, :t], state, last_only=True)) for t in _PROBES]
     gap = [a - b for a, b in zip(short, seq, strict=True)]  # short minus sequence: negative where short wins
@@ -71,13 +78,13 @@ def measure_crossover(backbone: Any) -> int:
     return int(min(MAX_SHORT_TOKENS, t1 - gap[0] * (t2 - t1) / (gap[1] - gap[0])))
 
 
-def _fastest(run) -> float:
+def _fastest(run, repeats: int = _REPEATS) -> float:
     # one thread: CPU time is the cost and ignores other work on a busy machine; several threads: wall time
     clock = time.process_time if torch.get_num_threads() == 1 else time.perf_counter
     # the first call may compile or pack weights: not timed
     run()
     best = float("inf")
-    for _ in range(_REPEATS):
+    for _ in range(repeats):
         start = clock()
         run()
         best = min(best, clock() - start)

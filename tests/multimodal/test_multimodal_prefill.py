@@ -74,9 +74,9 @@ def test_the_crossover_is_measured_once_per_backbone_and_thread_count(tiny_model
 
 @pytest.mark.parametrize(("gaps", "expected"), [((1, 2), 0), ((-1, -2), 64), ((-1, 1), 18), ((-3, -1), 46)])
 def test_the_crossover_is_where_the_timed_lines_cross(tiny_model, monkeypatch, gaps, expected):
-    # short path: constant 10 (+gap); sequence mode: 10 at both probe lengths (4 and 32)
-    times = iter([10 + gaps[0], 10 + gaps[1], 10, 10])
-    monkeypatch.setattr(prefill, "_fastest", lambda run: next(times))
+    # a cheap first probe, then the short path: 10 + gap; sequence mode: 10 at both probe lengths (4 and 32)
+    times = iter([0.001, 10 + gaps[0], 10 + gaps[1], 10, 10])
+    monkeypatch.setattr(prefill, "_fastest", lambda run, repeats=3: next(times))
     assert prefill.measure_crossover(tiny_model.backbone) == expected
 
 
@@ -96,3 +96,10 @@ def test_wkv7_steps_equal_the_reference_step_token_by_token():
     got, got_state = prefill.wkv7_steps(*(args[n] for n in "rwkvab"), state)
     torch.testing.assert_close(got, torch.stack(want, 1), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(got_state, s, rtol=1e-6, atol=1e-6)
+
+
+def test_a_compute_bound_model_is_not_timed_further(tiny_model, monkeypatch):
+    calls = []
+    monkeypatch.setattr(prefill, "_fastest", lambda run, repeats=3: calls.append(repeats) or 1.0)
+    assert prefill.measure_crossover(tiny_model.backbone) == 0
+    assert calls == [1]
