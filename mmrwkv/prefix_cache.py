@@ -83,7 +83,8 @@ class PrefixCache:
     """Content-keyed LRU cache of (state, last logits) after prompt prefixes, and of preprocessed media files.
 
     Bounded by `max_entries` states, `max_media` media tensors and `max_bytes` for both together (states are
-    evicted first). States and logits are cloned on the way in and out.
+    evicted first). States and logits are cloned on the way in and out; media tensors are shared (never modify one
+    in place). Not thread-safe: one cache per chat session (the demo) or a lock around it.
     """
 
     def __init__(self, max_bytes: int = 256 * 2**20, max_entries: int = 64, max_media: int = 16):
