@@ -12,6 +12,7 @@ fall back to TorchScript. MMRWKV_NATIVE_DECODE=0 turns it off.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import platform
 import threading
@@ -22,6 +23,7 @@ import torch
 from torch import Tensor
 
 ENV_VAR = "MMRWKV_NATIVE_DECODE"
+_NAME = "mmrwkv_decode_cpu"
 SOURCE = Path(__file__).resolve().parent / "cpu" / "decode7.cpp"
 # one layer's parameters in the order decode7.cpp reads them (names as in `mmrwkv.rwkv.v7.block_params`)
 LAYER_PARAMS = (
@@ -55,18 +57,33 @@ def load() -> Any:
 
 
 def _build() -> Any:
-    from torch.utils import cpp_extension
-
     from mmrwkv.kernels.cuda import cache_dir
 
     # -march=native: built on the machine that runs it; the CPU's flags are part of the build directory's name
     flags = ["-O3", "-march=native", "-fopenmp", "-std=c++17"]
     build_dir = cache_dir() / f"mmrwkv_decode_cpu-{_digest(flags)}"
+    built = build_dir / f"{_NAME}.so"
+    if built.exists():
+        # the directory's name hashes the source, flags, torch and CPU: a finished build is current; importing it
+        # directly skips cpp_extension (its import warns about CUDA on machines without it, and it runs ninja)
+        try:
+            return _import(built)
+        except ImportError:
+            pass
     build_dir.mkdir(parents=True, exist_ok=True)
+    from torch.utils import cpp_extension
+
     return cpp_extension.load(
-        name="mmrwkv_decode_cpu", sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+        name=_NAME, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
         build_directory=str(build_dir), verbose=False,
     )  # fmt: skip
+
+
+def _import(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(_NAME, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _digest(flags: list[str]) -> str:
