@@ -2,8 +2,9 @@
 
 Notation: B batch, C channels, V vocabulary. The one-token path lives with the model: `RWKV.forward` at T = 1
 runs each generation's compiled step when it has one (RWKV-7: `mmrwkv.rwkv.v7.layers_step`, one TorchScript call
-for all blocks), so the equations exist once. `RWKVStepper` only adapts that to the (B,) ids -> (B, V) logits shape
-generation loops want, without autograd bookkeeping.
+for all blocks, or at batch 1 on CPU the same equations natively, `mmrwkv.kernels.cpu`), so the equations exist
+once. `RWKVStepper` only adapts that to the (B,) ids -> (B, V) logits shape generation loops want, without autograd
+bookkeeping.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def column_major_linears(model) -> None:
 
     A batch-1 step multiplies a vector by each weight; BLAS streams an [in, out]-contiguous matrix ~25% faster
     than an [out, in] one on CPU (measured on the 65536 x 768 head), and `F.linear` then reads it with no copy.
+    The native batch-1 decode (`mmrwkv.kernels.cpu`) reads both layouts at the same speed.
     No extra memory; sequence mode, training and saving (which makes tensors contiguous) work unchanged.
     """
     with torch.no_grad():
