@@ -300,7 +300,7 @@ class ChatSession:
         device = next(self.model.parameters()).device
         x = self.model.embed(torch.tensor([ids], dtype=torch.long, device=device), media)  # (1, T, C)
         self.prefill_tokens += len(ids)
-        # a few tokens run as one-token steps when that is faster than a sequence-mode forward
+        # a short piece runs all blocks in one compiled call where that was measured faster (mmrwkv.prefill)
         return prefill_embeddings(self.model.backbone, x, state)
 
     def _answer(self, turns: list[Turn], new: Encoded, prefilled: tuple[Tensor, Any, str],
