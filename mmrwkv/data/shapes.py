@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from mmrwkv.data.generated import counted, join_words, prepare, read_prepared
+from mmrwkv.data.generated import NUMBER_WORDS, counted, join_words, prepare, read_prepared
 from mmrwkv.data.sample import Dataset
 
 SHAPES = ("circle", "square", "triangle", "diamond")
@@ -26,7 +26,7 @@ COLORS = {
 ROWS = ("top", "middle", "bottom")
 COLS = ("left", "center", "right")
 BACKGROUND = (30, 30, 30)
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -93,22 +93,18 @@ def _relation(a: Obj, b: Obj) -> str:
     return "above" if a.row < b.row else "below"
 
 
-def _placed(objects: list[Obj], where: str) -> str:
-    return join_words([f"{counted(1, o.noun)} {where} the {o.place}" for o in objects])
-
-
 def scene_captions(objects: list[Obj]) -> list[str]:
-    """Several reference captions for one scene, as COCO has five per image: every one names the objects in
-    reading order (so the caption is a function of the image), four of them with their places in different
-    words, one as an inventory with counts; scenes of two or more add one relation between the first two."""
+    """Several reference captions for one scene, as COCO has five per image. Every one names the objects in
+    reading order, so a caption is a function of the image: three place every object (in different words),
+    one counts them, and scenes of two or more shapes add one relation between the first two."""
     objects = reading_order(objects)
     n = len(objects)
+    placed = join_words([f"{counted(1, o.noun)} in the {o.place}" for o in objects])
     captions = [
-        _placed(objects, "in"),
-        f"{counted(n, 'shape')}: {_placed(objects, 'in')}" if n > 1 else f"a single {objects[0].noun} in the "
-        f"{objects[0].place}",
-        _placed(objects, "at"),
-        f"{_inventory(objects)} on a dark background",
+        placed,
+        f"{counted(n, 'shape')}: {placed}" if n > 1 else f"a single {objects[0].noun} in the {objects[0].place}",
+        join_words([f"the {o.place} has {counted(1, o.noun)}" for o in objects]),
+        f"{NUMBER_WORDS[n]} {'shape' if n == 1 else 'shapes'} on a dark background: {_inventory(objects)}",
     ]
     if n >= 2:
         a, b = objects[0], objects[1]
