@@ -118,12 +118,17 @@ void gemv(const at::Tensor& w, const float* x, float* y) {
   const T* W = ptr<T>(w);
   TORCH_CHECK((w.stride(1) == 1 && w.stride(0) == in) || (w.stride(0) == 1 && w.stride(1) == out),
               "decode7: a weight must be stored row- or column-major");
+  // small matrices (the LoRA ones) stay on one thread: a parallel region is a barrier, which costs a time slice
+  // whenever a thread is descheduled on a busy machine
+  const bool parallel = out * in >= (1 << 18);
   if (w.stride(1) == 1) {
-    at::parallel_for(0, out, 64, [&](int64_t b, int64_t e) { dots<T, 8>(W + b * in, e - b, in, x, y + b); });
+    at::parallel_for(0, out, parallel ? 64 : out, [&](int64_t b, int64_t e) {
+      dots<T, 8>(W + b * in, e - b, in, x, y + b);
+    });
     return;
   }
   // one block of outputs per thread: y's block stays in L1/L2 while every row of W^T streams past it
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), out / 256));
+  const int64_t threads = parallel ? std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), out / 256)) : 1;
   const int64_t block = ((out + threads - 1) / threads + 15) / 16 * 16;
   at::parallel_for(0, (out + block - 1) / block, 1, [&](int64_t b, int64_t e) {
     for (int64_t blk = b; blk < e; ++blk) {
@@ -190,28 +195,27 @@ void lora(const at::Tensor& m, const float* x, float* y) {
 }
 
 // S (H, N, N) [value, key] -> S' written to `next`, y = S' r; decay = exp(w), a = -kk, b = kk * a.
+// One thread: the state is ~0.2 MB per layer, less work than a barrier can cost on a busy machine.
 void wkv_step(const float* S, float* next, const Work& z, int64_t H, int64_t N, float* y) {
-  at::parallel_for(0, H, 1, [&](int64_t hb, int64_t he) {
-    for (int64_t h = hb; h < he; ++h) {
-      const int64_t o = h * N;
-      const float *dec = &z.w[o], *kk = &z.kk[o], *a = &z.a[o], *k = &z.k[o], *v = &z.v[o], *r = &z.r[o];
-      for (int64_t i = 0; i < N; ++i) {
-        const float* s = S + (o + i) * N;
-        float* s2 = next + (o + i) * N;
-        float sa = 0, yi = 0;
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t o = h * N;
+    const float *dec = &z.w[o], *kk = &z.kk[o], *a = &z.a[o], *k = &z.k[o], *v = &z.v[o], *r = &z.r[o];
+    for (int64_t i = 0; i < N; ++i) {
+      const float* s = S + (o + i) * N;
+      float* s2 = next + (o + i) * N;
+      float sa = 0, yi = 0;
 #pragma omp simd reduction(+ : sa)
-        for (int64_t j = 0; j < N; ++j) sa -= s[j] * kk[j];
-        const float vi = v[i];
+      for (int64_t j = 0; j < N; ++j) sa -= s[j] * kk[j];
+      const float vi = v[i];
 #pragma omp simd reduction(+ : yi)
-        for (int64_t j = 0; j < N; ++j) {
-          const float sj = s[j] * dec[j] + sa * (kk[j] * a[j]) + vi * k[j];
-          s2[j] = sj;
-          yi += sj * r[j];
-        }
-        y[o + i] = yi;
+      for (int64_t j = 0; j < N; ++j) {
+        const float sj = s[j] * dec[j] + sa * (kk[j] * a[j]) + vi * k[j];
+        s2[j] = sj;
+        yi += sj * r[j];
       }
+      y[o + i] = yi;
     }
-  });
+  }
 }
 
 template <typename T>

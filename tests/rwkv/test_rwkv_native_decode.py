@@ -120,6 +120,23 @@ def test_native_linear_equals_f_linear(shape, layout):
     torch.testing.assert_close(y16, F.linear(x, w.bfloat16().float()), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["row-major", "column-major"])
+def test_native_linear_on_two_threads_equals_f_linear(layout):
+    # large enough (>= 2^18 weights) to be split across threads
+    w = torch.randn(1001, 300)
+    if layout == "column-major":
+        w = w.t().contiguous().t()
+    x, threads = torch.randn(1, 300), torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            torch.testing.assert_close(native.linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(native.linear(x, w.bfloat16()), F.linear(x, w.bfloat16().float()),
+                                       rtol=1e-5, atol=1e-5)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_native_path_declines_what_it_does_not_compute(monkeypatch):
     model = _model()
     x, w = torch.randn(1, 1, 100), model.head.weight
