@@ -213,6 +213,16 @@ def collate(samples: Sequence[Encoded], *, pad_id: int = 0, meta: list[dict] | N
     return {"input_ids": ids, "labels": labels, "media": Media.cat([s.media for s in samples]), "meta": meta}
 
 
+def ban_media_ids(sampling: SamplingConfig, tokenizer) -> SamplingConfig:
+    """`sampling` that never draws a media placeholder id: fed back, one would be a media slot with no media."""
+    from mmrwkv.multimodal import MODALITIES
+
+    media = {int(getattr(tokenizer.special, m)) for m in MODALITIES if getattr(tokenizer.special, m, None) is not None}
+    if media <= set(sampling.banned_ids):
+        return sampling
+    return replace(sampling, banned_ids=sorted(media | set(sampling.banned_ids)))
+
+
 class ChatSession:
     """A multi-turn chat whose RNN state carries over: turn N runs only its new tokens.
 
@@ -307,6 +317,7 @@ class ChatSession:
                 sampling: SamplingConfig) -> Iterator[str]:
         logits, state, key = prefilled
         result = GenerationResult()
+        sampling = ban_media_ids(sampling, self.template.tokenizer)
         try:
             yield from sample_stream(self.model.backbone, self.template.tokenizer, logits, state, sampling,
                                      result=result)

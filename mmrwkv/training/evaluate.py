@@ -85,22 +85,13 @@ def _decode(model, logits: torch.Tensor, state, sampling) -> list[str]:
     return [text + stream.flush() for text, stream in zip(texts, streams, strict=True)]
 
 
-def _without_media_ids(sampling, tokenizer):
-    """`sampling` that never draws a media placeholder id: fed back, one would be an empty media slot."""
-    from dataclasses import replace
-
-    from mmrwkv.multimodal import MODALITIES
-
-    media = {int(getattr(tokenizer.special, m)) for m in MODALITIES if getattr(tokenizer.special, m, None) is not None}
-    return replace(sampling, banned_ids=sorted(media | set(sampling.banned_ids)))
-
-
 def predict(model, samples: Sequence, cfg: RecipeConfig, *, progress: bool = False) -> dict[str, str]:
     """{sample id: generated text} for `samples`, batched by prompt length."""
+    from mmrwkv.chat import ban_media_ids
     from mmrwkv.multimodal import Media
 
     model.eval()
-    sampling = _without_media_ids(cfg.generation.to_sampling(), model.tokenizer)
+    sampling = ban_media_ids(cfg.generation.to_sampling(), model.tokenizer)
     prompts = _prompts(model, samples, cfg.template.placement)
     out: dict[str, str] = {}
     buckets = _buckets(prompts, cfg.eval.batch_size)
