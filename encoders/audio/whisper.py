@@ -36,7 +36,7 @@ class TinyWhisper(AudioEncoder):
 
     `pitch=True` appends two feature rows per frame (`frontend.pitch_track`: dominant band and its slope). The
     plain stem could not learn pitch direction or comparisons on generated clips (encoder-only probe: chirp up/down
-    0.54, second tone higher/lower 0.64, while order and counts reached 0.99+); with the rows up/down reached 0.94.
+    0.54, second tone higher/lower 0.64, while order and counts reached 0.99+); with the rows up/down reached 0.92.
     """
 
     def __init__(
