@@ -26,7 +26,7 @@ COLORS = {
 ROWS = ("top", "middle", "bottom")
 COLS = ("left", "center", "right")
 BACKGROUND = (30, 30, 30)
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def _relation(a: Obj, b: Obj) -> str:
 
 def scene_captions(objects: list[Obj]) -> list[str]:
     """Several reference captions for one scene, as COCO has five per image. Every one names the objects in
-    reading order, so a caption is a function of the image: three place every object (in different words),
+    reading order, so a caption is a function of the image: three place every object (in slightly different words),
     one counts them, and scenes of two or more shapes add one relation between the first two."""
     objects = reading_order(objects)
     n = len(objects)
@@ -103,7 +103,7 @@ def scene_captions(objects: list[Obj]) -> list[str]:
     captions = [
         placed,
         f"{counted(n, 'shape')}: {placed}" if n > 1 else f"a single {objects[0].noun} in the {objects[0].place}",
-        join_words([f"the {o.place} has {counted(1, o.noun)}" for o in objects]),
+        join_words([f"{counted(1, o.noun)} at the {o.place}" for o in objects]),
         f"{NUMBER_WORDS[n]} {'shape' if n == 1 else 'shapes'} on a dark background: {_inventory(objects)}",
     ]
     if n >= 2:

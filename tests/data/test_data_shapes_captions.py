@@ -17,8 +17,8 @@ def test_captions_name_the_objects_in_reading_order_whatever_the_list_order():
     assert captions[0] == "a green triangle in the top left, a red circle in the top center and a blue square in the " \
                           "bottom right"
     assert captions[1] == f"three shapes: {captions[0]}"
-    assert captions[2] == "the top left has a green triangle, the top center has a red circle and the bottom right " \
-                          "has a blue square"
+    assert captions[2] == "a green triangle at the top left, a red circle at the top center and a blue square at " \
+                          "the bottom right"
     assert captions[3] == "three shapes on a dark background: a green triangle, a red circle and a blue square"
     assert captions[4] == "a green triangle to the left of a red circle"
     assert scene_captions(list(reversed(_scene()))) == captions
@@ -41,7 +41,7 @@ def test_placed_references_name_every_object_in_reading_order():
 def test_a_single_shape_has_its_place_in_the_captions():
     captions = scene_captions([Obj("diamond", "white", 1, 1, 8)])
     assert captions == ["a white diamond in the center", "a single white diamond in the center",
-                        "the center has a white diamond", "one shape on a dark background: a white diamond"]
+                        "a white diamond at the center", "one shape on a dark background: a white diamond"]
 
 
 def test_held_out_split_is_another_draw(tmp_path):
