@@ -210,7 +210,7 @@ def build_chat_app(options: ChatOptions | None = None, demo: ChatDemo | None = N
                     ("" if choices else "\n\n**" + NO_CHECKPOINT_HELP.format(runs=options.runs_dir) + "**"))
         with gr.Row():
             picker = gr.Dropdown(choices, value=choices[0] if choices else None, label="Checkpoint", scale=3)
-            path = gr.Textbox(label="...or a checkpoint directory", placeholder="runs/easy_vqa/final", scale=3)
+            path = gr.Textbox(label="...or a checkpoint directory", placeholder="runs/easy_vqa/all/final", scale=3)
         chatbot = gr.Chatbot(label="Chat", height=420, elem_id="chat")
         box = upload_box(gr, placeholder="Ask about an image or a sound...", file_count="multiple",
                          file_types=list(IMAGE_SUFFIXES + AUDIO_SUFFIXES), sources=["upload", "microphone"],

@@ -24,7 +24,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 DEFAULT_MAX_FILE_BYTES = 10 * 2**20
 NO_CHECKPOINT_HELP = (
     "No model checkpoint was found under `{runs}/`. Train the default one with `make run` (it writes "
-    "`runs/easy_vqa/final`), or start the demo with `mmrwkv demo --checkpoint DIR` (a directory with "
+    "`runs/easy_vqa/all/final`), or start the demo with `mmrwkv demo --checkpoint DIR` (a directory with "
     "config.json + model.safetensors) or `mmrwkv demo --random-tiny` (an untrained model, for trying the UI)."
 )
 

@@ -21,6 +21,8 @@ def tiny_overrides(out_dir, **extra) -> list[str]:
         "train.output_dir": str(out_dir),
         "eval.max_samples": 12,
         "eval.batch_size": 4,
+        # one stage: the default recipe's curriculum stages set their own step counts
+        "stages": "[]",
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]

@@ -36,7 +36,8 @@ def test_second_run_reuses_the_finished_stage_and_says_how_to_start_over(tmp_pat
     # a training change is refused by name, old and new value side by side
     assert main(["run", RECIPE, *_overrides(tiny, out, **{"train.lr.backbone": 0.01}), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "train.lr.backbone: 0.003 -> 0.01" in err and "--fresh" in err and "step-00000002" in err
+    recipe_lr = load_config(RECIPE).train.lr.backbone
+    assert f"train.lr.backbone: {recipe_lr} -> 0.01" in err and "--fresh" in err and "step-00000002" in err
     assert (out / "final" / "model.safetensors").stat().st_mtime_ns == weights
 
 
