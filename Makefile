@@ -14,8 +14,10 @@ $(STAMP): requirements.lock pyproject.toml
 	$(UV) pip install --python $(PY) --no-deps -e .
 	@touch $(STAMP)
 
+# one torch thread unless the caller sets OMP_NUM_THREADS: on a shared 2-core machine two threads trained ~10x slower
+# than one (threads spin waiting for each other); on a quiet one, one thread costs ~30% more wall time
 run: $(STAMP)
-	.venv/bin/mmrwkv run $(RECIPE)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} .venv/bin/mmrwkv run $(RECIPE)
 
 test: $(STAMP)
 	.venv/bin/ruff check .
