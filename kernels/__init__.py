@@ -10,14 +10,16 @@ cannot run falls back to "chunked" with a one-time warning that names the reason
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
-__all__ = ["BACKENDS", "ENV_VAR", "resolve_backend", "wkv4", "wkv6", "wkv7"]
+__all__ = ["BACKENDS", "ENV_VAR", "resolve_backend", "scoped_env", "wkv4", "wkv6", "wkv7"]
 
 BACKENDS = ("reference", "chunked", "cuda")
 ENV_VAR = "MMRWKV_WKV_BACKEND"
@@ -69,6 +71,24 @@ def wkv4(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: Tensor | None = None
         _check_tensor("wkv4", "state", state, k.device)
         _check_shape("wkv4", "state", state, (bsz, 3, c), "[B, 3, C]")
     return _call("wkv4", k, (w, u, k, v, state), backend)
+
+
+@contextlib.contextmanager
+def scoped_env(name: str, value: str | None) -> Iterator[None]:
+    """Set environment variable `name` to `value` for a block (None: leave it as it is), then restore it.
+
+    The kernel paths are chosen by environment variables (`MMRWKV_WKV_BACKEND`, `MMRWKV_NATIVE_DECODE`).
+    """
+    old = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
 
 
 def resolve_backend(backend: str | None, device: torch.device, op: str = "wkv7", head_size: int | None = None) -> str:

@@ -12,7 +12,6 @@ leaves out the time other processes hold the core (it cannot leave out their mem
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -150,8 +149,9 @@ class _Ours:
 
     def _switch(self):
         from mmrwkv.kernels import cpu as native
+        from mmrwkv.kernels import scoped_env
 
-        return _environ(native.ENV_VAR, None if self.native else "0")
+        return scoped_env(native.ENV_VAR, None if self.native else "0")
 
     def __call__(self, n: int) -> float:
         with self._switch():
@@ -162,19 +162,6 @@ class _Ours:
             return self.clock() - start
 
 
-@contextlib.contextmanager
-def _environ(name: str, value: str | None):
-    """Set (or leave alone, for None) an environment variable for the duration of a block."""
-    old = os.environ.get(name)
-    if value is not None:
-        os.environ[name] = value
-    try:
-        yield
-    finally:
-        if value is not None and old is None:
-            del os.environ[name]
-        elif value is not None:
-            os.environ[name] = old
 
 
 class _Package:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -147,18 +144,8 @@ def _csv_rows_before(path: Path, step: int) -> list[dict]:
     return [row for row in rows if (row.get("step") or "").isdigit() and int(row["step"]) < step]
 
 
-@contextmanager
-def wkv_backend(name: str | None) -> Iterator[None]:
+def wkv_backend(name: str | None):
     """Route every WKV call to backend `name` for a while (None: leave the dispatch's own choice)."""
-    from mmrwkv.kernels import ENV_VAR
+    from mmrwkv.kernels import ENV_VAR, scoped_env
 
-    old = os.environ.get(ENV_VAR)
-    if name is not None:
-        os.environ[ENV_VAR] = name
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = old
+    return scoped_env(ENV_VAR, name)
