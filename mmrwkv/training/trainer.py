@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import math
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mmrwkv.config import TrainConfig
@@ -62,7 +64,6 @@ def build_trainer(train: TrainConfig, *, max_steps: int, callbacks: list, log_di
     `resume_step`: the run resumes from the checkpoint taken after that many steps; the logs keep what was logged
     before it and drop what a killed run logged after it (each step once in metrics.csv and in TensorBoard).
     """
-    from lightning.pytorch.callbacks import TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
     # every logged row goes to disk at once: a killed run keeps all it logged, and a resumed run drops the rows
@@ -76,7 +77,7 @@ def build_trainer(train: TrainConfig, *, max_steps: int, callbacks: list, log_di
     if resume_step:
         callbacks = [*callbacks, KeepEarlierCSVRows(Path(loggers[0].log_dir) / METRICS_FILE, resume_step)]
     if progress:
-        callbacks = [*callbacks, TQDMProgressBar(refresh_rate=max(1, train.log_every))]
+        callbacks = [*callbacks, StepProgressBar(refresh_rate=max(1, train.log_every))]
     return L.Trainer(
         accelerator=_accelerator(),
         devices=train.devices,
@@ -99,6 +100,62 @@ def build_trainer(train: TrainConfig, *, max_steps: int, callbacks: list, log_di
         deterministic=False,
         default_root_dir=str(log_dir),
     )
+
+
+def planned_steps(num_batches: int | float, grad_accum: int, max_steps: int) -> int | None:
+    """Optimizer steps a run takes: one per `grad_accum` batches (the epoch's last partial group steps too), capped
+    at `max_steps` when that is set (> 0). None when the batch count is unknown (an iterable without a length)."""
+    if math.isinf(num_batches):
+        return max_steps if max_steps > 0 else None
+    steps = math.ceil(int(num_batches) / grad_accum)
+    return min(steps, max_steps) if max_steps > 0 else steps
+
+
+class StepProgressBar(TQDMProgressBar):
+    """The training bar counts optimizer steps: its total is the steps this run still takes (`max_steps` when a
+    stage sets it, less the steps of the checkpoint a resumed run starts from), not the batches of the epoch.
+
+    Lightning's bar shows `num_training_batches`: with `train.max_steps` that is the whole data pass the sampler
+    was sized for (several epochs' batches rounded up), and with gradient accumulation it counts batches.
+    """
+
+    def __init__(self, refresh_rate: int = 1):
+        super().__init__(refresh_rate=refresh_rate)
+        self.start_step = 0
+        self.total_steps: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, *args) -> None:
+        super().on_train_start(trainer, *args)
+        # a run resumed inside its one long epoch gets no epoch start: set the bar up here too
+        self._set_total(trainer)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self._set_total(trainer)
+
+    def _set_total(self, trainer: L.Trainer) -> None:
+        # the checkpoint of a resumed run is restored before training starts: global_step is where it goes on from
+        self.start_step = trainer.global_step
+        total = planned_steps(trainer.num_training_batches, trainer.accumulate_grad_batches, trainer.max_steps)
+        self.total_steps = None if total is None else max(0, total - self.start_step)
+        bar = self.train_progress_bar
+        bar.reset(total=self.total_steps)
+        bar.initial = 0
+        bar.set_description("steps" if not self.start_step else f"steps (resumed at {self.start_step})")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+                           ) -> None:
+        done = trainer.global_step - self.start_step
+        bar = self.train_progress_bar
+        if bar is not None and done != bar.n and self._should_update(done, self.total_steps or 0):
+            _update_bar(bar, done)
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+
+def _update_bar(bar, value: int) -> None:
+    if not bar.disable:
+        bar.n = value
+        bar.refresh()
 
 
 class FlushingTensorBoardLogger(TensorBoardLogger):
