@@ -43,7 +43,7 @@ VERSIONS = ("4", "5.0", "5.1", "5.2", "6", "7")
 MODALITIES = ("image", "audio")
 TRAINABLE_MODES = ("frozen", "full", "lora")
 DATA_TASKS = ("auto", "vqa", "caption", "both")
-DATA_KINDS = ("easy_vqa", "coco_captions", "vqav2", "llava", "audiocaps", "clotho", "shapes", "tones")
+DATA_KINDS = ("easy_vqa", "coco_captions", "coco_karpathy", "vqav2", "llava", "audiocaps", "clotho", "shapes", "tones")
 PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "bf16-true")
 STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
 WKV_BACKENDS = ("reference", "chunked", "cuda")
@@ -167,6 +167,8 @@ class DataConfig:
     reader kinds cap a split at `sizes[split]` (a seeded subset) when given. `task` picks the samples of the
     generated kinds (captioning, VQA or both; "auto" = both); reader kinds have one task each. `generator`
     holds options of the generated kinds (shapes: image_size, max_shapes, ...; tones: max_events, ...).
+    `coco_karpathy` reads COCO's Karpathy split file (`{karpathy: dataset_coco.json, images: <COCO root>}`): the
+    split name picks its images (train = train + restval, val, test).
     """
 
     kind: str = field(default="easy_vqa", **_choices(*DATA_KINDS))

@@ -13,6 +13,8 @@ __all__ = ["BadRecords", "Dataset", "Sample", "build_dataset", "DEFAULT_SIZES", 
 # file roles each reader kind needs in `data.paths[split]` (optional ones end with "?")
 PATH_ROLES = {
     "coco_captions": ("annotations", "images"),
+    # the Karpathy split file (dataset_coco.json) and the COCO root holding its `filepath` folders
+    "coco_karpathy": ("karpathy", "images"),
     "vqav2": ("questions", "images", "annotations?"),
     "llava": ("conversations", "images?"),
     "audiocaps": ("csv", "audio"),
@@ -48,6 +50,8 @@ def _read(cfg, split: str) -> Dataset:
     p = _roles(cfg, split)
     if cfg.kind == "coco_captions":
         return readers.read_coco_captions(p["annotations"], p["images"], split=split, skip_bad_records=skip)
+    if cfg.kind == "coco_karpathy":
+        return readers.read_coco_karpathy(p["karpathy"], p["images"], split=split, skip_bad_records=skip)
     if cfg.kind == "vqav2":
         return readers.read_vqav2(p["questions"], p["images"], p.get("annotations"), split=split, skip_bad_records=skip)
     if cfg.kind == "llava":

@@ -1,4 +1,5 @@
-"""Readers for the standard image datasets: COCO captions, VQAv2, LLaVA conversations, easy-VQA.
+"""Readers for the standard image datasets: COCO captions (official files or the Karpathy split), VQAv2, LLaVA
+conversations, easy-VQA.
 
 Every reader checks that referenced media files exist; a malformed record raises DataError naming the file and
 the record (index or id), or is skipped and counted with `skip_bad_records=True`.
@@ -103,6 +104,66 @@ def read_coco_captions(
     if uncaptioned:
         log.info("%s: left out %d images without captions", annotations, uncaptioned)
     return bad.finish("coco_captions", split, samples)
+
+
+# Karpathy split names per recipe split: "train" folds restval in, as the field trains on 113,287 images
+KARPATHY_SPLITS = {"train": ("train", "restval"), "restval": ("restval",), "val": ("val",), "test": ("test",)}
+
+
+def _karpathy_image(image: Any, folder: Path) -> tuple[str, Path, str, list[str]] | str:
+    """(id, image file, Karpathy split, references from `raw`) of one `images` entry, or what is wrong with it."""
+    if not isinstance(image, Mapping):
+        return "is not a JSON object"
+    name, sub = _str_field(image, "filename"), image.get("filepath", "")
+    if name is None or not isinstance(sub, str):
+        return "needs a string 'filename' (and a string 'filepath' sub-folder when present)"
+    split = image.get("split")
+    if split not in KARPATHY_SPLITS:
+        return f"'split' must be one of train, restval, val, test; got {split!r:.40}"
+    sentences = image.get("sentences")
+    if not isinstance(sentences, list) or not sentences:
+        return "needs a non-empty list 'sentences'"
+    raws = [_str_field(s, "raw") for s in sentences]
+    if None in raws:
+        return f"sentences[{raws.index(None)}] needs a non-empty string 'raw'"
+    image_id = image.get("cocoid", image.get("imgid", Path(name).stem))
+    return str(image_id), folder / sub / name, split, [" ".join(raw.split()) for raw in raws]
+
+
+def read_coco_karpathy(
+    path: str | Path, images: str | Path, *, split: str = "test", skip_bad_records: bool = False
+) -> Dataset:
+    """COCO captions in the Karpathy split (`dataset_coco.json`, the field's standard captioning split): one sample
+    per image of `split` with its references (the `raw` sentences, whitespace runs collapsed).
+
+    `split`: train (the `train` and `restval` images: 113,287 in COCO), val or test (5,000 each), or restval alone.
+    Image files are `images/<filepath>/<filename>` (`images` is the COCO root holding train2014/ and val2014/).
+    Entries of other splits are not checked beyond their `split` field.
+    """
+    path = Path(path)
+    if split not in KARPATHY_SPLITS:
+        raise DataError(f"{path}: the Karpathy split file has no split {split!r}; valid: train (with restval), val, "
+                        "test, restval")
+    doc = read_json(path, "Karpathy split file")
+    folder = require_dir(images, "COCO image folder")
+    bad = BadRecords(path, skip=skip_bad_records)
+    wanted = KARPATHY_SPLITS[split]
+    samples = []
+    for i, image in enumerate(_list_field(doc, "images", path)):
+        if isinstance(image, Mapping) and image.get("split") in KARPATHY_SPLITS and image["split"] not in wanted:
+            continue
+        cocoid = image.get("cocoid") if isinstance(image, Mapping) else None
+        name = f"images[{i}]" if cocoid is None else f"images[{i}] (cocoid {cocoid})"
+        parsed = _karpathy_image(image, folder)
+        if isinstance(parsed, str):
+            bad.bad(name, parsed)
+            continue
+        image_id, file, source, captions = parsed
+        if not file.is_file():
+            bad.bad(name, f"image file {file} not found")
+            continue
+        samples.append(Sample(id=image_id, images=[file], captions=captions, meta={"karpathy_split": source}))
+    return bad.finish("coco_karpathy", split, samples)
 
 
 def _vqa_answers(annotations: Path | None, bad: BadRecords) -> dict[Any, Mapping]:
