@@ -1,4 +1,5 @@
-"""Native CPU decode for RWKV-7 at batch 1: every block of a one-token step in one C++ call, and the head's mat-vec.
+"""Native CPU decode for RWKV-7 at batch 1: every block of a one-token step (or of a short prompt piece's tokens,
+one after another) in one C++ call, and the head's mat-vec.
 
 Batch-1 decode reads every weight once per token, so its speed is set by how fast the mat-vecs stream weights and
 by what runs between them. The TorchScript step (`mmrwkv.rwkv.v7.layers_step`, the specification this is tested
@@ -148,6 +149,25 @@ def layers_step(
         return None
     out = load().layers_step(x, att_prev, wkv, ffn_prev, H, layer_args(params))
     if not out:  # a parameter it does not read (dtype, device, shape, layout)
+        return None
+    x_out, att, wkv_out, ffn = out
+    return x_out.to(x.dtype), att, wkv_out, ffn
+
+
+def layers_prefill(
+    x: Tensor, att_prev: Tensor, wkv: Tensor, ffn_prev: Tensor, H: int, params: list[dict[str, Tensor]]
+) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+    """`layers_step` over the T tokens of x (T, C) one after another, in one native call -> (x (1, C) of the last
+    token in x's dtype, att, wkv, ffn after it): a short prompt piece without T calls' overhead.
+
+    None where `layers_step` would decline (see there), or for x that is not (T, C); the caller runs its own path.
+    """
+    ok = x.dim() == 2 and x.device.type == "cpu" and x.dtype in _DTYPES and not torch.is_grad_enabled()
+    ok = ok and att_prev.dtype in _DTYPES and ffn_prev.dtype in _DTYPES and wkv.dtype == torch.float32
+    if not (ok and wkv.is_contiguous() and wkv.dim() == 5 and wkv.shape[1] == 1 and enabled()):
+        return None
+    out = load().layers_prefill(x, att_prev, wkv, ffn_prev, H, layer_args(params))
+    if not out:
         return None
     x_out, att, wkv_out, ffn = out
     return x_out.to(x.dtype), att, wkv_out, ffn

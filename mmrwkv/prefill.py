@@ -4,12 +4,14 @@ A sequence-mode forward has a fixed cost of a few hundred Python-dispatched ops 
 C=128 RWKV-7 on one CPU thread, whatever T up to a chunk). A chat's pieces after a cached image or a previous turn
 are often 3-30 tokens, so that fixed cost is most of their prefill. The short path runs the same equation functions
 as both modes (`v7.projections`, `v7.mixed_output`, `v7.channel_mix`) over all T tokens at once, and the WKV
-recurrence token by token with the kernels' reference step, all blocks in one TorchScript call: its cost grows with
-T faster than the chunked kernel's. Where the two cross depends on the model, the CPU and the thread count, so it is
+recurrence token by token with the kernels' reference step, all blocks in one TorchScript call; at batch 1 where the
+native CPU decode builds (`mmrwkv.kernels.cpu`), the same equations run token by token in one native call instead
+(about 3x faster on the C=64 L=2 default model, ~25 us a token). Either way its cost grows with T faster than the
+chunked kernel's. Where the two cross depends on the model, the CPU and the thread count, so it is
 measured once per backbone and remembered: two lengths per path, a few hundred ms for that C=128 model; skipped (no
 short path) for a model whose short sequence-mode forward already takes over 20 ms, where compute dominates. Both
-paths compute the same function (to ~1e-7, not bit for bit); a given backbone, thread count and length always takes
-the same one.
+paths compute the same function (to ~1e-7, not bit for bit); a given backbone, thread count, native switch and length
+always takes the same one.
 
 Notation: B batch (1 here), T time, L layers, H heads, N head size, C = H * N, V vocabulary.
 """
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmrwkv.kernels import cpu as native
 from mmrwkv.rwkv import v7
 
 # longest piece the short path may take, and the two lengths it is timed at against sequence mode
@@ -51,10 +54,11 @@ def short_prefill_max(backbone: Any) -> int:
     weight = backbone.head.weight
     if backbone.config.generation != 7 or weight.device.type != "cpu" or weight.dtype != torch.float32:
         return 0
-    threads = torch.get_num_threads()
+    # the thread count and whether the native loop is on (MMRWKV_NATIVE_DECODE) decide which path is faster where
+    setting = (torch.get_num_threads(), native.enabled())
     known = _CROSSOVER.get(backbone)
-    if known is None or known[0] != threads:
-        known = _CROSSOVER[backbone] = (threads, measure_crossover(backbone))
+    if known is None or known[0] != setting:
+        known = _CROSSOVER[backbone] = (setting, measure_crossover(backbone))
     return known[1]
 
 
@@ -92,13 +96,21 @@ def _fastest(run, repeats: int = _REPEATS) -> float:
 
 
 def _short(backbone: Any, x: Tensor, state: Any) -> tuple[Tensor, Any]:
-    """The short path for x (1, T, C) embeddings: ln0, all blocks in one compiled call, ln_out and head on the last."""
+    """The short path for x (1, T, C) embeddings: ln0, all blocks in one call (native where it applies, else
+    TorchScript), ln_out and head on the last token."""
     state = backbone.init_state(1, device=x.device) if state is None else state
-    params = [v7.block_params(block) for block in backbone.blocks]
     H = backbone.blocks[0].att.n_head
     x = backbone.blocks[0].ln0(x)
-    x, att, wkv, ffn = v7.compiled(layers_short)(x, state.att_x_prev, state.wkv, state.ffn_x_prev, H, params)
-    return backbone.logits(backbone.ln_out(x[:, -1:]))[0, -1], type(state)(att, wkv, ffn)
+    out = None
+    if native.enabled():
+        params = [v7.block_params(block, packed=False) for block in backbone.blocks]
+        out = native.layers_prefill(x[0], state.att_x_prev, state.wkv, state.ffn_x_prev, H, params)
+    if out is None:
+        params = [v7.block_params(block) for block in backbone.blocks]
+        out = v7.compiled(layers_short)(x, state.att_x_prev, state.wkv, state.ffn_x_prev, H, params)
+    x, att, wkv, ffn = out
+    last = x[:, -1:] if x.dim() == 3 else x.unsqueeze(1)  # (1, 1, C): TorchScript gives every token, native the last
+    return backbone.logits(backbone.ln_out(last))[0, -1], type(state)(att, wkv, ffn)
 
 
 def layers_short(

@@ -1,4 +1,5 @@
-// RWKV-7 one-token decode on CPU: every block in one call, and the head's mat-vec.
+// RWKV-7 one-token decode on CPU: every block in one call (a short prompt piece: its tokens in one call), and the
+// head's mat-vec.
 //
 // Notation: C channels, H heads, N head size, F feed-forward width, D a LoRA width. Batch 1 only.
 // The equations are those of mmrwkv/rwkv/v7.py (block_step); this file only fuses them: each elementwise stage is
@@ -328,15 +329,16 @@ bool readable(const std::vector<at::Tensor>& params, int64_t L, int64_t C, int64
   return true;
 }
 
-// x (1, C) after ln0; att_prev, ffn_prev (L, 1, C); wkv (L, 1, H, N, N) fp32; params: N_PARAMS tensors per layer.
-// Returns (x (1, C) fp32, att (L, 1, C), wkv (L, 1, H, N, N), ffn (L, 1, C)), or nothing when a parameter is not
-// `readable`; the inputs are not modified.
-std::vector<at::Tensor> layers_step(const at::Tensor& x_in, const at::Tensor& att_prev, const at::Tensor& wkv,
-                                    const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params) {
+// x (T, C) after ln0, T >= 1; att_prev, ffn_prev (L, 1, C); wkv (L, 1, H, N, N) fp32; params: N_PARAMS tensors per
+// layer. The T tokens go through every block one after another (the parameters checked and the work buffers made
+// once); returns (x (1, C) fp32 of the last token, att (L, 1, C), wkv (L, 1, H, N, N), ffn (L, 1, C)) after it, or
+// nothing when a parameter is not `readable`; the inputs are not modified.
+std::vector<at::Tensor> steps(const at::Tensor& x_in, int64_t T, const at::Tensor& att_prev, const at::Tensor& wkv,
+                              const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params) {
   const int64_t L = wkv.size(0), C = x_in.size(-1), N = C / H;
   TORCH_CHECK(static_cast<int64_t>(params.size()) == L * N_PARAMS, "decode7: expected ", L * N_PARAMS,
               " parameters, got ", params.size());
-  TORCH_CHECK(x_in.numel() == C && wkv.scalar_type() == at::kFloat && wkv.is_contiguous() &&
+  TORCH_CHECK(T >= 1 && x_in.numel() == T * C && wkv.scalar_type() == at::kFloat && wkv.is_contiguous() &&
                   wkv.numel() == L * H * N * N && att_prev.numel() == L * C && ffn_prev.numel() == L * C,
               "decode7: batch 1 and a contiguous fp32 wkv state");
   if (!readable(params, L, C, H)) return {};
@@ -346,22 +348,47 @@ std::vector<at::Tensor> layers_step(const at::Tensor& x_in, const at::Tensor& at
     for (P i : {W1, A1, V1, G1})
       if (params[l * N_PARAMS + i].dim() == 2) D = std::max(D, params[l * N_PARAMS + i].size(1));
   Work z(C, D, params[FFN_W_K].size(0));
+  std::vector<std::vector<at::Tensor>> layers;
+  for (int64_t l = 0; l < L; ++l)
+    layers.emplace_back(params.begin() + l * N_PARAMS, params.begin() + (l + 1) * N_PARAMS);
   std::vector<float> x(C);
-  load(x_in.contiguous(), x.data());
-  auto att = at::empty_like(att_prev), ffn = at::empty_like(ffn_prev), next = at::empty_like(wkv);
-  const auto att_c = att_prev.contiguous(), ffn_c = ffn_prev.contiguous();
-  for (int64_t l = 0; l < L; ++l) {
-    std::vector<at::Tensor> p(params.begin() + l * N_PARAMS, params.begin() + (l + 1) * N_PARAMS);
-    const float* S = wkv.data_ptr<float>() + l * H * N * N;
-    float* S2 = next.data_ptr<float>() + l * H * N * N;
-    if (bf16)
-      block<uint16_t>(p, l, H, x.data(), att_c[l], S, S2, ffn_c[l], att[l], ffn[l], z);
-    else
-      block<float>(p, l, H, x.data(), att_c[l], S, S2, ffn_c[l], att[l], ffn[l], z);
+  const auto xs = x_in.contiguous().view({T, C});
+  // a block writes its shift outputs before it reads the previous ones: token t reads one copy of the state and
+  // writes the other (the second copy exists only when T > 1)
+  at::Tensor att[2], ffn[2], next[2];
+  for (int c = 0; c < std::min<int64_t>(T, 2); ++c)
+    att[c] = at::empty_like(att_prev), ffn[c] = at::empty_like(ffn_prev), next[c] = at::empty_like(wkv);
+  for (int64_t t = 0; t < T; ++t) {
+    const int out = t % 2;
+    const auto att_c = t ? att[1 - out] : att_prev.contiguous(), ffn_c = t ? ffn[1 - out] : ffn_prev.contiguous();
+    const float* S0 = t ? next[1 - out].data_ptr<float>() : wkv.data_ptr<float>();
+    load(xs[t], x.data());
+    for (int64_t l = 0; l < L; ++l) {
+      const float* S = S0 + l * H * N * N;
+      float* S2 = next[out].data_ptr<float>() + l * H * N * N;
+      if (bf16)
+        block<uint16_t>(layers[l], l, H, x.data(), att_c[l], S, S2, ffn_c[l], att[out][l], ffn[out][l], z);
+      else
+        block<float>(layers[l], l, H, x.data(), att_c[l], S, S2, ffn_c[l], att[out][l], ffn[out][l], z);
+    }
   }
   auto x_out = at::empty({1, C}, x_in.options().dtype(at::kFloat));
   std::memcpy(x_out.data_ptr(), x.data(), C * sizeof(float));
-  return {x_out, att, next, ffn};
+  const int last = (T - 1) % 2;
+  return {x_out, att[last], next[last], ffn[last]};
+}
+
+// x (1, C) after ln0: one token (`steps` with T = 1).
+std::vector<at::Tensor> layers_step(const at::Tensor& x_in, const at::Tensor& att_prev, const at::Tensor& wkv,
+                                    const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params) {
+  return steps(x_in, 1, att_prev, wkv, ffn_prev, H, params);
+}
+
+// x (T, C) after ln0: a prompt piece of T tokens in one call (`steps`).
+std::vector<at::Tensor> layers_prefill(const at::Tensor& x_in, const at::Tensor& att_prev, const at::Tensor& wkv,
+                                       const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params) {
+  TORCH_CHECK(x_in.dim() == 2, "decode7: layers_prefill takes x (T, C)");
+  return steps(x_in, x_in.size(0), att_prev, wkv, ffn_prev, H, params);
 }
 
 // x (1, in) -> x W^T (1, out) fp32, for W [out, in] fp32 or bf16 stored row- or column-major.
@@ -380,6 +407,7 @@ at::Tensor linear(const at::Tensor& x_in, const at::Tensor& w) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("layers_step", &layers_step, "RWKV-7 one-token step through every block (batch 1, CPU)");
+  m.def("layers_prefill", &layers_prefill, "RWKV-7 steps over T tokens through every block in one call (batch 1, CPU)");
   m.def("linear", &linear, "x W^T for one row x (CPU, fp32 math)");
   m.attr("n_params") = static_cast<int>(N_PARAMS);
 }
