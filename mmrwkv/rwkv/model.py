@@ -17,6 +17,9 @@ from mmrwkv.rwkv.config import RWKVConfig
 from mmrwkv.rwkv.state import State
 
 GENERATIONS = {4: v4, 5: v5, 6: v6, 7: v7}
+# fp16 inference of RWKV-4/5/6 halves the residual stream after every 6th block (the authors' RESCALE_LAYER): the
+# stream of large models outgrows fp16's 65504 otherwise. The rwkv package does not rescale RWKV-7.
+FP16_RESCALE_EVERY = 6
 
 
 class Block(nn.Module):
@@ -33,13 +36,18 @@ class Block(nn.Module):
         self.att = gen.TimeMix(config, layer_id)
         self.ffn = gen.ChannelMix(config, layer_id)
 
-    def forward(self, x, att_x_prev, wkv, ffn_x_prev, v_first=None, *, backend=None):
-        """x (B, T, C) and this layer's state -> (x, (att_x_prev, wkv, ffn_x_prev), v_first)."""
+    def forward(self, x, att_x_prev, wkv, ffn_x_prev, v_first=None, *, backend=None, scale: float = 1.0):
+        """x (B, T, C) and this layer's state -> (x, (att_x_prev, wkv, ffn_x_prev), v_first).
+
+        `scale`: the residual stream x is the model's stream times `scale` (a power of two, fp16 rescaling), so
+        both sub-block outputs are added times `scale`; the LayerNorms make the rest scale-free.
+        """
         h = self.ln1(x)
         dx, wkv, v_first = self.att(h, att_x_prev, wkv, v_first, backend=backend)
-        x = x + dx
+        x = x + (dx if scale == 1.0 else dx * scale)
         h2 = self.ln2(x)
-        x = x + self.ffn(h2, ffn_x_prev)
+        dx = self.ffn(h2, ffn_x_prev)
+        x = x + (dx if scale == 1.0 else dx * scale)
         # token shift keeps the last post-LayerNorm input of each sub-block
         return x, (h[:, -1], wkv, h2[:, -1]), v_first
 
@@ -57,6 +65,8 @@ class RWKV(nn.Module):
         self.head = nn.Linear(C, config.vocab_size, bias=False)
         # the state every sequence starts from; a state-tuned checkpoint sets it (batch 1, see mmrwkv.checkpoint)
         self.tuned_state: State | None = None
+        # fp16 rescaling period in blocks (0: off), see FP16_RESCALE_EVERY; only a float16 stream is rescaled
+        self.fp16_rescale_every = FP16_RESCALE_EVERY if config.generation <= 6 else 0
         if not self.emb.weight.is_meta:
             from mmrwkv.rwkv.init import init_weights
 
@@ -89,10 +99,14 @@ class RWKV(nn.Module):
             return self.ln_out(x), new_state
         att_prev, wkv, ffn_prev = [], [], []
         v_first = None
+        every = self.fp16_rescale_every if x.dtype == torch.float16 else 0
         for i, block in enumerate(self.blocks):
+            scale = 0.5 ** (i // every) if every else 1.0
             x, (a, s, f), v_first = block(
-                x, state.att_x_prev[i], state.wkv[i], state.ffn_x_prev[i], v_first, backend=backend
+                x, state.att_x_prev[i], state.wkv[i], state.ffn_x_prev[i], v_first, backend=backend, scale=scale
             )
+            if every and (i + 1) % every == 0:
+                x = x * 0.5
             att_prev.append(a)
             wkv.append(s)
             ffn_prev.append(f)
