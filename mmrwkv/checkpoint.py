@@ -32,6 +32,14 @@ _DROPPED = ("blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2")
 # state-tuned checkpoints (RWKV-5/6) carry each layer's tuned start state, stored [H, value, key]
 _TIME_STATE = re.compile(r"^blocks\.(\d+)\.att\.time_state$")
 TUNED_STATE_FILE = "tuned_state.safetensors"
+V7_TIME_STATE_WHY = (
+    ": the layout of an RWKV-7 time_state is not fixed. Trainers on the authors' kernels store [H, value, key] "
+    "(the RWKV-7 state's own layout), trainers on flash-linear-attention store its initial_state [H, key, value]; "
+    "both are [H, N, N], so a wrong guess would load silently wrong, and neither RWKV_SPEC nor the rwkv package "
+    "(which ignores RWKV-7 time_state) settles it. Load the weights without the time_state keys, then set "
+    "model.tuned_state to an RWKV-7 State whose wkv is [L, 1, H, value, key] (transpose an fla state); "
+    "save_rwkv keeps it (tuned_state.safetensors)"
+)
 
 
 def load_rwkv(path: str | Path, *, dtype: torch.dtype | None = None, device=None) -> RWKV:
@@ -77,7 +85,9 @@ def tuned_state_from_official(tensors: dict[str, torch.Tensor], config: RWKVConf
     """The batch-1 start State of a state-tuned checkpoint's `blocks.N.att.time_state` tensors ([H, value, key]
     per layer, as the `rwkv` package reads them; our RWKV-5/6 state is [key, value])."""
     if config.generation not in (5, 6):
-        raise CheckpointError(f"{source}: time_state (state tuning) is read for RWKV-5/6, not RWKV-{config.version}")
+        raise CheckpointError(f"{source}: time_state (state tuning) is read for RWKV-5/6, not RWKV-{config.version}"
+                              + (V7_TIME_STATE_WHY if config.generation == 7 else
+                                 ": RWKV-4's state is per channel (aa, bb, pp) and has no state-tuning format"))
     want = (config.n_head, config.head_size, config.head_size)
     layers = []
     for i in range(config.n_layer):
@@ -321,6 +331,8 @@ def save_official(model: RWKV, path: str | Path) -> Path:
     """Write an official-format `.pth` (flat state_dict, official keys and shapes, LoRA merged), atomically."""
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in merged_state_dict(model).items()}
+    if model.tuned_state is not None and model.config.generation == 7:
+        raise CheckpointError(f"{path}: an RWKV-7 tuned state is not written as time_state" + V7_TIME_STATE_WHY)
     if model.tuned_state is not None:
         # back to the official [H, value, key] layout, in the weights' dtype
         wkv = model.tuned_state.wkv[:, 0].transpose(-1, -2).to(model.emb.weight.dtype).cpu()

@@ -66,7 +66,10 @@ def run_info(args) -> int:
     if c.generation == 7:
         lines.append(("lora (w, a, v, g)", f"{c.dim_w}, {c.dim_a}, {c.dim_v}, {c.dim_g}"))
     lines.append(("parameters", f"{info['parameters']:,} ({info['parameters'] / 1e9:.3f} B)"))
-    if info.get("tuned_state"):
+    if info.get("tuned_state") and info["format"] == "official" and c.generation not in (5, 6):
+        # mmrwkv.checkpoint refuses these time_state keys on load (RWKV-7: the layout is not fixed)
+        lines.append(("tuned state", f"time_state keys that loading refuses for RWKV-{c.generation} (see the error)"))
+    elif info.get("tuned_state"):
         lines.append(("tuned state", "yes (state tuning: every sequence starts from it)"))
     for key, value in lines:
         print(f"{key:<18} {value}")
