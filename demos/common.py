@@ -157,8 +157,10 @@ class Upload:
 
 def check_upload(path: str, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Upload:
     """Classify an uploaded file by suffix and refuse unknown types, empty and oversized files (MediaError)."""
-    p = Path(path)
-    name, suffix = p.name, p.suffix.lower()
+    # os.path, not pathlib: this runs before every answer, and a Path costs more than the stat
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    suffix = os.path.splitext(name)[1].lower()
     if suffix in IMAGE_SUFFIXES:
         modality = "image"
     elif suffix in AUDIO_SUFFIXES:
@@ -167,14 +169,14 @@ def check_upload(path: str, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Uploa
         raise MediaError(f"{name}: file type {suffix or '(none)'!r} is not accepted (images: "
                          f"{', '.join(IMAGE_SUFFIXES)}; audio: {', '.join(AUDIO_SUFFIXES)})")
     try:
-        size = p.stat().st_size
+        size = os.stat(path).st_size
     except OSError as err:
         raise MediaError(f"{name}: cannot read the upload ({err})") from err
     if size == 0:
         raise MediaError(f"{name}: the file is empty")
     if size > max_bytes:
         raise MediaError(f"{name}: {size / 2**20:.1f} MiB is over the {max_bytes / 2**20:.1f} MiB upload limit")
-    return Upload(modality, str(p), name)
+    return Upload(modality, path, name)
 
 
 def sampling_from_controls(temperature: float, top_p: float, max_tokens: int):

@@ -47,6 +47,9 @@ IGNORE = -100
 PLACEMENTS = ("first", "inline", "sandwich", "last")
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 _MARKER = re.compile(r"<(image|audio)>")
+# the template remembers the ids of texts up to MEMO_CHARS long, the MEMO_ENTRIES most recent ones
+MEMO_CHARS = 64
+MEMO_ENTRIES = 256
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,8 @@ class ChatTemplate:
         self.tokenizer = tokenizer
         self.placement = placement
         self.model = model
+        # ids of short texts seen before ("User: ", "Assistant:", ...): every chat turn encodes them again
+        self._memo: dict[str, list[int]] = {}
 
     @classmethod
     def for_model(cls, model: Any, placement: str | None = None) -> ChatTemplate:
@@ -180,8 +185,14 @@ class ChatTemplate:
         return out.extend(self._text(pending))
 
     def _text(self, text: str) -> Encoded:
-        ids = list(self.tokenizer.encode(text)) if text else []
-        return Encoded(ids, [IGNORE] * len(ids))
+        ids = self._memo.get(text)
+        if ids is None:
+            ids = list(self.tokenizer.encode(text)) if text else []
+            if len(text) <= MEMO_CHARS:
+                if len(self._memo) >= MEMO_ENTRIES:
+                    self._memo.pop(next(iter(self._memo)))
+                self._memo[text] = ids
+        return Encoded(list(ids), [IGNORE] * len(ids))
 
     def _media(self, modality: str, item: Any) -> Encoded:
         if modality not in MODALITIES:

@@ -78,12 +78,21 @@ class Sampler:
 
     def __init__(self, sampling: SamplingConfig, batch_size: int, vocab_size: int, device=None):
         self.cfg = sampling
-        self.generator = torch.Generator(device=device or "cpu")
-        if sampling.seed is not None:
-            self.generator.manual_seed(sampling.seed)
-        else:
-            self.generator.seed()
+        self.device = device or "cpu"
+        self._generator: torch.Generator | None = None
         self.counts = torch.zeros(batch_size, vocab_size, device=device) if sampling.penalized else None
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The random generator (seeded from `seed`, else from the OS), made on first use: greedy decoding,
+        e.g. a chat's first token at temperature 0, never pays for seeding one."""
+        if self._generator is None:
+            self._generator = torch.Generator(device=self.device)
+            if self.cfg.seed is not None:
+                self._generator.manual_seed(self.cfg.seed)
+            else:
+                self._generator.seed()
+        return self._generator
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         """logits (B, V) -> token ids (B,)."""
