@@ -122,20 +122,24 @@ class ChatDemo:
         return sampling_from_controls(temperature, top_p, max_tokens)
 
     def _stream(self, session: DemoSession, stream: Iterator[str]) -> Iterator[list[dict]]:
+        # the first update carries the first piece: an update before it (an empty reply) would cost the page one
+        # more round through the server (postprocess, diff, send) before the first token shows
         index = len(session.messages)
         session.messages.append({"role": "assistant", "content": ""})
-        yield _copy(session.messages)
-        reply = ""
+        reply, shown = "", False
         try:
             for piece in stream:
                 reply += piece
                 session.messages[index] = {"role": "assistant", "content": reply}
+                shown = True
                 yield _copy(session.messages)
                 if session.stop.is_set():
                     break
         finally:
             # closing commits the partial answer to the session's state (ChatSession keeps what was streamed)
             stream.close()
+        if not shown:  # an empty answer: the user's message and an empty reply still show
+            yield _copy(session.messages)
 
     def stop(self, sid: str) -> None:
         """Ask the answer streaming in session `sid` to stop after the current token."""
