@@ -10,7 +10,9 @@ another question (the cache holds the state up to the image). Answers are exactl
 Two paths are timed: the demo's handler (`ChatDemo.respond`: upload check, image hash/decode, prefill, decode
 steps, chat messages) and, unless `--no-server`, the launched page through gradio_client (adds the file upload,
 HTTP and the queue). Time to first token = from sending until the first update that shows reply text; through the
-server it is also given from the end of the file upload, which the cache cannot shorten.
+server it is also given from the end of the file upload, which the cache cannot shorten, and up to the moment the
+server sends that update: gradio_client polls its message queue every 50 ms and builds an HTTP client (and an SSL
+context) per request in this same process, so what the client sees lags what a browser would get.
 """
 
 from __future__ import annotations
@@ -93,8 +95,10 @@ def make_demo(model, answer_tokens: int):
     from mmrwkv.generate import SamplingConfig
 
     class FixedLength(ChatDemo):
-        # wall seconds from entering `respond` to its first update with reply text, per call (server runs)
+        # wall seconds from entering `respond` to its first update with reply text, per call (server runs), and the
+        # perf_counter time of that update
         first_reply_s: list[float] = []
+        first_reply_at: list[float] = []
 
         def sampling(self, temperature, top_p, max_tokens):
             return SamplingConfig(temperature=0, max_tokens=answer_tokens, stop=[], eos_ids=[])
@@ -104,7 +108,8 @@ def make_demo(model, answer_tokens: int):
             for update in super().respond(*args, **kwargs):
                 if not seen and _reply(update):
                     seen = True
-                    self.first_reply_s.append(time.perf_counter() - start)
+                    self.first_reply_at.append(time.perf_counter())
+                    self.first_reply_s.append(self.first_reply_at[-1] - start)
                 yield update
 
     registry = ModelRegistry()
@@ -150,7 +155,8 @@ def measure_handler(demo, images: list[str], repeats: int) -> dict:
 
 def measure_server(demo, images: list[str], repeats: int) -> dict:
     """The same cases through a launched page and gradio_client (one client = one session per repeat), `demo` from
-    `make_demo`. Per run: (ttft, stream seconds, upload seconds, the handler's own wall ttft inside the server)."""
+    `make_demo`. Per run: (ttft, stream seconds, upload seconds, the handler's own wall ttft inside the server, seconds
+    from sending to the server sending the first update with reply text)."""
     from gradio_client import Client, handle_file
 
     from mmrwkv.demos.chat import build_chat_app
@@ -161,23 +167,49 @@ def measure_server(demo, images: list[str], repeats: int) -> dict:
     launch_app(app, port=port, block=False)
     runs: dict[str, list] = {name: [] for name, _ in CASES}
     try:
-        with _recording_uploads() as uploads:
+        with _recording_uploads() as uploads, _recording_sends() as sends:
             for r in range(repeats):
                 client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
                 for name, question in CASES:
                     client.predict(api_name="/reset")
                     uploads.clear()
+                    sends.clear()
                     message = {"text": question, "files": [handle_file(images[r])]}
                     demo.first_reply_s.clear()
+                    demo.first_reply_at.clear()
+                    start = time.perf_counter()
                     job = client.submit(message, "bench", "", 0.0, 1.0, 1, api_name="/chat")
                     ttft, stream, upload, _ = _timed(job, _reply, uploads)
-                    if not uploads or len(demo.first_reply_s) != 1:
+                    # the server's first "generating" message after the handler's first reply carries that reply
+                    sent = [t for t in sends if demo.first_reply_at and t >= demo.first_reply_at[0]]
+                    if not uploads or len(demo.first_reply_s) != 1 or not sent:
                         raise RuntimeError("cannot separate the upload and the handler from the server's time")
-                    runs[name].append((ttft, stream, upload, demo.first_reply_s[0]))
+                    runs[name].append((ttft, stream, upload, demo.first_reply_s[0], sent[0] - start))
                 client.close()
     finally:
         app.close()
     return runs
+
+
+@contextlib.contextmanager
+def _recording_sends():
+    """Record the perf_counter times at which the server queues a streamed update ("process_generating") for its
+    client, while the block runs."""
+    from gradio.queueing import Queue
+
+    sends: list[float] = []
+    original = Queue.send_message
+
+    def timed(self, event, message):
+        if str(getattr(message, "msg", "")).endswith("generating"):
+            sends.append(time.perf_counter())
+        return original(self, event, message)
+
+    Queue.send_message = timed
+    try:
+        yield sends
+    finally:
+        Queue.send_message = original
 
 
 @contextlib.contextmanager
@@ -202,17 +234,19 @@ def _recording_uploads():
         Endpoint._upload_file = original
 
 
-def _summary(runs: list[tuple[float, float, float, float]], answer_tokens: int) -> dict:
-    """(median, best) of ttft, of ttft after the upload and of the inner ttft (handler: CPU time; server: the
-    handler's wall time inside the server); median upload and tokens/s after the first token. The best of the
-    repeats is the steadiest figure on a shared, busy machine; the median is also shown.
+def _summary(runs: list[tuple], answer_tokens: int) -> dict:
+    """(median, best) of ttft, of ttft after the upload, of the inner ttft (handler: CPU time; server: the
+    handler's wall time inside the server) and, through the server, of the time to the server sending the first
+    token; median upload and tokens/s after the first token. The best of the repeats is the steadiest figure on a
+    shared, busy machine; the median is also shown.
     """
     def both(values: list[float]) -> tuple[float, float]:
         return statistics.median(values), min(values)
 
     return {"ttft": both([r[0] for r in runs]), "after": both([r[0] - r[2] for r in runs]),
             "inner": both([r[3] for r in runs]), "upload": statistics.median(r[2] for r in runs),
-            "rate": statistics.median((answer_tokens - 1) / r[1] for r in runs if r[1] > 0)}
+            "rate": statistics.median((answer_tokens - 1) / r[1] for r in runs if r[1] > 0),
+            "sent": both([r[4] if len(r) > 4 else r[0] for r in runs])}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -243,7 +277,8 @@ def run(args: argparse.Namespace) -> int:
 def _print_path(path: str, s: dict) -> None:
     # handler: wall and this thread's CPU time; server: wall, wall after the upload, and the handler inside it
     server = path == "server"
-    columns = [("ttft", "first token ms")] + ([("after", "after upload ms"), ("inner", "in handler ms")] if server
+    columns = [("ttft", "first token ms")] + ([("after", "after upload ms"), ("sent", "server sent ms"),
+                                               ("inner", "in handler ms")] if server
                                               else [("inner", "first token cpu ms")])
     head = "".join(f" {label + ' (median)':>26} {'(best)':>8}" for _, label in columns)
     print(f"{'path':<8} {'image':<9}{head} {'tokens/s':>9}" + (f" {'upload ms':>10}" if server else ""))

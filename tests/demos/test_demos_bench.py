@@ -59,7 +59,8 @@ def test_server_measurement_separates_the_upload(tiny_model, images, monkeypatch
     demo = bench.make_demo(tiny_model, 3)
     result = bench.measure_server(demo, images[:1], 1)
     assert set(result) == {"new", "cached", "cached+q"}
-    for (ttft, stream, upload, in_handler), in result.values():
+    for (ttft, stream, upload, in_handler, sent), in result.values():
         assert 0 < upload < ttft and 0 < in_handler < ttft - upload and stream > 0
+        assert upload + in_handler < sent <= ttft  # the server sends the first token before the client shows it
     # three uploads of the same bytes (a new server path each time): decoded once, then only hashed
     assert len(decodes) == 1
