@@ -1,7 +1,8 @@
 """`mmrwkv bench demo`: time to first token and streaming tokens/s of the chat demo, new image vs cached image.
 
-The model is the default checkpoint (the newest `final` under runs/, what `make run` leaves) or, when there is
-none, a random model of the default recipe's shape (its BPE tokenizer trained on a few lines in a temp dir).
+The model is the default checkpoint (the newest `final` with an image encoder under runs/, what `make run` leaves;
+an audio-only run trained later is passed over) or, when there is none, a random model of the default recipe's
+shape (its BPE tokenizer trained on a few lines in a temp dir).
 Each repeat, in a new session: a message with a NEW image (a fresh PNG); then, after a reset, the same image and
 question again (the session's cache holds the whole prompt's state); then, after a reset, the same image with
 another question (the cache holds the state up to the image). Answers are exactly `--answer-tokens` greedy tokens
@@ -32,7 +33,8 @@ CASES = (("new", QUESTION), ("cached", QUESTION), ("cached+q", OTHER_QUESTION))
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Model choice, answer length, repeats (defaults finish in about a minute on 2 CPU cores)."""
-    parser.add_argument("--checkpoint", default=None, help="multimodal checkpoint (default: newest under --runs-dir)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="multimodal checkpoint (default: the newest with an image encoder under --runs-dir)")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--recipe", default="recipes/easy_vqa.yaml", help="shape of the random model without one")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
@@ -47,15 +49,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_model(args: argparse.Namespace, workdir: Path):
-    """(model, description): the checkpoint, the newest under runs/, or a random model of the recipe's shape."""
-    from mmrwkv.demos.common import find_checkpoints
+    """(model, description): the checkpoint, the newest with an image encoder under runs/, or a random model of the
+    recipe's shape."""
     from mmrwkv.multimodal import MultimodalRWKV
 
-    path = args.checkpoint or next(iter(find_checkpoints(args.runs_dir)), None)
+    path = args.checkpoint or next(iter(image_checkpoints(args.runs_dir)), None)
     if path:
         return MultimodalRWKV.load(path).eval(), path
     model = random_recipe_model(args.recipe, workdir, seed=args.seed, overrides=args.override)
     return model, f"random model shaped like {args.recipe} {' '.join(args.override)}".strip()
+
+
+def image_checkpoints(runs_dir: str) -> list[str]:
+    """`find_checkpoints(runs_dir)` (final models first, newest first) that have an image encoder: the bench sends
+    images."""
+    import json
+
+    from mmrwkv.demos.common import find_checkpoints
+    from mmrwkv.multimodal import CONFIG_FILE
+
+    found = []
+    for path in find_checkpoints(runs_dir):
+        try:
+            encoders = json.loads((Path(path) / CONFIG_FILE).read_text()).get("encoders") or {}
+        except (OSError, ValueError):
+            continue
+        if "image" in encoders:
+            found.append(path)
+    return found
 
 
 def random_recipe_model(recipe: str, workdir: Path, *, seed: int = 0, overrides: list[str] | None = None):

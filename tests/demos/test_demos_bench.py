@@ -64,3 +64,16 @@ def test_server_measurement_separates_the_upload(tiny_model, images, monkeypatch
         assert upload + in_handler < sent <= ttft  # the server sends the first token before the client shows it
     # three uploads of the same bytes (a new server path each time): decoded once, then only hashed
     assert len(decodes) == 1
+
+
+def test_the_default_checkpoint_is_the_newest_one_with_an_image_encoder(tmp_path):
+    import json
+    import os
+
+    for age, (name, encoders) in enumerate([("audio", {"audio": {}}), ("vqa", {"image": {}}), ("old", {"image": {}})]):
+        folder = tmp_path / name / "final"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"kind": "multimodal", "encoders": encoders}))
+        os.utime(folder, (1000 - age, 1000 - age))
+    # the audio-only run is the newest but is passed over; "vqa" is the newest with images
+    assert bench.image_checkpoints(str(tmp_path)) == [str(tmp_path / "vqa" / "final"), str(tmp_path / "old" / "final")]
