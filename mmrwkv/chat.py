@@ -251,6 +251,11 @@ class ChatSession:
         self.system = system
         self.sampling = sampling or SamplingConfig(temperature=1.0, top_p=0.3, stop=["\n\n"])
         self.prefill_tokens = 0
+        # every id that stands for media (the model's placeholders, the tokenizer's reserved media ids): a piece
+        # without them and without media is embedded by the backbone alone
+        special = self.template.tokenizer.special
+        self._media_ids = set(getattr(model, "placeholder_ids", {}).values()) | {
+            int(getattr(special, m)) for m in MODALITIES if getattr(special, m, None) is not None}
         self.reset()
 
     def reset(self) -> None:
@@ -319,7 +324,11 @@ class ChatSession:
 
     def _run(self, ids: list[int], media: Media | None, state: Any) -> tuple[Tensor, Any]:
         device = next(self.model.parameters()).device
-        x = self.model.embed(torch.tensor([ids], dtype=torch.long, device=device), media)  # (1, T, C)
+        tokens = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T)
+        if media or not self._media_ids.isdisjoint(ids):
+            x = self.model.embed(tokens, media)  # (1, T, C)
+        else:  # plain text (a question after a cached image): no media slots to check or fill
+            x = self.model.backbone.embed(tokens)
         self.prefill_tokens += len(ids)
         # a short piece runs all blocks in one compiled call where that was measured faster (mmrwkv.prefill)
         return prefill_embeddings(self.model.backbone, x, state)

@@ -12,6 +12,7 @@ logits). Entries do not follow weight updates: use a new cache after changing a 
 
 from __future__ import annotations
 
+import array
 import hashlib
 import itertools
 import os
@@ -43,7 +44,7 @@ def model_key(model: Any) -> str:
 def content_key(ids: Sequence[int], media: Media | None = None, *, parent: str = "") -> str:
     """sha256 of a parent key, token ids and preprocessed media (modality, dtype, shape, bytes)."""
     h = hashlib.sha256(parent.encode())
-    h.update(torch.tensor(list(ids), dtype=torch.int64).numpy().tobytes())
+    h.update(array.array("q", ids).tobytes())  # int64 in native byte order, as a torch int64 tensor's bytes
     for modality, tensors in sorted((media.items if media else {}).items()):
         for t in tensors:
             t = t.detach().cpu().contiguous()
