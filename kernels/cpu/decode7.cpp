@@ -18,127 +18,13 @@
 #include <string>
 #include <vector>
 
-namespace {
-
-inline float f32(float v) { return v; }
-inline float f32(uint16_t v) {
-  uint32_t u = uint32_t(v) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-template <typename T>
-const T* ptr(const at::Tensor& t) {
-  return reinterpret_cast<const T*>(t.data_ptr());
-}
-
 #if defined(__AVX512F__)
 #include <immintrin.h>
-// 16 weights as fp32: loaded, or widened from bf16 (the bf16 bits are the top half of the fp32 ones)
-inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-inline __m512 load16(const uint16_t* p, __mmask16 m) {
-  const __m256i h = _mm256_maskz_loadu_epi16(m, p);
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
-inline __mmask16 tail(int64_t left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
-
-// Rows of W [rows, in] (row-major) dotted with x, R rows at a time from R far-apart places: stream r walks rows
-// r*chunk, r*chunk+1, ... so the memory system sees R long sequential streams (a single core reads ~30% faster from
-// 8 streams than from 1-4, and short row-sized streams restart the prefetchers at every row).
-template <typename T, int R>
-void dots(const T* W, int64_t rows, int64_t in, const float* x, float* y) {
-  const int64_t chunk = rows / R;
-  for (int64_t k = 0; k < chunk; ++k) {
-    __m512 s[R];
-    for (int r = 0; r < R; ++r) s[r] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < in; i += 16) {
-      const __mmask16 m = tail(in - i);
-      const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-      for (int r = 0; r < R; ++r) s[r] = _mm512_fmadd_ps(load16(W + (r * chunk + k) * in + i, m), xv, s[r]);
-    }
-    for (int r = 0; r < R; ++r) y[r * chunk + k] = _mm512_reduce_add_ps(s[r]);
-  }
-  for (int64_t o = R * chunk; o < rows; ++o) {
-    __m512 s = _mm512_setzero_ps();
-    for (int64_t i = 0; i < in; i += 16) {
-      const __mmask16 m = tail(in - i);
-      s = _mm512_fmadd_ps(load16(W + o * in + i, m), _mm512_maskz_loadu_ps(m, x + i), s);
-    }
-    y[o] = _mm512_reduce_add_ps(s);
-  }
-}
-
-// yy[0, n) += sum over rows i < in of x[i] * W[i * stride + j] (W^T stored [in, out]): R far-apart rows at a time,
-// for the same reason as `dots`.
-template <typename T, int R>
-void axpys(const T* W, int64_t stride, int64_t in, const float* x, int64_t n, float* yy) {
-  const int64_t chunk = in / R;
-  for (int64_t k = 0; k < chunk; ++k) {
-    __m512 xr[R];
-    for (int r = 0; r < R; ++r) xr[r] = _mm512_set1_ps(x[r * chunk + k]);
-    for (int64_t j = 0; j < n; j += 16) {
-      const __mmask16 m = tail(n - j);
-      __m512 acc = _mm512_maskz_loadu_ps(m, yy + j);
-      for (int r = 0; r < R; ++r) acc = _mm512_fmadd_ps(load16(W + (r * chunk + k) * stride + j, m), xr[r], acc);
-      _mm512_mask_storeu_ps(yy + j, m, acc);
-    }
-  }
-  for (int64_t i = R * chunk; i < in; ++i) {
-    const __m512 xi = _mm512_set1_ps(x[i]);
-    for (int64_t j = 0; j < n; j += 16) {
-      const __mmask16 m = tail(n - j);
-      const __m512 acc = _mm512_maskz_loadu_ps(m, yy + j);
-      _mm512_mask_storeu_ps(yy + j, m, _mm512_fmadd_ps(load16(W + i * stride + j, m), xi, acc));
-    }
-  }
-}
-#else
-template <typename T, int R>
-void dots(const T* W, int64_t rows, int64_t in, const float* x, float* y) {
-  for (int64_t o = 0; o < rows; ++o) {
-    float s = 0;
-    for (int64_t i = 0; i < in; ++i) s += f32(W[o * in + i]) * x[i];
-    y[o] = s;
-  }
-}
-
-template <typename T, int R>
-void axpys(const T* W, int64_t stride, int64_t in, const float* x, int64_t n, float* yy) {
-  for (int64_t i = 0; i < in; ++i)
-    for (int64_t j = 0; j < n; ++j) yy[j] += x[i] * f32(W[i * stride + j]);
-}
 #endif
 
-// y = W x for a weight read as [out, in]: dot products of its rows when it is stored row-major, y accumulating the
-// rows of W^T when it is stored column-major; either way each weight is read once, from 8 streams.
-template <typename T>
-void gemv(const at::Tensor& w, const float* x, float* y) {
-  const int64_t out = w.size(0), in = w.size(1);
-  const T* W = ptr<T>(w);
-  TORCH_CHECK((w.stride(1) == 1 && w.stride(0) == in) || (w.stride(0) == 1 && w.stride(1) == out),
-              "decode7: a weight must be stored row- or column-major");
-  // small matrices (the LoRA ones) stay on one thread: a parallel region is a barrier, which costs a time slice
-  // whenever a thread is descheduled on a busy machine
-  const bool parallel = out * in >= (1 << 18);
-  if (w.stride(1) == 1) {
-    at::parallel_for(0, out, parallel ? 64 : out, [&](int64_t b, int64_t e) {
-      dots<T, 8>(W + b * in, e - b, in, x, y + b);
-    });
-    return;
-  }
-  // one block of outputs per thread: y's block stays in L1/L2 while every row of W^T streams past it
-  const int64_t threads = parallel ? std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), out / 256)) : 1;
-  const int64_t block = ((out + threads - 1) / threads + 15) / 16 * 16;
-  at::parallel_for(0, (out + block - 1) / block, 1, [&](int64_t b, int64_t e) {
-    for (int64_t blk = b; blk < e; ++blk) {
-      const int64_t o0 = blk * block, n = std::min(block, out - o0);
-      std::fill(y + o0, y + o0 + n, 0.0f);
-      axpys<T, 8>(W + o0, out, in, x, n, y + o0);
-    }
-  });
-}
+namespace {
+
+#include "matvec.h"
 
 template <typename T>
 void layer_norm(const float* x, const T* w, const T* b, int64_t n, float eps, float* out) {
@@ -171,6 +57,27 @@ void store(const float* v, at::Tensor t) {
     auto* p = reinterpret_cast<at::BFloat16*>(t.data_ptr());
     for (int64_t i = 0; i < n; ++i) p[i] = at::BFloat16(v[i]);
   }
+}
+
+// Row l (C values) of a contiguous (L, 1, C) shift state, fp32 or bf16, by address: no tensor view per layer.
+struct Row {
+  void* data;
+  bool bf16;
+};
+
+Row row(const at::Tensor& t, int64_t l, int64_t C) {
+  const bool bf16 = t.scalar_type() == at::kBFloat16;
+  return {static_cast<char*>(t.data_ptr()) + l * C * (bf16 ? 2 : 4), bf16};
+}
+
+void load(Row r, int64_t n, float* out) {
+  if (!r.bf16) return (void)std::memcpy(out, r.data, n * sizeof(float));
+  for (int64_t i = 0; i < n; ++i) out[i] = f32(static_cast<const uint16_t*>(r.data)[i]);
+}
+
+void store(const float* v, Row r, int64_t n) {
+  if (!r.bf16) return (void)std::memcpy(r.data, v, n * sizeof(float));
+  for (int64_t i = 0; i < n; ++i) static_cast<at::BFloat16*>(r.data)[i] = at::BFloat16(v[i]);
 }
 
 // Parameter order of one layer: must match mmrwkv/kernels/cpu.py LAYER_PARAMS.
@@ -220,14 +127,13 @@ void wkv_step(const float* S, float* next, const Work& z, int64_t H, int64_t N, 
 }
 
 template <typename T>
-void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, float* x, const at::Tensor& att_prev,
-           const float* S, float* S_next, const at::Tensor& ffn_prev, at::Tensor att_out, at::Tensor ffn_out,
-           Work& z) {
+void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, float* x, Row att_prev, const float* S,
+           float* S_next, Row ffn_prev, Row att_out, Row ffn_out, Work& z) {
   const int64_t C = p[LN1_W].numel(), N = C / H;
   auto v_ = [&](P i) { return ptr<T>(p[i]); };
   layer_norm<T>(x, v_(LN1_W), v_(LN1_B), C, 1e-5f, z.h.data());
-  store(z.h.data(), att_out);
-  load(att_prev, z.dx.data());
+  store(z.h.data(), att_out, C);
+  load(att_prev, C, z.dx.data());
   const T *mr = v_(X_R), *mw = v_(X_W), *mk = v_(X_K), *mv = v_(X_V), *ma = v_(X_A), *mg = v_(X_G);
   for (int64_t i = 0; i < C; ++i) {
     const float h = z.h[i], d = z.dx[i] - h;
@@ -288,8 +194,8 @@ void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, float* x,
   for (int64_t i = 0; i < C; ++i) x[i] += z.out[i];
   // channel mix: x += W_v relu(W_k xk)^2
   layer_norm<T>(x, v_(LN2_W), v_(LN2_B), C, 1e-5f, z.h.data());
-  store(z.h.data(), ffn_out);
-  load(ffn_prev, z.dx.data());
+  store(z.h.data(), ffn_out, C);
+  load(ffn_prev, C, z.dx.data());
   const T* fk = v_(FFN_X_K);
   for (int64_t i = 0; i < C; ++i) z.xk[i] = z.h[i] + (z.dx[i] - z.h[i]) * f32(fk[i]);
   gemv<T>(p[FFN_W_K], z.xk.data(), z.hid.data());
@@ -357,7 +263,8 @@ std::vector<at::Tensor> steps(const at::Tensor& x_in, int64_t T, const at::Tenso
   // writes the other (the second copy exists only when T > 1)
   at::Tensor att[2], ffn[2], next[2];
   for (int c = 0; c < std::min<int64_t>(T, 2); ++c)
-    att[c] = at::empty_like(att_prev), ffn[c] = at::empty_like(ffn_prev), next[c] = at::empty_like(wkv);
+    att[c] = at::empty(att_prev.sizes(), att_prev.options()), ffn[c] = at::empty(ffn_prev.sizes(), ffn_prev.options()),
+    next[c] = at::empty_like(wkv);  // contiguous: `row` addresses them
   for (int64_t t = 0; t < T; ++t) {
     const int out = t % 2;
     const auto att_c = t ? att[1 - out] : att_prev.contiguous(), ffn_c = t ? ffn[1 - out] : ffn_prev.contiguous();
@@ -367,9 +274,11 @@ std::vector<at::Tensor> steps(const at::Tensor& x_in, int64_t T, const at::Tenso
       const float* S = S0 + l * H * N * N;
       float* S2 = next[out].data_ptr<float>() + l * H * N * N;
       if (bf16)
-        block<uint16_t>(layers[l], l, H, x.data(), att_c[l], S, S2, ffn_c[l], att[out][l], ffn[out][l], z);
+        block<uint16_t>(layers[l], l, H, x.data(), row(att_c, l, C), S, S2, row(ffn_c, l, C), row(att[out], l, C),
+                        row(ffn[out], l, C), z);
       else
-        block<float>(layers[l], l, H, x.data(), att_c[l], S, S2, ffn_c[l], att[out][l], ffn[out][l], z);
+        block<float>(layers[l], l, H, x.data(), row(att_c, l, C), S, S2, row(ffn_c, l, C), row(att[out], l, C),
+                     row(ffn[out], l, C), z);
     }
   }
   auto x_out = at::empty({1, C}, x_in.options().dtype(at::kFloat));
@@ -391,6 +300,97 @@ std::vector<at::Tensor> layers_prefill(const at::Tensor& x_in, const at::Tensor&
   return steps(x_in, x_in.size(0), att_prev, wkv, ffn_prev, H, params);
 }
 
+// v rounded to bf16 and back where the Python path holds it in a bf16 tensor (ln0 and ln_out outputs, the stream).
+void round_like(std::vector<float>& v, bool bf16) {
+  if (bf16)
+    for (auto& e : v) e = static_cast<float>(at::BFloat16(e));
+}
+
+// One decoded token in one call: x_raw (1, C) the token's embedding row (before ln0) -> (logits (1, V) in the model's
+// dtype, att, wkv, ffn): ln0, every block (`steps`), ln_out and the head, with what the Python path rounds to the
+// model's dtype rounded the same way. ends: ln0 weight and bias, ln_out weight and bias, head [V, C] (row- or
+// column-major). Nothing when a parameter is not `readable`.
+std::vector<at::Tensor> token_step(const at::Tensor& x_raw, const at::Tensor& att_prev, const at::Tensor& wkv,
+                                   const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params,
+                                   const std::vector<at::Tensor>& ends) {
+  const int64_t C = x_raw.size(-1);
+  TORCH_CHECK(ends.size() == 5 && x_raw.numel() == C && !params.empty(), "decode7: token_step takes one row and 5 ends");
+  const auto dtype = params[LN1_W].scalar_type();
+  const at::Tensor& head = ends[4];
+  for (int i = 0; i < 4; ++i)
+    if (ends[i].scalar_type() != dtype || !ends[i].device().is_cpu() || ends[i].numel() != C ||
+        !ends[i].is_contiguous())
+      return {};
+  if (head.dim() != 2 || head.scalar_type() != dtype || !head.device().is_cpu() ||
+      !stored_as_matrix(head, head.size(0), C))
+    return {};
+  const bool bf16 = dtype == at::kBFloat16;
+  std::vector<float> x(C), h(C);
+  load(x_raw.contiguous(), x.data());
+  auto x0 = at::empty({1, C}, x_raw.options().dtype(at::kFloat));
+  if (bf16) {
+    layer_norm<uint16_t>(x.data(), ptr<uint16_t>(ends[0]), ptr<uint16_t>(ends[1]), C, 1e-5f, h.data());
+  } else {
+    layer_norm<float>(x.data(), ptr<float>(ends[0]), ptr<float>(ends[1]), C, 1e-5f, h.data());
+  }
+  round_like(h, bf16);
+  std::memcpy(x0.data_ptr(), h.data(), C * sizeof(float));
+  auto out = steps(x0, 1, att_prev, wkv, ffn_prev, H, params);
+  if (out.empty()) return {};
+  load(out[0], x.data());
+  round_like(x, bf16);
+  auto logits = at::empty({1, head.size(0)}, x_raw.options().dtype(at::kFloat));
+  if (bf16) {
+    layer_norm<uint16_t>(x.data(), ptr<uint16_t>(ends[2]), ptr<uint16_t>(ends[3]), C, 1e-5f, h.data());
+    round_like(h, bf16);
+    gemv<uint16_t>(head, h.data(), logits.data_ptr<float>());
+  } else {
+    layer_norm<float>(x.data(), ptr<float>(ends[2]), ptr<float>(ends[3]), C, 1e-5f, h.data());
+    gemv<float>(head, h.data(), logits.data_ptr<float>());
+  }
+  return {bf16 ? logits.to(at::kBFloat16) : logits, out[1], out[2], out[3]};
+}
+
+// The index of the largest of n fp32 logits: the first one on ties, the first NaN if there is one (as torch.argmax).
+// Two vector passes over logits still in cache: the maximum (and whether any is NaN), then its first position.
+int64_t argmax(const at::Tensor& logits) {
+  TORCH_CHECK(logits.scalar_type() == at::kFloat && logits.is_contiguous() && logits.device().is_cpu() &&
+                  logits.numel() > 0,
+              "decode7: argmax takes contiguous fp32 CPU logits");
+  const float* p = logits.data_ptr<float>();
+  const int64_t n = logits.numel();
+  float best = p[0];
+  bool nan = false;
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  __m512 m = _mm512_set1_ps(p[0]);
+  __mmask16 unordered = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(p + i);
+    unordered |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    m = _mm512_max_ps(m, v);
+  }
+  best = _mm512_reduce_max_ps(m);
+  nan = unordered != 0;
+#endif
+  for (; i < n; ++i) {
+    nan |= p[i] != p[i];
+    best = std::max(best, p[i]);
+  }
+  i = 0;
+#if defined(__AVX512F__)
+  const __m512 b = _mm512_set1_ps(best);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(p + i);
+    const __mmask16 hit = nan ? _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) : _mm512_cmp_ps_mask(v, b, _CMP_EQ_OQ);
+    if (hit) return i + __builtin_ctz(hit);
+  }
+#endif
+  for (; i < n; ++i)
+    if (nan ? p[i] != p[i] : p[i] == best) return i;
+  return 0;
+}
+
 // x (1, in) -> x W^T (1, out) fp32, for W [out, in] fp32 or bf16 stored row- or column-major.
 at::Tensor linear(const at::Tensor& x_in, const at::Tensor& w) {
   std::vector<float> x(w.size(1));
@@ -408,6 +408,8 @@ at::Tensor linear(const at::Tensor& x_in, const at::Tensor& w) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("layers_step", &layers_step, "RWKV-7 one-token step through every block (batch 1, CPU)");
   m.def("layers_prefill", &layers_prefill, "RWKV-7 steps over T tokens through every block in one call (batch 1, CPU)");
+  m.def("token_step", &token_step, "RWKV-7 one token: ln0, every block, ln_out and the head in one call (batch 1, CPU)");
+  m.def("argmax", &argmax, "index of the largest fp32 logit (torch.argmax's ties and NaN rule)");
   m.def("linear", &linear, "x W^T for one row x (CPU, fp32 math)");
   m.attr("n_params") = static_cast<int>(N_PARAMS);
 }

@@ -116,12 +116,19 @@ class RWKV(nn.Module):
     def forward(self, x: torch.Tensor, state: State | None = None, *, last_only: bool = False,
                 backend: str | None = None):
         """ids (B, T) or embeddings (B, T, C) -> (logits (B, T, V), or (B, 1, V) with last_only; new state)."""
+        token_step = getattr(GENERATIONS[self.config.generation], "run_token_step", None)
+        if token_step is not None and state is not None and x.shape[:2] == (1, 1):
+            # one token of one sequence (RNN-mode decode): the whole step in one native call where it applies
+            x = self._inputs(x)
+            out = token_step(self, x, state)
+            if out is not None:
+                return out
         h, state = self.forward_hidden(x, state, backend=backend)
         return self.logits(h[:, -1:] if last_only else h), state
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """The head on hidden states h (B, T, C) after ln_out -> (B, T, V)."""
-        if h.shape[1] == 1:
+        if h.shape[1] == 1 and type(self.head) is nn.Linear:  # (a LoRA head runs its own forward)
             # one row: the native mat-vec streams the head at memory speed (mmrwkv.kernels.cpu); for more rows,
             # bf16 heads read faster packed (mmrwkv.rwkv.packed)
             logits = native.linear(h, self.head.weight) if h.shape[0] == 1 else None

@@ -101,6 +101,8 @@ class ChannelMix(nn.Module):
 def _weight(linear_module: nn.Module) -> Tensor:
     """A linear layer's weight as the equations read it: the Parameter itself, or, for a layer that wraps an
     adapter (LoRA), its effective weight, so adapters act in every mode (sequence and one-token)."""
+    if type(linear_module) is nn.Linear:  # the common case, without getattr's failed lookup (~2 us, 72 per token)
+        return linear_module._parameters["weight"]
     effective = getattr(linear_module, "effective_weight", None)
     return linear_module._parameters["weight"] if effective is None else effective()
 
@@ -207,6 +209,24 @@ def run_layers_step(blocks: nn.ModuleList, x: Tensor, state: State) -> tuple[Ten
         out = compiled(layers_step)(*args, [block_params(block) for block in blocks])
     x, att, wkv, ffn = out
     return x.unsqueeze(1), type(state)(att, wkv, ffn)
+
+
+def run_token_step(model: nn.Module, x: Tensor, state: State) -> tuple[Tensor, State] | None:
+    """`RWKV.forward` for one token of one sequence, x (1, 1, C) raw embeddings, in one native call (ln0, every block,
+    ln_out, the head: `mmrwkv.kernels.cpu.token_step`) -> (logits (1, 1, V), state); None where that does not apply
+    (the caller runs the usual path)."""
+    blocks, head = model.blocks, model.head
+    # an adapter (LoRA) on the head: its own forward is cheaper than the effective 65536 x C weight per token
+    if state.batch_size != 1 or type(head) is not nn.Linear or not native.applies(x[:, 0], state.wkv):
+        return None
+    ln0, ln_out = blocks[0].ln0, model.ln_out
+    ends = (ln0.weight, ln0.bias, ln_out.weight, ln_out.bias, head.weight)
+    params = [block_params(block, packed=False) for block in blocks]
+    out = native.token_step(x[:, 0], state.att_x_prev, state.wkv, state.ffn_x_prev, blocks[0].att.n_head, params, ends)
+    if out is None:
+        return None
+    logits, att, wkv, ffn = out
+    return logits.unsqueeze(1), type(state)(att, wkv, ffn)
 
 
 _LINEARS = ("W_r", "W_k", "W_v", "W_o", "ffn_W_k", "ffn_W_v")

@@ -43,16 +43,20 @@ def _steps(model, ids, *, native_on=True, monkeypatch=None):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts the native steps taken (proves the native path ran)."""
-    counter = {"layers": 0}
-    real = native.layers_step
+    """Counts the native steps taken (proves the native path ran): blocks only, or the whole token in one call."""
+    counter = {"layers": 0, "tokens": 0}
 
-    def counting(*args):
-        out = real(*args)
-        counter["layers"] += out is not None
-        return out
+    def counting(name, real):
+        def run(*args):
+            out = real(*args)
+            counter["layers"] += out is not None
+            counter["tokens"] += out is not None and name == "token_step"
+            return out
 
-    monkeypatch.setattr(native, "layers_step", counting)
+        return run
+
+    for name in ("layers_step", "token_step"):
+        monkeypatch.setattr(native, name, counting(name, getattr(native, name)))
     return counter
 
 
@@ -63,7 +67,7 @@ def test_native_steps_equal_sequence_mode_and_the_torchscript_step(column_major,
     with torch.no_grad():
         seq, seq_state = model(ids)
     steps, state = _steps(model, ids)
-    assert calls["layers"] == 7
+    assert calls["layers"] == calls["tokens"] == 7  # each token in one native call (ln0 .. head)
     ts, ts_state = _steps(model, ids, native_on=False, monkeypatch=monkeypatch)
     assert calls["layers"] == 7
     _assert_close(steps, seq)
@@ -156,3 +160,50 @@ def test_native_path_declines_what_it_does_not_compute(monkeypatch):
     monkeypatch.setenv(native.ENV_VAR, "0")
     with torch.no_grad():
         assert not native.enabled() and native.linear(x, w) is None
+
+
+@pytest.mark.parametrize("n", [1, 37, 1000, 65536])
+def test_native_argmax_equals_torch_argmax_with_ties_and_nan(n):
+    torch.manual_seed(n)
+    logits = torch.randn(n)
+    cases = [logits, torch.full((n,), float("-inf")), logits.round()]  # rounding makes ties
+    if n > 2:
+        tied = logits.clone()
+        tied[n // 3] = tied[2 * n // 3] = tied.max() + 1  # two equal maxima: the first wins
+        nan = logits.clone()
+        nan[n - 2], nan[n // 2] = float("nan"), float("nan")  # torch.argmax: the first NaN
+        cases += [tied, nan]
+    for row in cases:
+        assert native.argmax(row).tolist() == [row.argmax().item()]
+    assert native.argmax(logits[::2]).tolist() == [logits[::2].argmax().item()]  # strided: torch's
+
+
+def test_token_step_declines_an_unreadable_head_and_keeps_a_lora_head(calls, monkeypatch):
+    from mmrwkv.lora import apply_lora
+
+    model = _model()
+    state = model.init_state(1)
+    x = torch.randn(1, 100)
+    with torch.no_grad():
+        params = [v7.block_params(block, packed=False) for block in model.blocks]
+        ln0, ln_out, head = model.blocks[0].ln0, model.ln_out, model.head.weight
+        for bad in (head.bfloat16(), head[:, ::2], head.double()):
+            ends = (ln0.weight, ln0.bias, ln_out.weight, ln_out.bias, bad)
+            assert native.token_step(x, state.att_x_prev, state.wkv, state.ffn_x_prev, 5, params, ends) is None
+    # adapters (LoRA) act in one-token steps as in sequence mode: on the blocks in the one-call step, on the head
+    # through the head's own forward (both with the native build on, and off)
+    ids = torch.randint(0, 256, (1, 4))
+    for exclude, one_call in ((["head"], 4), ([], 0)):
+        model = _model()
+        apply_lora(model, rank=4, exclude=exclude)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.3)
+            seq, _ = model(ids)
+        tokens = calls["tokens"]
+        steps, _ = _steps(model, ids)
+        assert calls["tokens"] - tokens == one_call
+        _assert_close(steps, seq)
+        ts, _ = _steps(model, ids, native_on=False, monkeypatch=monkeypatch)
+        _assert_close(ts, seq)
