@@ -85,3 +85,16 @@ def test_bench_context_keeps_rwkv_state_constant_and_writes_plot(tmp_path):
     assert rows[0]["rwkv_bytes"] == rows[1]["rwkv_bytes"]
     # the KV cache grows with the context: keys and values of every layer for every token
     assert rows[1]["transformer_bytes"] > rows[0]["transformer_bytes"] * 3
+
+
+def test_decode_bound_uses_the_fastest_readers_median_pass():
+    from mmrwkv.bench.decode import ReadBandwidth
+
+    bandwidth = ReadBandwidth(1 << 20)
+    names = list(bandwidth.readers)
+    # two readers alternate lucky passes: each pass's fastest is always lucky, neither reader's median is
+    bandwidth.passes = [{n: (9.0 if (i + j) % 2 else 5.0) for j, n in enumerate(names)} for i in range(4)]
+    assert bandwidth.median_of_pass_best() == 9.0
+    assert bandwidth.median() == 7.0
+    bandwidth.passes[0][names[0]] = bandwidth.passes[2][names[0]] = 8.0  # reader 0: 8, 9, 8, 9 -> median 8.5
+    assert bandwidth.median() == 8.5
