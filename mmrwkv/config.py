@@ -214,6 +214,8 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     grad_clip: float = 1.0
+    # weight of a bag-of-words loss that trains media encoders directly (0: off; `MultimodalLM`)
+    aux_bow: float = 0.0
     precision: str = field(default="32", **_choices(*PRECISIONS))
     strategy: str = field(default="auto", **_choices(*STRATEGIES))
     devices: int | str = "auto"
@@ -234,6 +236,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.aux_bow < 0:
+            raise ConfigError(f"{path}.aux_bow: must be >= 0, got {self.aux_bow}")
         if isinstance(self.devices, str) and self.devices != "auto":
             raise ConfigError(f"{path}.devices: expected an int or 'auto', got {self.devices!r}")
 

@@ -38,6 +38,8 @@ class OptimSettings:
     total_steps: int = 1000
     min_lr_ratio: float = 0.1
     grad_clip: float | None = 1.0
+    # weight of the bag-of-words loss on the media features (0: off); see `MultimodalLM`
+    aux_bow: float = 0.0
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -101,17 +103,62 @@ def masked_lm_loss(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor) 
 
 
 class MultimodalLM(L.LightningModule):
-    """Thin training wrapper around a `MultimodalRWKV`: masked loss, parameter groups, schedule."""
+    """Thin training wrapper around a `MultimodalRWKV`: masked loss, parameter groups, schedule.
+
+    With `settings.aux_bow` > 0, a linear head per trainable media modality predicts the bag of words of each
+    sample's replies from the mean of its projected media tokens, and that cross-entropy (times `aux_bow`) is
+    added to the loss: a direct training signal for an encoder learned from scratch (visual features from text,
+    Joulin et al. 2016), which otherwise learns only through the language model's readout of its tokens. The
+    heads are training-only: the saved model does not contain them.
+    """
 
     def __init__(self, model: nn.Module, settings: OptimSettings):
         super().__init__()
         self.model = model
         self.settings = settings
         self.last_loss: float | None = None
+        self.last_parts: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self.bow_heads = nn.ModuleDict()
+        if settings.aux_bow > 0:
+            width, vocab = model.backbone.config.n_embd, model.backbone.config.vocab_size
+            for modality in model.encoders:
+                parts = [*model.encoders[modality].parameters(), *model.projectors[modality].parameters()]
+                if any(p.requires_grad for p in parts):
+                    self.bow_heads[modality] = nn.Linear(width, vocab)
 
     def _loss(self, batch: dict) -> torch.Tensor:
-        hidden, _ = self.model.forward_hidden(batch["input_ids"], batch.get("media"))
-        return masked_lm_loss(hidden, self.model.backbone.head, batch["labels"])
+        """The training loss; its parts (language model, bag of words or None) are kept in `last_parts`."""
+        lm, bow = self._losses(batch)
+        self.last_parts = (lm, bow)
+        return lm if bow is None else lm + self.settings.aux_bow * bow
+
+    def _losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(language-model loss, bag-of-words loss or None)."""
+        ids = batch["input_ids"]
+        x = self.model.embed(ids, batch.get("media"))  # (B, T, C)
+        hidden, _ = self.model.backbone.forward_hidden(x)
+        lm = masked_lm_loss(hidden, self.model.backbone.head, batch["labels"])
+        return lm, (self._bow_loss(ids, x, batch["labels"]) if len(self.bow_heads) else None)
+
+    def _bow_loss(self, ids: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """Mean over modalities of the cross-entropy between each row's reply-token bag and its media's head."""
+        vocab = self.model.backbone.config.vocab_size
+        losses = []
+        for modality, head in self.bow_heads.items():
+            slots = ids == self.model.placeholder_ids[modality]  # (B, T)
+            counts = torch.zeros(ids.shape[0], vocab, device=ids.device)  # (B, V)
+            labelled = labels != IGNORE
+            counts.index_put_((labelled.nonzero()[:, 0], labels[labelled]), torch.ones((), device=ids.device),
+                              accumulate=True)
+            rows = slots.any(1) & (counts.sum(1) > 0)  # (B,)
+            if not rows.any():
+                continue
+            n = slots[rows].sum(1, keepdim=True)  # (R, 1)
+            pooled = (x[rows] * slots[rows].unsqueeze(-1)).sum(1) / n  # (R, C)
+            target = counts[rows] / counts[rows].sum(1, keepdim=True)  # (R, V)
+            logp = F.log_softmax(head(pooled).float(), dim=-1)
+            losses.append(-(target * logp).sum(1).mean())
+        return torch.stack(losses).mean() if losses else None
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
@@ -120,19 +167,26 @@ class MultimodalLM(L.LightningModule):
                 f"training loss is {loss.item()} at step {self.global_step} (batch {batch_idx}); "
                 "stopping, the last good checkpoint is kept (lower train.lr or check the data)"
             )
-        self.last_loss = float(loss.detach())
+        lm, bow = self.last_parts
+        self.last_loss = float(lm.detach())
         labelled = (batch["labels"][:, 1:] != IGNORE).sum()
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(labelled))
+        self.log("train/loss", lm, prog_bar=True, batch_size=int(labelled))
+        if bow is not None:
+            self.log("train/bow_loss", bow, prog_bar=False, batch_size=int(labelled))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         labelled = (batch["labels"][:, 1:] != IGNORE).sum()
-        self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=int(labelled), sync_dist=True)
+        self.log("val/loss", self._losses(batch)[0], prog_bar=True, batch_size=int(labelled), sync_dist=True)
 
     def configure_optimizers(self):
         s = self.settings
         groups = parameter_groups(self.model, s)
+        if len(self.bow_heads):
+            lr = s.lr_projector if s.lr_projector is not None else s.lr
+            groups.append({"params": list(self.bow_heads.parameters()), "lr": lr, "weight_decay": 0.0,
+                           "name": "bow_heads"})
         if not groups:
             raise MMRWKVError("nothing to train: every parameter is frozen (check the recipe's train.freeze)")
         optimizer = torch.optim.AdamW(groups, betas=s.betas, eps=s.eps)
