@@ -216,6 +216,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     # weight of a bag-of-words loss that trains media encoders directly (0: off; `MultimodalLM`)
     aux_bow: float = 0.0
+    # weight of the language-model loss; 0 (with aux_bow > 0) trains only the media path, without the backbone
+    lm_weight: float = 1.0
     precision: str = field(default="32", **_choices(*PRECISIONS))
     strategy: str = field(default="auto", **_choices(*STRATEGIES))
     devices: int | str = "auto"
@@ -236,8 +238,11 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.aux_bow < 0:
-            raise ConfigError(f"{path}.aux_bow: must be >= 0, got {self.aux_bow}")
+        for name in ("aux_bow", "lm_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{path}.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.lm_weight == 0 and self.aux_bow == 0:
+            raise ConfigError(f"{path}.lm_weight: 0 needs {path}.aux_bow > 0 (otherwise nothing is trained)")
         if isinstance(self.devices, str) and self.devices != "auto":
             raise ConfigError(f"{path}.devices: expected an int or 'auto', got {self.devices!r}")
 

@@ -141,12 +141,37 @@ class MediaCache:
         return self.model.tokens_per_item(modality, preprocessed)
 
 
-class ChatDataset(torch.utils.data.Dataset):
-    """Samples encoded on access through the chat template (`train`: with the reply and its labels)."""
+def media_key(sample) -> tuple[str, ...]:
+    """The media files of a sample, as the key of everything said about them."""
+    return tuple(map(str, sample.images + sample.audio))
 
-    def __init__(self, samples: Sequence, template, *, train: bool, seed: int = 0, max_tokens: int | None = None):
+
+def media_bags(samples: Sequence, tokenizer) -> dict[tuple[str, ...], list[int]]:
+    """Per media item (key), the distinct token ids of every reply and reference caption about it in `samples`.
+
+    The target of the bag-of-words loss (`train.aux_bow`): all the split says about an image, not only the
+    reply of one sample (one question about colour says nothing about the shape; the image's bag has both).
+    """
+    texts: dict[tuple[str, ...], set[str]] = {}
+    for sample in samples:
+        key = media_key(sample)
+        if not key:
+            continue
+        replies = [text for role, text in sample.conversation() if role == "assistant"]
+        texts.setdefault(key, set()).update(t.strip() for t in [*replies, *sample.captions] if t.strip())
+    return {key: sorted({i for t in sorted(words) for i in tokenizer.encode(f" {t}")}) for key, words in texts.items()}
+
+
+class ChatDataset(torch.utils.data.Dataset):
+    """Samples encoded on access through the chat template (`train`: with the reply and its labels).
+
+    `bags` (media key -> token ids, `media_bags`) adds each sample's media bag to its meta as "bow".
+    """
+
+    def __init__(self, samples: Sequence, template, *, train: bool, seed: int = 0, max_tokens: int | None = None,
+                 bags: dict | None = None):
         self.samples, self.template, self.train = samples, template, train
-        self.seed, self.max_tokens = seed, max_tokens
+        self.seed, self.max_tokens, self.bags = seed, max_tokens, bags
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -158,9 +183,12 @@ class ChatDataset(torch.utils.data.Dataset):
         if self.max_tokens is not None and len(encoded.ids) > self.max_tokens:
             raise DataError(f"sample {sample.id}: {len(encoded.ids)} tokens exceed data.max_text_tokens "
                             f"{self.max_tokens}")
-        return encoded, {"id": sample.id, "question": sample.question, "answers": sample.answers,
-                         "captions": sample.captions, "images": [str(p) for p in sample.images],
-                         "audio": [str(p) for p in sample.audio]}
+        meta = {"id": sample.id, "question": sample.question, "answers": sample.answers,
+                "captions": sample.captions, "images": [str(p) for p in sample.images],
+                "audio": [str(p) for p in sample.audio]}
+        if self.bags is not None:
+            meta["bow"] = self.bags.get(media_key(sample), [])
+        return encoded, meta
 
 
 def to_turns(sample, rng: random.Random | None = None, *, train: bool = True, media: bool = True) -> list:
@@ -189,12 +217,13 @@ class GroupedChatDataset(torch.utils.data.Dataset):
     (the first turn is exactly the single-question prompt that evaluation uses).
     """
 
-    def __init__(self, samples: Sequence, template, *, seed: int = 0, max_tokens: int | None = None):
+    def __init__(self, samples: Sequence, template, *, seed: int = 0, max_tokens: int | None = None,
+                 bags: dict | None = None):
         groups: dict[tuple, list] = {}
         for sample in samples:
-            groups.setdefault(tuple(map(str, sample.images + sample.audio)), []).append(sample)
+            groups.setdefault(media_key(sample), []).append(sample)
         self.groups = list(groups.values())
-        self.template, self.seed, self.max_tokens = template, seed, max_tokens
+        self.template, self.seed, self.max_tokens, self.bags = template, seed, max_tokens, bags
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -209,9 +238,12 @@ class GroupedChatDataset(torch.utils.data.Dataset):
         if self.max_tokens is not None and len(encoded.ids) > self.max_tokens:
             # long groups are cut at the limit: later turns are dropped, never the media
             encoded.ids, encoded.labels = encoded.ids[: self.max_tokens], encoded.labels[: self.max_tokens]
-        return encoded, {"id": group[0].id, "question": group[0].question, "answers": group[0].answers,
-                         "captions": group[0].captions, "images": [str(p) for p in group[0].images],
-                         "audio": [str(p) for p in group[0].audio]}
+        meta = {"id": group[0].id, "question": group[0].question, "answers": group[0].answers,
+                "captions": group[0].captions, "images": [str(p) for p in group[0].images],
+                "audio": [str(p) for p in group[0].audio]}
+        if self.bags is not None:
+            meta["bow"] = self.bags.get(media_key(group[0]), [])
+        return encoded, meta
 
 
 def make_collate(tokenizer):
@@ -232,8 +264,11 @@ def build_datasets(cfg: RecipeConfig, model):
 
     template = ChatTemplate(model.tokenizer, cfg.template.placement, model=MediaCache(model))
     train = select_answer_types(load_split(cfg.data, cfg.data.train_split), cfg.data.answer_types)
+    bags = media_bags(train, model.tokenizer) if cfg.train.aux_bow > 0 else None
     if cfg.data.group_by_media:
-        train_set = GroupedChatDataset(train, template, seed=cfg.data.seed, max_tokens=cfg.data.max_text_tokens)
+        train_set = GroupedChatDataset(train, template, seed=cfg.data.seed, max_tokens=cfg.data.max_text_tokens,
+                                       bags=bags)
     else:
-        train_set = ChatDataset(train, template, train=True, seed=cfg.data.seed, max_tokens=cfg.data.max_text_tokens)
+        train_set = ChatDataset(train, template, train=True, seed=cfg.data.seed, max_tokens=cfg.data.max_text_tokens,
+                                bags=bags)
     return train_set, None, make_collate(model.tokenizer)

@@ -40,6 +40,8 @@ class OptimSettings:
     grad_clip: float | None = 1.0
     # weight of the bag-of-words loss on the media features (0: off); see `MultimodalLM`
     aux_bow: float = 0.0
+    # weight of the language-model loss; 0 trains the media path on the bag-of-words loss alone (no backbone pass)
+    lm_weight: float = 1.0
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -106,10 +108,13 @@ class MultimodalLM(L.LightningModule):
     """Thin training wrapper around a `MultimodalRWKV`: masked loss, parameter groups, schedule.
 
     With `settings.aux_bow` > 0, a linear head per trainable media modality predicts the bag of words of each
-    sample's replies from the mean of its projected media tokens, and that cross-entropy (times `aux_bow`) is
+    sample's media (every reply and caption about them in the split, `media_bags`; a batch without those bags
+    uses the row's own replies) from the mean of its projected media tokens, and that cross-entropy (times `aux_bow`) is
     added to the loss: a direct training signal for an encoder learned from scratch (visual features from text,
     Joulin et al. 2016), which otherwise learns only through the language model's readout of its tokens. The
-    heads are training-only: the saved model does not contain them.
+    bag leaves out the ids of the turn end ("\n\n"), which every reply shares. With `settings.lm_weight` 0 the
+    backbone is not run at all: a cheap warm-up stage for the encoders. The heads are training-only: the saved
+    model does not contain them.
     """
 
     def __init__(self, model: nn.Module, settings: OptimSettings):
@@ -125,31 +130,55 @@ class MultimodalLM(L.LightningModule):
                 parts = [*model.encoders[modality].parameters(), *model.projectors[modality].parameters()]
                 if any(p.requires_grad for p in parts):
                     self.bow_heads[modality] = nn.Linear(width, vocab)
+        if settings.lm_weight == 0 and not len(self.bow_heads):
+            raise MMRWKVError("train.lm_weight 0 leaves nothing to train: it needs train.aux_bow > 0 and a trainable "
+                              "encoder or projector")
+        skip = model.tokenizer.encode("\n\n") if len(self.bow_heads) else []
+        self.register_buffer("bow_skip", torch.tensor(sorted(set(skip)), dtype=torch.long), persistent=False)
 
     def _loss(self, batch: dict) -> torch.Tensor:
         """The training loss; its parts (language model, bag of words or None) are kept in `last_parts`."""
         lm, bow = self._losses(batch)
         self.last_parts = (lm, bow)
-        return lm if bow is None else lm + self.settings.aux_bow * bow
+        s = self.settings
+        parts = ([] if lm is None else [s.lm_weight * lm]) + ([] if bow is None else [s.aux_bow * bow])
+        if not parts:  # lm_weight 0 and no row of this batch has both media and a reply
+            return torch.zeros((), requires_grad=True)
+        return torch.stack(parts).sum()
 
-    def _losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(language-model loss, bag-of-words loss or None)."""
+    def _losses(self, batch: dict) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(language-model loss or None when lm_weight is 0, bag-of-words loss or None)."""
         ids = batch["input_ids"]
         x = self.model.embed(ids, batch.get("media"))  # (B, T, C)
-        hidden, _ = self.model.backbone.forward_hidden(x)
-        lm = masked_lm_loss(hidden, self.model.backbone.head, batch["labels"])
-        return lm, (self._bow_loss(ids, x, batch["labels"]) if len(self.bow_heads) else None)
+        lm = None
+        if self.settings.lm_weight > 0:
+            hidden, _ = self.model.backbone.forward_hidden(x)
+            lm = masked_lm_loss(hidden, self.model.backbone.head, batch["labels"])
+        if not len(self.bow_heads):
+            return lm, None
+        return lm, self._bow_loss(ids, x, self._bags(batch))
 
-    def _bow_loss(self, ids: torch.Tensor, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
-        """Mean over modalities of the cross-entropy between each row's reply-token bag and its media's head."""
-        vocab = self.model.backbone.config.vocab_size
+    def _bags(self, batch: dict) -> torch.Tensor:
+        """(B, V) word counts of each row's bag: its media's bag from the data ("bow" in meta), else its replies."""
+        labels = batch["labels"]
+        counts = torch.zeros(labels.shape[0], self.model.backbone.config.vocab_size, device=labels.device)
+        meta = batch.get("meta") or [{} for _ in range(labels.shape[0])]
+        if all("bow" in m for m in meta):
+            rows = [torch.full((len(m["bow"]),), b, dtype=torch.long) for b, m in enumerate(meta)]
+            words = torch.tensor([i for m in meta for i in m["bow"]], dtype=torch.long)
+            index = (torch.cat(rows).to(labels.device), words.to(labels.device))
+        else:
+            labelled = labels != IGNORE
+            index = (labelled.nonzero()[:, 0], labels[labelled])
+        counts.index_put_(index, torch.ones((), device=labels.device), accumulate=True)
+        counts[:, self.bow_skip] = 0
+        return counts
+
+    def _bow_loss(self, ids: torch.Tensor, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor | None:
+        """Mean over modalities of the cross-entropy between each row's bag (`counts`, (B, V)) and its media's head."""
         losses = []
         for modality, head in self.bow_heads.items():
             slots = ids == self.model.placeholder_ids[modality]  # (B, T)
-            counts = torch.zeros(ids.shape[0], vocab, device=ids.device)  # (B, V)
-            labelled = labels != IGNORE
-            counts.index_put_((labelled.nonzero()[:, 0], labels[labelled]), torch.ones((), device=ids.device),
-                              accumulate=True)
             rows = slots.any(1) & (counts.sum(1) > 0)  # (B,)
             if not rows.any():
                 continue
@@ -168,9 +197,11 @@ class MultimodalLM(L.LightningModule):
                 "stopping, the last good checkpoint is kept (lower train.lr or check the data)"
             )
         lm, bow = self.last_parts
-        self.last_loss = float(lm.detach())
+        main = lm if lm is not None else (bow if bow is not None else loss)
+        self.last_loss = float(main.detach())
         labelled = (batch["labels"][:, 1:] != IGNORE).sum()
-        self.log("train/loss", lm, prog_bar=True, batch_size=int(labelled))
+        # train/loss is the language model's loss; in a bag-of-words-only stage, that loss
+        self.log("train/loss", main, prog_bar=True, batch_size=int(labelled))
         if bow is not None:
             self.log("train/bow_loss", bow, prog_bar=False, batch_size=int(labelled))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
@@ -178,7 +209,8 @@ class MultimodalLM(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         labelled = (batch["labels"][:, 1:] != IGNORE).sum()
-        self.log("val/loss", self._losses(batch)[0], prog_bar=True, batch_size=int(labelled), sync_dist=True)
+        lm, bow = self._losses(batch)
+        self.log("val/loss", lm if lm is not None else bow, prog_bar=True, batch_size=int(labelled), sync_dist=True)
 
     def configure_optimizers(self):
         s = self.settings

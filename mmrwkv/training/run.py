@@ -42,7 +42,7 @@ def optim_settings(cfg: RecipeConfig, total_steps: int) -> OptimSettings:
     return OptimSettings(lr=t.lr.backbone, lr_projector=t.lr.projector, lr_encoder=t.lr.encoder,
                          weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, total_steps=total_steps,
                          min_lr_ratio=t.min_lr_ratio if t.cosine else 1.0, grad_clip=t.grad_clip,
-                         aux_bow=t.aux_bow)
+                         aux_bow=t.aux_bow, lm_weight=t.lm_weight)
 
 
 # settings that do not change what a stage trains: a finished or interrupted stage is reused or resumed across them
