@@ -31,7 +31,8 @@ def _trained_in_memory(stage_cfg):
     model = build_model(stage_cfg)
     state = torch.load(last_checkpoint(Path(stage_cfg.train.output_dir) / "checkpoints") / "trainer.ckpt",
                        map_location="cpu", weights_only=False)["state_dict"]
-    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+    # the module also holds training-only parts (the bag-of-words heads): take the model's weights
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
     assert lora_layers(model.backbone) and any(layer.lora_B.abs().sum() > 0 for layer in lora_layers(model).values())
     return model.eval()
 
