@@ -162,6 +162,15 @@ def media_bags(samples: Sequence, tokenizer) -> dict[tuple[str, ...], list[int]]
     return {key: sorted({i for t in sorted(words) for i in tokenizer.encode(f" {t}")}) for key, words in texts.items()}
 
 
+def sample_meta(sample, bags: dict | None = None) -> dict:
+    """The batch meta of a sample (ids, texts, media paths), with its media bag as "bow" when `bags` is given."""
+    meta = {"id": sample.id, "question": sample.question, "answers": sample.answers, "captions": sample.captions,
+            "images": [str(p) for p in sample.images], "audio": [str(p) for p in sample.audio]}
+    if bags is not None:
+        meta["bow"] = bags.get(media_key(sample), [])
+    return meta
+
+
 class ChatDataset(torch.utils.data.Dataset):
     """Samples encoded on access through the chat template (`train`: with the reply and its labels).
 
@@ -183,12 +192,7 @@ class ChatDataset(torch.utils.data.Dataset):
         if self.max_tokens is not None and len(encoded.ids) > self.max_tokens:
             raise DataError(f"sample {sample.id}: {len(encoded.ids)} tokens exceed data.max_text_tokens "
                             f"{self.max_tokens}")
-        meta = {"id": sample.id, "question": sample.question, "answers": sample.answers,
-                "captions": sample.captions, "images": [str(p) for p in sample.images],
-                "audio": [str(p) for p in sample.audio]}
-        if self.bags is not None:
-            meta["bow"] = self.bags.get(media_key(sample), [])
-        return encoded, meta
+        return encoded, sample_meta(sample, self.bags)
 
 
 def to_turns(sample, rng: random.Random | None = None, *, train: bool = True, media: bool = True) -> list:
@@ -238,12 +242,7 @@ class GroupedChatDataset(torch.utils.data.Dataset):
         if self.max_tokens is not None and len(encoded.ids) > self.max_tokens:
             # long groups are cut at the limit: later turns are dropped, never the media
             encoded.ids, encoded.labels = encoded.ids[: self.max_tokens], encoded.labels[: self.max_tokens]
-        meta = {"id": group[0].id, "question": group[0].question, "answers": group[0].answers,
-                "captions": group[0].captions, "images": [str(p) for p in group[0].images],
-                "audio": [str(p) for p in group[0].audio]}
-        if self.bags is not None:
-            meta["bow"] = self.bags.get(media_key(group[0]), [])
-        return encoded, meta
+        return encoded, sample_meta(group[0], self.bags)
 
 
 def make_collate(tokenizer):
