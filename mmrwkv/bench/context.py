@@ -4,8 +4,10 @@ Both models have the same width, depth, head size and vocabulary, random weights
 prefills each context for real (sequence mode, chunked kernel) and then decodes in RNN mode with its
 constant-size state. The Transformer (transformers' Llama with a DynamicCache) gets a cache of random keys and
 values of the context's length: its per-token cost depends on the cache length only, and a real 16k-token
-prefill of quadratic attention would dominate the run. Rounds of decode steps of the two interleave; the first
-step of each round is not timed (it refills the caches the other model evicted); the median step counts.
+prefill of quadratic attention would dominate the run. Each (model, context) pair keeps its own state or cache, all
+filled before any timing; rounds of decode steps then visit every pair in turn, so the contexts share the machine's
+noise; the first step of each visit is not timed (it refills the caches the other pairs evicted); the median step
+counts.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head-size", type=int, default=64)
     parser.add_argument("--vocab-size", type=int, default=16384)
     parser.add_argument("--steps", type=int, default=8, help="decode steps per round (each step is timed)")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--prefill-chunk", type=int, default=2048, help="tokens per sequence-mode prefill call")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/context.png"), help="plot (PNG)")
@@ -131,21 +133,33 @@ class _LlamaRunner:
         return sum(t.numel() * t.element_size() for layer in self.cache.layers for t in (layer.keys, layer.values))
 
 
-def _measure(runners: dict, contexts: list[int], steps: int, rounds: int) -> list[dict]:
+def _measure(factories: dict, contexts: list[int], steps: int, rounds: int) -> list[dict]:
+    """Every (model, context) pair gets its own runner, filled to its context first; then each round times every
+    pair in turn, so that all contexts see the same machine noise (a busy machine's slow minute would otherwise land
+    on whichever context was being timed then)."""
+    runners = {}
+    for length in contexts:
+        for name, factory in factories.items():
+            runners[name, length] = runner = factory()
+            runner.grow_to(length)
+    times: dict[tuple, list[float]] = {key: [] for key in runners}
+    visit_best: dict[tuple, list[float]] = {key: [] for key in runners}
+    for _ in range(rounds):
+        for key, runner in runners.items():
+            visit = runner.time_steps(steps)
+            times[key] += visit
+            visit_best[key].append(min(visit))
     rows = []
     for length in contexts:
         row = {"context": length}
-        for runner in runners.values():
-            runner.grow_to(length)
-        times: dict[str, list[float]] = {name: [] for name in runners}
-        for _ in range(rounds):
-            for name, runner in runners.items():
-                times[name] += runner.time_steps(steps)
-        for name, runner in runners.items():
-            row[f"{name}_ms"] = 1e3 * statistics.median(times[name])
+        for name in factories:
+            row[f"{name}_ms"] = 1e3 * statistics.median(times[name, length])
             # the fastest step: the cost with the least interference from other processes
-            row[f"{name}_min_ms"] = 1e3 * min(times[name])
-            row[f"{name}_bytes"] = runner.nbytes()
+            row[f"{name}_min_ms"] = 1e3 * min(times[name, length])
+            # the median over rounds of each visit's fastest step: robust to a busy machine's preemptions (a
+            # time slice lost inside a step), which hit a few steps of a visit, not all of them
+            row[f"{name}_visit_ms"] = 1e3 * statistics.median(visit_best[name, length])
+            row[f"{name}_bytes"] = runners[name, length].nbytes()
         rows.append(row)
         print(
             f"context {length:>6}: rwkv {row['rwkv_ms']:7.2f} ms/tok, state {row['rwkv_bytes'] / 2**20:7.2f} MiB | "
@@ -181,8 +195,8 @@ def _run(args: argparse.Namespace) -> int:
     # the faster batch-1 weight layout, for both models alike
     column_major_linears(rwkv)
     column_major_linears(llama)
-    runners = {"rwkv": _RWKVRunner(rwkv, args.prefill_chunk), "transformer": _LlamaRunner(llama)}
-    rows = _measure(runners, contexts, args.steps, args.rounds)
+    factories = {"rwkv": lambda: _RWKVRunner(rwkv, args.prefill_chunk), "transformer": lambda: _LlamaRunner(llama)}
+    rows = _measure(factories, contexts, args.steps, args.rounds)
     _summary(rows)
     _plot(rows, args)
     if args.json:
@@ -196,7 +210,7 @@ def _run(args: argparse.Namespace) -> int:
 def _summary(rows: list[dict]) -> None:
     first, last = rows[0], rows[-1]
     span = f"{last['context']} vs {first['context']}"
-    for key, label in (("ms", "median"), ("min_ms", "fastest")):
+    for key, label in (("ms", "median"), ("visit_ms", "median of each round's fastest"), ("min_ms", "fastest")):
         print(
             f"per-token time {span} ({label} step): rwkv x{last[f'rwkv_{key}'] / first[f'rwkv_{key}']:.2f}, "
             f"transformer x{last[f'transformer_{key}'] / first[f'transformer_{key}']:.2f}"

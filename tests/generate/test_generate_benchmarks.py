@@ -98,3 +98,37 @@ def test_decode_bound_uses_the_fastest_readers_median_pass():
     assert bandwidth.median() == 7.0
     bandwidth.passes[0][names[0]] = bandwidth.passes[2][names[0]] = 8.0  # reader 0: 8, 9, 8, 9 -> median 8.5
     assert bandwidth.median() == 8.5
+
+
+def test_bench_context_fills_every_context_first_then_interleaves_the_timed_visits():
+    from mmrwkv.bench.context import _measure
+
+    log = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name, self.length = name, 0
+
+        def grow_to(self, length):
+            log.append(("grow", self.name, length))
+            self.length = length
+
+        def time_steps(self, n):
+            log.append(("time", self.name, self.length))
+            visit = sum(1 for e in log if e[0] == "time" and e[1:] == (self.name, self.length))
+            # each visit: one slow (preempted) step and n - 1 steps at a cost that grows with the visit number
+            return [0.5] + [1e-3 * visit] * (n - 1)
+
+        def nbytes(self):
+            return self.length
+
+    rows = _measure({"rwkv": lambda: Fake("rwkv"), "transformer": lambda: Fake("transformer")}, [10, 20], 3, 3)
+    grows, times = [e for e in log if e[0] == "grow"], [e for e in log if e[0] == "time"]
+    assert log[: len(grows)] == grows and len(grows) == 4  # nothing timed before every context is filled
+    # every round visits all four (model, context) pairs before the next round starts
+    assert [t[1:] for t in times[:4]] == [t[1:] for t in times[4:8]] == [t[1:] for t in times[8:]]
+    assert {t[1:] for t in times[:4]} == {("rwkv", 10), ("transformer", 10), ("rwkv", 20), ("transformer", 20)}
+    # median over rounds of each visit's fastest step: visits' fastest are 1, 2, 3 ms
+    assert rows[0]["rwkv_visit_ms"] == 2.0 and rows[1]["transformer_visit_ms"] == 2.0
+    assert rows[0]["rwkv_min_ms"] == 1.0
+    assert rows[0]["rwkv_ms"] == 3.0  # the median of all steps: pulled up by a preempted step per visit
