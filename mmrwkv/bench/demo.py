@@ -10,10 +10,15 @@ another question (the cache holds the state up to the image). Answers are exactl
 
 Two paths are timed: the demo's handler (`ChatDemo.respond`: upload check, image hash/decode, prefill, decode
 steps, chat messages) and, unless `--no-server`, the launched page through gradio_client (adds the file upload,
-HTTP and the queue). Time to first token = from sending until the first update that shows reply text; through the
-server it is also given from the end of the file upload, which the cache cannot shorten, and up to the moment the
-server sends that update: gradio_client polls its message queue every 50 ms and builds an HTTP client (and an SSL
-context) per request in this same process, so what the client sees lags what a browser would get.
+HTTP and the queue). Time to first token = from sending until the first update that shows reply text. Through the
+server it is also given up to the moment the server sends that update ("server sent": gradio_client polls its
+message queue every 50 ms, so what it shows lags what a browser gets), and from the server receiving the message
+(the queue join, after the upload) to that send ("in server": what the server adds around the handler). The client
+runs in this process, so it is built with `ssl_verify=False`: the URL is plain http on 127.0.0.1, where that only
+skips loading the CA bundle, which httpx does for every upload and every message (about 55 ms each here).
+Tokens/s counts the tokens after the first from the first update with reply text to the last one; through the
+server from the server's own sends (the client may receive a whole answer in one poll); "n/a" when one update
+carried the whole answer.
 """
 
 from __future__ import annotations
@@ -33,19 +38,31 @@ CASES = (("new", QUESTION), ("cached", QUESTION), ("cached+q", OTHER_QUESTION))
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Model choice, answer length, repeats (defaults finish in about a minute on 2 CPU cores)."""
-    parser.add_argument("--checkpoint", default=None,
-                        help="multimodal checkpoint (default: the newest with an image encoder under --runs-dir)")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="multimodal checkpoint (default: the newest with an image encoder under --runs-dir)",
+    )
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--recipe", default="recipes/easy_vqa.yaml", help="shape of the random model without one")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="recipe override for the random model, e.g. encoders.image.grid=8 (repeatable)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe override for the random model, e.g. encoders.image.grid=8 (repeatable)",
+    )
     parser.add_argument("--answer-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5, help="new-image / cached-image pairs (median)")
     parser.add_argument("--image-side", type=int, default=256, help="side of the uploaded PNG in pixels")
     parser.add_argument("--no-server", action="store_true", help="time the handler only, no Gradio server")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for this run (1 keeps CPU times honest on a busy machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for this run (1 keeps CPU times honest on a busy machine)",
+    )
 
 
 def default_model(args: argparse.Namespace, workdir: Path):
@@ -177,7 +194,8 @@ def measure_handler(demo, images: list[str], repeats: int) -> dict:
 def measure_server(demo, images: list[str], repeats: int) -> dict:
     """The same cases through a launched page and gradio_client (one client = one session per repeat), `demo` from
     `make_demo`. Per run: (ttft, stream seconds, upload seconds, the handler's own wall ttft inside the server, seconds
-    from sending to the server sending the first update with reply text)."""
+    from sending to the server sending the first update with reply text, seconds from the server receiving the
+    message to that send, seconds from that send to the server's last send)."""
     from gradio_client import Client, handle_file
 
     from mmrwkv.demos.chat import build_chat_app
@@ -188,49 +206,73 @@ def measure_server(demo, images: list[str], repeats: int) -> dict:
     launch_app(app, port=port, block=False)
     runs: dict[str, list] = {name: [] for name, _ in CASES}
     try:
-        with _recording_uploads() as uploads, _recording_sends() as sends:
+        with _recording_uploads() as uploads, _recording_server() as server:
             for r in range(repeats):
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False, ssl_verify=False)
                 for name, question in CASES:
                     client.predict(api_name="/reset")
                     uploads.clear()
-                    sends.clear()
+                    server.clear()
                     message = {"text": question, "files": [handle_file(images[r])]}
                     demo.first_reply_s.clear()
                     demo.first_reply_at.clear()
                     start = time.perf_counter()
                     job = client.submit(message, "bench", "", 0.0, 1.0, 1, api_name="/chat")
                     ttft, stream, upload, _ = _timed(job, _reply, uploads)
-                    # the server's first "generating" message after the handler's first reply carries that reply
-                    sent = [t for t in sends if demo.first_reply_at and t >= demo.first_reply_at[0]]
-                    if not uploads or len(demo.first_reply_s) != 1 or not sent:
-                        raise RuntimeError("cannot separate the upload and the handler from the server's time")
-                    runs[name].append((ttft, stream, upload, demo.first_reply_s[0], sent[0] - start))
+                    runs[name].append((ttft, stream, upload, *_server_times(demo, server, start)))
                 client.close()
     finally:
         app.close()
     return runs
 
 
+def _server_times(demo, server: ServerLog, start: float) -> tuple[float, float, float, float]:
+    """(handler ttft, sent - start, sent - joined, last send - sent) of one message; `sent` is the server's first
+    streamed update after the handler's first reply (it carries that reply)."""
+    sent = [
+        t for kind, t in server.sends if kind == "generating" and demo.first_reply_at and t >= demo.first_reply_at[0]
+    ]
+    if len(server.joins) != 1 or len(demo.first_reply_s) != 1 or not sent:
+        raise RuntimeError("cannot separate the upload and the handler from the server's time")
+    return demo.first_reply_s[0], sent[0] - start, sent[0] - server.joins[0], server.sends[-1][1] - sent[0]
+
+
+class ServerLog:
+    """perf_counter times at which the server took a message into its queue (`joins`) and queued updates for its
+    client (`sends`: (kind, time), kind "generating" for a streamed update, "completed" for the last)."""
+
+    def __init__(self):
+        self.joins: list[float] = []
+        self.sends: list[tuple[str, float]] = []
+
+    def clear(self) -> None:
+        self.joins.clear()
+        self.sends.clear()
+
+
 @contextlib.contextmanager
-def _recording_sends():
-    """Record the perf_counter times at which the server queues a streamed update ("process_generating") for its
-    client, while the block runs."""
+def _recording_server():
+    """A ServerLog of the gradio queue while the block runs."""
     from gradio.queueing import Queue
 
-    sends: list[float] = []
-    original = Queue.send_message
+    log = ServerLog()
+    send, push = Queue.send_message, Queue.push
 
-    def timed(self, event, message):
-        if str(getattr(message, "msg", "")).endswith("generating"):
-            sends.append(time.perf_counter())
-        return original(self, event, message)
+    def timed_send(self, event, message):
+        kind = str(getattr(message, "msg", "")).rsplit("_", 1)[-1]
+        if kind in ("generating", "completed"):
+            log.sends.append((kind, time.perf_counter()))
+        return send(self, event, message)
 
-    Queue.send_message = timed
+    async def timed_push(self, *args, **kwargs):
+        log.joins.append(time.perf_counter())
+        return await push(self, *args, **kwargs)
+
+    Queue.send_message, Queue.push = timed_send, timed_push
     try:
-        yield sends
+        yield log
     finally:
-        Queue.send_message = original
+        Queue.send_message, Queue.push = send, push
 
 
 @contextlib.contextmanager
@@ -256,18 +298,37 @@ def _recording_uploads():
 
 
 def _summary(runs: list[tuple], answer_tokens: int) -> dict:
-    """(median, best) of ttft, of ttft after the upload, of the inner ttft (handler: CPU time; server: the
-    handler's wall time inside the server) and, through the server, of the time to the server sending the first
-    token; median upload and tokens/s after the first token. The best of the repeats is the steadiest figure on a
-    shared, busy machine; the median is also shown.
+    """(median, best) of ttft and of the inner ttft (handler: CPU time; server: the handler's wall time inside the
+    server); through the server also of the time to the server sending the first token and of the server's own time
+    before it; median upload and tokens/s after the first token (None when no run streamed over time). The best of
+    the repeats is the steadiest figure on a shared, busy machine; the median is also shown.
     """
+
     def both(values: list[float]) -> tuple[float, float]:
         return statistics.median(values), min(values)
 
-    return {"ttft": both([r[0] for r in runs]), "after": both([r[0] - r[2] for r in runs]),
-            "inner": both([r[3] for r in runs]), "upload": statistics.median(r[2] for r in runs),
-            "rate": statistics.median((answer_tokens - 1) / r[1] for r in runs if r[1] > 0),
-            "sent": both([r[4] if len(r) > 4 else r[0] for r in runs])}
+    server = len(runs[0]) > 4
+    # through the server the stream is timed by the server's sends: the client may get a whole answer in one poll
+    rates = [tokens_per_s(answer_tokens, r[6] if server else r[1]) for r in runs]
+    rates = [rate for rate in rates if rate is not None]
+    out = {
+        "ttft": both([r[0] for r in runs]),
+        "inner": both([r[3] for r in runs]),
+        "upload": statistics.median(r[2] for r in runs),
+        "rate": statistics.median(rates) if rates else None,
+    }
+    if server:
+        out |= {"sent": both([r[4] for r in runs]), "in_server": both([r[5] for r in runs])}
+    return out
+
+
+def tokens_per_s(answer_tokens: int, stream_s: float) -> float | None:
+    """Tokens after the first per second of `stream_s` (from the first update with reply text to the last); None
+    when the answer had no later tokens or arrived in one update (no time between first and last: the rate of such
+    a run is the polling's, not the stream's)."""
+    if answer_tokens < 2 or stream_s <= 1e-4:
+        return None
+    return (answer_tokens - 1) / stream_s
 
 
 def run(args: argparse.Namespace) -> int:
@@ -286,26 +347,33 @@ def run(args: argparse.Namespace) -> int:
         results = {"handler": measure_handler(demo, images, args.repeats)}
         if not args.no_server:
             results["server"] = measure_server(demo, images, args.repeats)
-    print(f"demo bench: {label}; {args.image_side}px PNG uploads, {args.answer_tokens}-token greedy answers, "
-          f"median of {args.repeats}, {torch.get_num_threads()} threads")
-    print("cases: new = a new image; cached = the same image and question again; cached+q = the same image, "
-          "another question")
+    print(
+        f"demo bench: {label}; {args.image_side}px PNG uploads, {args.answer_tokens}-token greedy answers, "
+        f"median of {args.repeats}, {torch.get_num_threads()} threads"
+    )
+    print(
+        "cases: new = a new image; cached = the same image and question again; cached+q = the same image, "
+        "another question"
+    )
     for path, runs in results.items():
         _print_path(path, {name: _summary(r, args.answer_tokens) for name, r in runs.items()})
     return 0
 
 
 def _print_path(path: str, s: dict) -> None:
-    # handler: wall and this thread's CPU time; server: wall, wall after the upload, and the handler inside it
+    # handler: wall and this thread's CPU time; server: wall, the server's send, its own part, the handler inside it
     server = path == "server"
-    columns = [("ttft", "first token ms")] + ([("after", "after upload ms"), ("sent", "server sent ms"),
-                                               ("inner", "in handler ms")] if server
-                                              else [("inner", "first token cpu ms")])
+    columns = [("ttft", "first token ms")] + (
+        [("sent", "server sent ms"), ("in_server", "in server ms"), ("inner", "in handler ms")]
+        if server
+        else [("inner", "first token cpu ms")]
+    )
     head = "".join(f" {label + ' (median)':>26} {'(best)':>8}" for _, label in columns)
     print(f"{'path':<8} {'image':<9}{head} {'tokens/s':>9}" + (f" {'upload ms':>10}" if server else ""))
     for name, r in s.items():
         cells = "".join(f" {r[key][0] * 1e3:>26.1f} {r[key][1] * 1e3:>8.1f}" for key, _ in columns)
-        print(f"{path:<8} {name:<9}{cells} {r['rate']:>9.1f}" + (f" {r['upload'] * 1e3:>10.1f}" if server else ""))
+        rate = "n/a" if r["rate"] is None else f"{r['rate']:.1f}"
+        print(f"{path:<8} {name:<9}{cells} {rate:>9}" + (f" {r['upload'] * 1e3:>10.1f}" if server else ""))
     for name in ("cached", "cached+q"):
         line = "; ".join(f"{label[:-3]}: {_ratios(s[name][key], s['new'][key])}" for key, label in columns)
         print(f"{path:<8} {name} / new: {line} (target <= 0.3)")
