@@ -26,7 +26,7 @@ from torch import Tensor
 ENV_VAR = "MMRWKV_NATIVE_DECODE"
 _NAME = "mmrwkv_decode_cpu"
 SOURCE = Path(__file__).resolve().parent / "cpu" / "decode7.cpp"
-HEADERS = (SOURCE.parent / "matvec.h",)  # included by SOURCE: part of the build's digest
+HEADERS = (SOURCE.parent / "matvec.h", SOURCE.parent / "team.h")  # included by SOURCE: part of the build's digest
 # one layer's parameters in the order decode7.cpp reads them (names as in `mmrwkv.rwkv.v7.block_params`)
 LAYER_PARAMS = (
     "ln1_w", "ln1_b", "x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "w1", "w2", "a0", "a1", "a2", "v0", "v1", "v2",
@@ -141,16 +141,23 @@ def applies(x: Tensor, wkv: Tensor) -> bool:
 
 
 def layers_step(
-    x: Tensor, att_prev: Tensor, wkv: Tensor, ffn_prev: Tensor, H: int, params: list[dict[str, Tensor]]
+    x: Tensor,
+    att_prev: Tensor,
+    wkv: Tensor,
+    ffn_prev: Tensor,
+    H: int,
+    params: list[dict[str, Tensor]],
+    threads: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
     """`v7.layers_step` natively: x (1, C) and the stacked state -> (x (1, C) in x's dtype, att, wkv, ffn).
 
     None when it does not apply (batch > 1, autograd, another device or dtype, a shape or layout it does not read,
-    or the native build is off or failed); the caller then runs the TorchScript step.
+    or the native build is off or failed); the caller then runs the TorchScript step. threads: how many threads
+    split the work (0: torch's thread count, or one for a model too small to be worth splitting).
     """
     if not (att_prev.dtype in _DTYPES and ffn_prev.dtype in _DTYPES and applies(x, wkv)):
         return None
-    out = load().layers_step(x, att_prev, wkv, ffn_prev, H, layer_args(params))
+    out = load().layers_step(x, att_prev, wkv, ffn_prev, H, layer_args(params), threads)
     if not out:  # a parameter it does not read (dtype, device, shape, layout)
         return None
     x_out, att, wkv_out, ffn = out
@@ -158,7 +165,13 @@ def layers_step(
 
 
 def layers_prefill(
-    x: Tensor, att_prev: Tensor, wkv: Tensor, ffn_prev: Tensor, H: int, params: list[dict[str, Tensor]]
+    x: Tensor,
+    att_prev: Tensor,
+    wkv: Tensor,
+    ffn_prev: Tensor,
+    H: int,
+    params: list[dict[str, Tensor]],
+    threads: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
     """`layers_step` over the T tokens of x (T, C) one after another, in one native call -> (x (1, C) of the last
     token in x's dtype, att, wkv, ffn after it): a short prompt piece without T calls' overhead.
@@ -169,7 +182,7 @@ def layers_prefill(
     ok = ok and att_prev.dtype in _DTYPES and ffn_prev.dtype in _DTYPES and wkv.dtype == torch.float32
     if not (ok and wkv.is_contiguous() and wkv.dim() == 5 and wkv.shape[1] == 1 and enabled()):
         return None
-    out = load().layers_prefill(x, att_prev, wkv, ffn_prev, H, layer_args(params))
+    out = load().layers_prefill(x, att_prev, wkv, ffn_prev, H, layer_args(params), threads)
     if not out:
         return None
     x_out, att, wkv_out, ffn = out
@@ -177,8 +190,14 @@ def layers_prefill(
 
 
 def token_step(
-    x: Tensor, att_prev: Tensor, wkv: Tensor, ffn_prev: Tensor, H: int, params: list[dict[str, Tensor]],
+    x: Tensor,
+    att_prev: Tensor,
+    wkv: Tensor,
+    ffn_prev: Tensor,
+    H: int,
+    params: list[dict[str, Tensor]],
     ends: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
+    threads: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
     """A whole one-token forward in one native call: x (1, C) the raw embedding row -> (logits (1, V) in x's dtype,
     att, wkv, ffn). `ends` = (ln0 weight, ln0 bias, ln_out weight, ln_out bias, head weight [V, C]): ln0, every block
@@ -188,7 +207,7 @@ def token_step(
     """
     if not (att_prev.dtype in _DTYPES and ffn_prev.dtype in _DTYPES and x.dtype == ends[0].dtype and applies(x, wkv)):
         return None
-    out = load().token_step(x, att_prev, wkv, ffn_prev, H, layer_args(params), list(ends))
+    out = load().token_step(x, att_prev, wkv, ffn_prev, H, layer_args(params), list(ends), threads)
     return tuple(out) if out else None
 
 

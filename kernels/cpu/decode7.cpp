@@ -1,5 +1,5 @@
 // RWKV-7 one-token decode on CPU: every block in one call (a short prompt piece: its tokens in one call), and the
-// head's mat-vec.
+// head's mat-vec, on a team of threads in one parallel region (team.h).
 //
 // Notation: C channels, H heads, N head size, F feed-forward width, D a LoRA width. Batch 1 only.
 // The equations are those of mmrwkv/rwkv/v7.py (block_step); this file only fuses them: each elementwise stage is
@@ -11,11 +11,17 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -25,6 +31,7 @@
 namespace {
 
 #include "matvec.h"
+#include "team.h"
 
 template <typename T>
 void layer_norm(const float* x, const T* w, const T* b, int64_t n, float eps, float* out) {
@@ -49,16 +56,6 @@ void load(const at::Tensor& t, float* out) {
   }
 }
 
-void store(const float* v, at::Tensor t) {
-  const int64_t n = t.numel();
-  if (t.scalar_type() == at::kFloat) {
-    std::memcpy(t.data_ptr(), v, n * sizeof(float));
-  } else {
-    auto* p = reinterpret_cast<at::BFloat16*>(t.data_ptr());
-    for (int64_t i = 0; i < n; ++i) p[i] = at::BFloat16(v[i]);
-  }
-}
-
 // Row l (C values) of a contiguous (L, 1, C) shift state, fp32 or bf16, by address: no tensor view per layer.
 struct Row {
   void* data;
@@ -75,9 +72,10 @@ void load(Row r, int64_t n, float* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = f32(static_cast<const uint16_t*>(r.data)[i]);
 }
 
-void store(const float* v, Row r, int64_t n) {
-  if (!r.bf16) return (void)std::memcpy(r.data, v, n * sizeof(float));
-  for (int64_t i = 0; i < n; ++i) static_cast<at::BFloat16*>(r.data)[i] = at::BFloat16(v[i]);
+// v[i0, i1) into the row's same places
+void store(const float* v, Row r, int64_t i0, int64_t i1) {
+  if (!r.bf16) return (void)std::memcpy(static_cast<float*>(r.data) + i0, v + i0, (i1 - i0) * sizeof(float));
+  for (int64_t i = i0; i < i1; ++i) static_cast<at::BFloat16*>(r.data)[i] = at::BFloat16(v[i]);
 }
 
 // Parameter order of one layer: must match mmrwkv/kernels/cpu.py LAYER_PARAMS.
@@ -86,26 +84,55 @@ enum P {
   W_R, W_K, W_V, W_O, LNX_W, LNX_B, LN2_W, LN2_B, FFN_X_K, FFN_W_K, FFN_W_V, N_PARAMS
 };
 
-struct Work {
-  std::vector<float> h, dx, xr, xw, xk, xv, xa, xg, r, k, v, w, a, g, kk, y, vfirst, t, u, hid, out;
-  Work(int64_t C, int64_t D, int64_t F) {
-    for (auto* b : {&h, &dx, &xr, &xw, &xk, &xv, &xa, &xg, &r, &k, &v, &w, &a, &g, &kk, &y, &vfirst, &u, &out})
-      b->resize(C);
-    t.resize(D);
-    hid.resize(F);
+// A LoRA matrix m [in, out] (stored as the model keeps it, x @ m) as the mat-vec weight m^T [out, in].
+template <typename T>
+Mat<T> lora(const at::Tensor& m) {
+  return {ptr<T>(m), m.size(1), m.size(0), m.stride(0) == 1};
+}
+
+// One thread's work vectors (fp32). The vectors every thread needs in full (the mixed inputs of the mat-vecs, the
+// stream x) each thread makes itself, in the same order, so the copies agree bit for bit; the rest it fills only
+// for its own heads (r .. u), or its own rows of the feed-forward (hid).
+struct Own {
+  at::Tensor mem;
+  float *x, *h, *dx, *xr, *xw, *xk, *xv, *xa, *xg, *r, *k, *v, *w, *a, *g, *kk, *y, *u, *vfirst, *t, *hid;
+
+  Own(int64_t C, int64_t D, int64_t F) {
+    const int64_t c = (C + 15) / 16 * 16, d = (4 * D + 15) / 16 * 16;
+    mem = at::empty({19 * c + d + F}, at::kFloat);
+    float* p = mem.data_ptr<float>();
+    for (float** b : {&x, &h, &dx, &xr, &xw, &xk, &xv, &xa, &xg, &r, &k, &v, &w, &a, &g, &kk, &y, &u, &vfirst})
+      *b = p, p += c;
+    t = p, hid = p + d;
   }
 };
 
-// x @ m for a LoRA matrix m [in, out] (stored as the model keeps it): the mat-vec of m^T.
-template <typename T>
-void lora(const at::Tensor& m, const float* x, float* y) {
-  gemv<T>(m.t(), x, y);
+// Partial products the threads exchange across a barrier: each thread writes its slot, then all read every slot.
+// One buffer per exchange of a layer, so a fast thread never overwrites what a slow one still reads.
+struct Parts {
+  at::Tensor mem;
+  int64_t C, D;
+  float *lora, *att, *ffn;  // [threads][4 D], [threads][C], [threads][C]
+
+  Parts(int threads, int64_t C, int64_t D) : C(C), D(D) {
+    mem = at::empty({threads * (4 * D + 2 * C)}, at::kFloat);
+    lora = mem.data_ptr<float>(), att = lora + threads * 4 * D, ffn = att + threads * C;
+  }
+};
+
+// out[0, n) (+)= the sum of the team's n-long partials at part + t * stride, in thread order (the same on every
+// thread).
+void gather(const Team& team, const float* part, int64_t stride, int64_t n, float* out, bool add) {
+  for (int64_t i = 0; i < n; ++i) {
+    float s = part[i];
+    for (int t = 1; t < team.n; ++t) s += part[t * stride + i];
+    out[i] = add ? out[i] + s : s;
+  }
 }
 
-// S (H, N, N) [value, key] -> S' written to `next`, y = S' r; decay = exp(w), a = -kk, b = kk * a.
-// One thread: the state is ~0.2 MB per layer, less work than a barrier can cost on a busy machine.
-void wkv_step(const float* S, float* next, const Work& z, int64_t H, int64_t N, float* y) {
-  for (int64_t h = 0; h < H; ++h) {
+// S (heads h0 .. h1 of H, N, N) [value, key] -> S' written to `next`, y = S' r; decay = exp(w), a = -kk, b = kk * a.
+void wkv_step(const float* S, float* next, const Own& z, int64_t h0, int64_t h1, int64_t N) {
+  for (int64_t h = h0; h < h1; ++h) {
     const int64_t o = h * N;
     const float *dec = &z.w[o], *kk = &z.kk[o], *a = &z.a[o], *k = &z.k[o], *v = &z.v[o], *r = &z.r[o];
     for (int64_t i = 0; i < N; ++i) {
@@ -121,66 +148,82 @@ void wkv_step(const float* S, float* next, const Work& z, int64_t H, int64_t N, 
         s2[j] = sj;
         yi += sj * r[j];
       }
-      y[o + i] = yi;
+      z.y[o + i] = yi;
     }
   }
 }
 
+// The shift-state rows of one layer: read (previous token) and written (this token).
+struct Shift {
+  Row att_prev, ffn_prev, att_out, ffn_out;
+};
+
+// The time mix's elementwise work on channels [c0, c1) (this thread's heads) between the LoRA mat-vecs: decay,
+// in-context learning rate, gate, value residual; kk and k per head.
 template <typename T>
-void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, float* x, Row att_prev, const float* S,
-           float* S_next, Row ffn_prev, Row att_out, Row ffn_out, Work& z) {
-  const int64_t C = p[LN1_W].numel(), N = C / H;
+void lora_up(const std::vector<at::Tensor>& p, int64_t layer, int64_t c0, int64_t c1, int64_t N, const float* t,
+             int64_t D, Own& z) {
   auto v_ = [&](P i) { return ptr<T>(p[i]); };
-  layer_norm<T>(x, v_(LN1_W), v_(LN1_B), C, 1e-5f, z.h.data());
-  store(z.h.data(), att_out, C);
-  load(att_prev, C, z.dx.data());
+  // decay: w = -e^-0.5 sigmoid(w0 + tanh(xw w1) w2), used as exp(w)
+  rows_times(lora<T>(p[W2]), t, z.u, c0, c1);
+  const T *w0 = v_(W0), *a0 = v_(A0), *k_k = v_(K_K), *k_a = v_(K_A);
+  for (int64_t i = c0; i < c1; ++i) z.w[i] = std::exp(-0.6065306597126334f * sigmoid(f32(w0[i]) + z.u[i]));
+  rows_times(lora<T>(p[A2]), t + D, z.u, c0, c1);
+  for (int64_t i = c0; i < c1; ++i) z.a[i] = sigmoid(f32(a0[i]) + z.u[i]);
+  rows_times(lora<T>(p[G2]), t + 2 * D, z.g, c0, c1);
+  // kk = normalize(k * k_k) per head; k = k * (1 + (a - 1) * k_a)
+  for (int64_t o = c0; o < c1; o += N) {
+    float ss = 0;
+    for (int64_t i = o; i < o + N; ++i) {
+      z.kk[i] = z.k[i] * f32(k_k[i]);
+      ss += z.kk[i] * z.kk[i];
+    }
+    const float inv = 1.0f / std::max(std::sqrt(ss), 1e-12f);
+    for (int64_t i = o; i < o + N; ++i) z.kk[i] *= inv;
+  }
+  for (int64_t i = c0; i < c1; ++i) z.k[i] *= 1 + (z.a[i] - 1) * f32(k_a[i]);
+  if (layer == 0) return (void)std::copy(z.v + c0, z.v + c1, z.vfirst + c0);
+  rows_times(lora<T>(p[V2]), t + 3 * D, z.u, c0, c1);
+  const T* v0 = v_(V0);
+  for (int64_t i = c0; i < c1; ++i) z.v[i] += (z.vfirst[i] - z.v[i]) * sigmoid(f32(v0[i]) + z.u[i]);
+}
+
+// One block for this thread of the team: the mat-vecs' rows (or input columns) are split between the threads by
+// heads (C-long outputs) or by 16-row blocks (the feed-forward's hidden units); three barriers, each where a
+// partial product must be summed over the threads.
+template <typename T>
+void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, const Team& team, const float* S, float* S2,
+           const Shift& rows, Parts& parts, Own& z) {
+  const int64_t C = p[LN1_W].numel(), N = C / H, F = p[FFN_W_K].size(0), D = parts.D;
+  auto v_ = [&](P i) { return ptr<T>(p[i]); };
+  const auto [c0, c1] = team.share(C, N);
+  layer_norm<T>(z.x, v_(LN1_W), v_(LN1_B), C, 1e-5f, z.h);
+  store(z.h, rows.att_out, c0, c1);
+  load(rows.att_prev, C, z.dx);
   const T *mr = v_(X_R), *mw = v_(X_W), *mk = v_(X_K), *mv = v_(X_V), *ma = v_(X_A), *mg = v_(X_G);
   for (int64_t i = 0; i < C; ++i) {
     const float h = z.h[i], d = z.dx[i] - h;
     z.xr[i] = h + d * f32(mr[i]), z.xw[i] = h + d * f32(mw[i]), z.xk[i] = h + d * f32(mk[i]);
     z.xv[i] = h + d * f32(mv[i]), z.xa[i] = h + d * f32(ma[i]), z.xg[i] = h + d * f32(mg[i]);
   }
-  gemv<T>(p[W_R], z.xr.data(), z.r.data());
-  gemv<T>(p[W_K], z.xk.data(), z.k.data());
-  gemv<T>(p[W_V], z.xv.data(), z.v.data());
-  // decay: w = -e^-0.5 sigmoid(w0 + tanh(xw w1) w2), used as exp(w)
-  lora<T>(p[W1], z.xw.data(), z.t.data());
+  rows_times(mat<T>(p[W_R]), z.xr, z.r, c0, c1);
+  rows_times(mat<T>(p[W_K]), z.xk, z.k, c0, c1);
+  rows_times(mat<T>(p[W_V]), z.xv, z.v, c0, c1);
+  // the LoRA down-projections over this thread's input rows, summed over the threads
+  float* part = parts.lora + team.me * 4 * D;
+  cols_times(lora<T>(p[W1]), z.xw, part, c0, c1);
+  cols_times(lora<T>(p[A1]), z.xa, part + D, c0, c1);
+  cols_times(lora<T>(p[G1]), z.xg, part + 2 * D, c0, c1);
+  if (layer > 0) cols_times(lora<T>(p[V1]), z.xv, part + 3 * D, c0, c1);
+  team.sync();
+  gather(team, parts.lora, 4 * D, 4 * D, z.t, false);
   for (int64_t i = 0; i < p[W1].size(1); ++i) z.t[i] = std::tanh(z.t[i]);
-  lora<T>(p[W2], z.t.data(), z.u.data());
-  const T* w0 = v_(W0);
-  for (int64_t i = 0; i < C; ++i) z.w[i] = std::exp(-0.6065306597126334f * sigmoid(f32(w0[i]) + z.u[i]));
-  lora<T>(p[A1], z.xa.data(), z.t.data());
-  lora<T>(p[A2], z.t.data(), z.u.data());
-  const T* a0 = v_(A0);
-  for (int64_t i = 0; i < C; ++i) z.a[i] = sigmoid(f32(a0[i]) + z.u[i]);
-  lora<T>(p[G1], z.xg.data(), z.t.data());
-  for (int64_t i = 0; i < p[G1].size(1); ++i) z.t[i] = sigmoid(z.t[i]);
-  lora<T>(p[G2], z.t.data(), z.g.data());
-  // kk = normalize(k * k_k) per head; k = k * (1 + (a - 1) * k_a)
-  const T *k_k = v_(K_K), *k_a = v_(K_A);
-  for (int64_t h = 0; h < H; ++h) {
-    float ss = 0;
-    for (int64_t i = h * N; i < (h + 1) * N; ++i) {
-      z.kk[i] = z.k[i] * f32(k_k[i]);
-      ss += z.kk[i] * z.kk[i];
-    }
-    const float inv = 1.0f / std::max(std::sqrt(ss), 1e-12f);
-    for (int64_t i = h * N; i < (h + 1) * N; ++i) z.kk[i] *= inv;
-  }
-  for (int64_t i = 0; i < C; ++i) z.k[i] *= 1 + (z.a[i] - 1) * f32(k_a[i]);
-  if (layer == 0) {
-    z.vfirst = z.v;
-  } else {
-    lora<T>(p[V1], z.xv.data(), z.t.data());
-    lora<T>(p[V2], z.t.data(), z.u.data());
-    const T* v0 = v_(V0);
-    for (int64_t i = 0; i < C; ++i) z.v[i] += (z.vfirst[i] - z.v[i]) * sigmoid(f32(v0[i]) + z.u[i]);
-  }
-  wkv_step(S, S_next, z, H, N, z.y.data());
+  for (int64_t i = 0; i < p[G1].size(1); ++i) z.t[2 * D + i] = sigmoid(z.t[2 * D + i]);
+  lora_up<T>(p, layer, c0, c1, N, z.t, D, z);
+  wkv_step(S, S2, z, c0 / N, c1 / N, N);
   // group norm per head, the bonus (r . (k * r_k)) v per head, the gate
   const T *lw = v_(LNX_W), *lb = v_(LNX_B), *r_k = v_(R_K);
-  for (int64_t h = 0; h < H; ++h) {
-    const int64_t o = h * N;
+  for (int64_t o = c0; o < c1; o += N) {
     float mean = 0, var = 0, bonus = 0;
     for (int64_t i = o; i < o + N; ++i) mean += z.y[i];
     mean /= N;
@@ -190,18 +233,21 @@ void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, float* x,
     for (int64_t i = o; i < o + N; ++i)
       z.u[i] = ((z.y[i] - mean) * rstd * f32(lw[i]) + f32(lb[i]) + bonus * z.v[i]) * z.g[i];
   }
-  gemv<T>(p[W_O], z.u.data(), z.out.data());
-  for (int64_t i = 0; i < C; ++i) x[i] += z.out[i];
-  // channel mix: x += W_v relu(W_k xk)^2
-  layer_norm<T>(x, v_(LN2_W), v_(LN2_B), C, 1e-5f, z.h.data());
-  store(z.h.data(), ffn_out, C);
-  load(ffn_prev, C, z.dx.data());
+  cols_times(mat<T>(p[W_O]), z.u, parts.att + team.me * C, c0, c1);
+  team.sync();
+  gather(team, parts.att, C, C, z.x, true);
+  // channel mix: x += W_v relu(W_k xk)^2, this thread's hidden units
+  layer_norm<T>(z.x, v_(LN2_W), v_(LN2_B), C, 1e-5f, z.h);
+  store(z.h, rows.ffn_out, c0, c1);
+  load(rows.ffn_prev, C, z.dx);
   const T* fk = v_(FFN_X_K);
   for (int64_t i = 0; i < C; ++i) z.xk[i] = z.h[i] + (z.dx[i] - z.h[i]) * f32(fk[i]);
-  gemv<T>(p[FFN_W_K], z.xk.data(), z.hid.data());
-  for (auto& e : z.hid) e = e > 0 ? e * e : 0.0f;
-  gemv<T>(p[FFN_W_V], z.hid.data(), z.out.data());
-  for (int64_t i = 0; i < C; ++i) x[i] += z.out[i];
+  const auto [f0, f1] = team.share(F, 16);
+  rows_times(mat<T>(p[FFN_W_K]), z.xk, z.hid, f0, f1);
+  for (int64_t i = f0; i < f1; ++i) z.hid[i] = z.hid[i] > 0 ? z.hid[i] * z.hid[i] : 0.0f;
+  cols_times(mat<T>(p[FFN_W_V]), z.hid, parts.ffn + team.me * C, f0, f1);
+  team.sync();
+  gather(team, parts.ffn, C, C, z.x, true);
 }
 
 bool stored_as_matrix(const at::Tensor& w, int64_t rows, int64_t cols) {
@@ -235,12 +281,79 @@ bool readable(const std::vector<at::Tensor>& params, int64_t L, int64_t C, int64
   return true;
 }
 
-// x (T, C) after ln0, T >= 1; att_prev, ffn_prev (L, 1, C); wkv (L, 1, H, N, N) fp32; params: N_PARAMS tensors per
-// layer. The T tokens go through every block one after another (the parameters checked and the work buffers made
-// once); returns (x (1, C) fp32 of the last token, att (L, 1, C), wkv (L, 1, H, N, N), ffn (L, 1, C)) after it, or
-// nothing when a parameter is not `readable`; the inputs are not modified.
+// What token_step adds around the blocks: ln0 before them, ln_out and the head after them (else absent).
+struct Ends {
+  const std::vector<at::Tensor>* tensors = nullptr;  // ln0 weight and bias, ln_out weight and bias, head [V, C]
+  float* logits = nullptr;                           // (V) fp32
+};
+
+// v[0, n) rounded to bf16 and back where the Python path holds it in a bf16 tensor (ln0 and ln_out outputs, the
+// stream).
+void round_like(float* v, int64_t n, bool bf16) {
+  if (bf16)
+    for (int64_t i = 0; i < n; ++i) v[i] = static_cast<float>(at::BFloat16(v[i]));
+}
+
+// One call's inputs and outputs (read by every thread of the team; each writes only its own parts).
+struct Job {
+  int64_t T, L, H, C;
+  const std::vector<std::vector<at::Tensor>>& layers;
+  at::Tensor xs, att_prev, ffn_prev, wkv;  // x (T, C) contiguous; the state before the first token
+  at::Tensor att[2], ffn[2], next[2];      // token t writes copy t % 2 and reads the other (or the state before)
+  Ends ends;
+  float* x_out;  // (C): x after the last token's blocks
+};
+
+// This thread's share of a whole call: T tokens through every block (after ln0 when the job has ends, then ln_out
+// and its rows of the head).
+template <typename T>
+void run_job(const Team& team, const Job& job, Parts& parts, Own& z) {
+  const int64_t C = job.C, H = job.H, NN = C / H * C;  // NN: one layer's wkv state (H N N floats)
+  const bool bf16 = std::is_same_v<T, uint16_t>;
+  for (int64_t t = 0; t < job.T; ++t) {
+    const int out = t % 2;
+    const at::Tensor &att_c = t ? job.att[1 - out] : job.att_prev, &ffn_c = t ? job.ffn[1 - out] : job.ffn_prev;
+    const float* S0 = t ? job.next[1 - out].data_ptr<float>() : job.wkv.data_ptr<float>();
+    float* S1 = job.next[out].data_ptr<float>();
+    load(row(job.xs, t, C), C, z.x);
+    if (job.ends.tensors) {
+      const auto& e = *job.ends.tensors;
+      layer_norm<T>(z.x, ptr<T>(e[0]), ptr<T>(e[1]), C, 1e-5f, z.h);
+      round_like(z.h, C, bf16);
+      std::copy(z.h, z.h + C, z.x);
+    }
+    for (int64_t l = 0; l < job.L; ++l) {
+      const Shift rows{row(att_c, l, C), row(ffn_c, l, C), row(job.att[out], l, C), row(job.ffn[out], l, C)};
+      block<T>(job.layers[l], l, H, team, S0 + l * NN, S1 + l * NN, rows, parts, z);
+    }
+  }
+  if (team.me == 0) std::copy(z.x, z.x + C, job.x_out);
+  if (!job.ends.tensors) return;
+  const auto& e = *job.ends.tensors;
+  round_like(z.x, C, bf16);
+  layer_norm<T>(z.x, ptr<T>(e[2]), ptr<T>(e[3]), C, 1e-5f, z.h);
+  round_like(z.h, C, bf16);
+  const Mat<T> head = mat<T>(e[4]);
+  const auto [v0, v1] = team.share(head.out, 16);
+  rows_times(head, z.h, job.ends.logits, v0, v1);
+}
+
+// The team's size: `threads` when positive, else torch's thread count for a model whose layer is worth splitting
+// (a small one's is less work than a barrier can cost on a busy machine), one inside another parallel region.
+int team_size(int64_t threads, int64_t C, int64_t F) {
+  if (threads > 0) return static_cast<int>(threads);
+  if (at::in_parallel_region()) return 1;
+  return C * F >= (1 << 18) ? at::get_num_threads() : 1;
+}
+
+// x (T, C) after ln0 (or, with ends, the raw embeddings before it), T >= 1; att_prev, ffn_prev (L, 1, C); wkv
+// (L, 1, H, N, N) fp32; params: N_PARAMS tensors per layer; threads: the team's size (0: `team_size`'s choice).
+// The T tokens go through every block one after another in one parallel region (the parameters checked and the
+// work buffers made once); returns (x (1, C) fp32 of the last token, att (L, 1, C), wkv (L, 1, H, N, N),
+// ffn (L, 1, C)) after it, or nothing when a parameter is not `readable`; the inputs are not modified.
 std::vector<at::Tensor> steps(const at::Tensor& x_in, int64_t T, const at::Tensor& att_prev, const at::Tensor& wkv,
-                              const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params) {
+                              const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params,
+                              int64_t threads, Ends ends = {}) {
   const int64_t L = wkv.size(0), C = x_in.size(-1), N = C / H;
   TORCH_CHECK(static_cast<int64_t>(params.size()) == L * N_PARAMS, "decode7: expected ", L * N_PARAMS,
               " parameters, got ", params.size());
@@ -249,61 +362,47 @@ std::vector<at::Tensor> steps(const at::Tensor& x_in, int64_t T, const at::Tenso
               "decode7: batch 1 and a contiguous fp32 wkv state");
   if (!readable(params, L, C, H)) return {};
   const bool bf16 = params[LN1_W].scalar_type() == at::kBFloat16;
+  const int64_t F = params[FFN_W_K].size(0);
   int64_t D = 0;
   for (int64_t l = 0; l < L; ++l)
     for (P i : {W1, A1, V1, G1})
       if (params[l * N_PARAMS + i].dim() == 2) D = std::max(D, params[l * N_PARAMS + i].size(1));
-  Work z(C, D, params[FFN_W_K].size(0));
   std::vector<std::vector<at::Tensor>> layers;
   for (int64_t l = 0; l < L; ++l)
     layers.emplace_back(params.begin() + l * N_PARAMS, params.begin() + (l + 1) * N_PARAMS);
-  std::vector<float> x(C);
-  const auto xs = x_in.contiguous().view({T, C});
-  // a block writes its shift outputs before it reads the previous ones: token t reads one copy of the state and
-  // writes the other (the second copy exists only when T > 1)
-  at::Tensor att[2], ffn[2], next[2];
-  for (int c = 0; c < std::min<int64_t>(T, 2); ++c)
-    att[c] = at::empty(att_prev.sizes(), att_prev.options()), ffn[c] = at::empty(ffn_prev.sizes(), ffn_prev.options()),
-    next[c] = at::empty_like(wkv);  // contiguous: `row` addresses them
-  for (int64_t t = 0; t < T; ++t) {
-    const int out = t % 2;
-    const auto att_c = t ? att[1 - out] : att_prev.contiguous(), ffn_c = t ? ffn[1 - out] : ffn_prev.contiguous();
-    const float* S0 = t ? next[1 - out].data_ptr<float>() : wkv.data_ptr<float>();
-    load(xs[t], x.data());
-    for (int64_t l = 0; l < L; ++l) {
-      const float* S = S0 + l * H * N * N;
-      float* S2 = next[out].data_ptr<float>() + l * H * N * N;
-      if (bf16)
-        block<uint16_t>(layers[l], l, H, x.data(), row(att_c, l, C), S, S2, row(ffn_c, l, C), row(att[out], l, C),
-                        row(ffn[out], l, C), z);
-      else
-        block<float>(layers[l], l, H, x.data(), row(att_c, l, C), S, S2, row(ffn_c, l, C), row(att[out], l, C),
-                     row(ffn[out], l, C), z);
-    }
-  }
   auto x_out = at::empty({1, C}, x_in.options().dtype(at::kFloat));
-  std::memcpy(x_out.data_ptr(), x.data(), C * sizeof(float));
+  Job job{T, L, H, C, layers, x_in.contiguous(), att_prev.contiguous(), ffn_prev.contiguous(), wkv, {}, {}, {},
+          ends, x_out.data_ptr<float>()};
+  for (int c = 0; c < std::min<int64_t>(T, 2); ++c)  // contiguous: `row` addresses them
+    job.att[c] = at::empty(att_prev.sizes(), att_prev.options()),
+    job.ffn[c] = at::empty(ffn_prev.sizes(), ffn_prev.options()), job.next[c] = at::empty_like(wkv);
+  const int n = team_size(threads, C, F);
+  Parts parts(n, C, D);
+  std::vector<Own> own;
+  for (int i = 0; i < n; ++i) own.emplace_back(C, D, F);
+  run_team(n, [&](const Team& team) {
+    if (bf16)
+      run_job<uint16_t>(team, job, parts, own[team.me]);
+    else
+      run_job<float>(team, job, parts, own[team.me]);
+  });
   const int last = (T - 1) % 2;
-  return {x_out, att[last], next[last], ffn[last]};
+  return {x_out, job.att[last], job.next[last], job.ffn[last]};
 }
 
 // x (1, C) after ln0: one token (`steps` with T = 1).
 std::vector<at::Tensor> layers_step(const at::Tensor& x_in, const at::Tensor& att_prev, const at::Tensor& wkv,
-                                    const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params) {
-  return steps(x_in, 1, att_prev, wkv, ffn_prev, H, params);
+                                    const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params,
+                                    int64_t threads) {
+  return steps(x_in, 1, att_prev, wkv, ffn_prev, H, params, threads);
 }
 
 // x (T, C) after ln0: a prompt piece of T tokens in one call (`steps`).
 std::vector<at::Tensor> layers_prefill(const at::Tensor& x_in, const at::Tensor& att_prev, const at::Tensor& wkv,
-                                       const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params) {
+                                       const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params,
+                                       int64_t threads) {
   TORCH_CHECK(x_in.dim() == 2, "decode7: layers_prefill takes x (T, C)");
-  return steps(x_in, x_in.size(0), att_prev, wkv, ffn_prev, H, params);
-}
-
-// v rounded to bf16 and back where the Python path holds it in a bf16 tensor (ln0 and ln_out outputs, the stream).
-void round_like(std::vector<float>& v, bool bf16) {
-  if (bf16)
-    for (auto& e : v) e = static_cast<float>(at::BFloat16(e));
+  return steps(x_in, x_in.size(0), att_prev, wkv, ffn_prev, H, params, threads);
 }
 
 // One decoded token in one call: x_raw (1, C) the token's embedding row (before ln0) -> (logits (1, V) in the model's
@@ -312,7 +411,7 @@ void round_like(std::vector<float>& v, bool bf16) {
 // column-major). Nothing when a parameter is not `readable`.
 std::vector<at::Tensor> token_step(const at::Tensor& x_raw, const at::Tensor& att_prev, const at::Tensor& wkv,
                                    const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params,
-                                   const std::vector<at::Tensor>& ends) {
+                                   const std::vector<at::Tensor>& ends, int64_t threads) {
   const int64_t C = x_raw.size(-1);
   TORCH_CHECK(ends.size() == 5 && x_raw.numel() == C && !params.empty(), "decode7: token_step takes one row and 5 ends");
   const auto dtype = params[LN1_W].scalar_type();
@@ -322,33 +421,12 @@ std::vector<at::Tensor> token_step(const at::Tensor& x_raw, const at::Tensor& at
         !ends[i].is_contiguous())
       return {};
   if (head.dim() != 2 || head.scalar_type() != dtype || !head.device().is_cpu() ||
-      !stored_as_matrix(head, head.size(0), C))
+      !stored_as_matrix(head, head.size(0), C) || x_raw.scalar_type() != dtype)
     return {};
-  const bool bf16 = dtype == at::kBFloat16;
-  std::vector<float> x(C), h(C);
-  load(x_raw.contiguous(), x.data());
-  auto x0 = at::empty({1, C}, x_raw.options().dtype(at::kFloat));
-  if (bf16) {
-    layer_norm<uint16_t>(x.data(), ptr<uint16_t>(ends[0]), ptr<uint16_t>(ends[1]), C, 1e-5f, h.data());
-  } else {
-    layer_norm<float>(x.data(), ptr<float>(ends[0]), ptr<float>(ends[1]), C, 1e-5f, h.data());
-  }
-  round_like(h, bf16);
-  std::memcpy(x0.data_ptr(), h.data(), C * sizeof(float));
-  auto out = steps(x0, 1, att_prev, wkv, ffn_prev, H, params);
-  if (out.empty()) return {};
-  load(out[0], x.data());
-  round_like(x, bf16);
   auto logits = at::empty({1, head.size(0)}, x_raw.options().dtype(at::kFloat));
-  if (bf16) {
-    layer_norm<uint16_t>(x.data(), ptr<uint16_t>(ends[2]), ptr<uint16_t>(ends[3]), C, 1e-5f, h.data());
-    round_like(h, bf16);
-    gemv<uint16_t>(head, h.data(), logits.data_ptr<float>());
-  } else {
-    layer_norm<float>(x.data(), ptr<float>(ends[2]), ptr<float>(ends[3]), C, 1e-5f, h.data());
-    gemv<float>(head, h.data(), logits.data_ptr<float>());
-  }
-  return {bf16 ? logits.to(at::kBFloat16) : logits, out[1], out[2], out[3]};
+  auto out = steps(x_raw, 1, att_prev, wkv, ffn_prev, H, params, threads, {&ends, logits.data_ptr<float>()});
+  if (out.empty()) return {};
+  return {dtype == at::kBFloat16 ? logits.to(at::kBFloat16) : logits, out[1], out[2], out[3]};
 }
 
 // The index of the largest of n fp32 logits: the first one on ties, the first NaN if there is one (as torch.argmax).
@@ -406,6 +484,7 @@ at::Tensor linear(const at::Tensor& x_in, const at::Tensor& w) {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  // the last argument of the three: the threads (0: torch's count where the model is large enough to split)
   m.def("layers_step", &layers_step, "RWKV-7 one-token step through every block (batch 1, CPU)");
   m.def("layers_prefill", &layers_prefill, "RWKV-7 steps over T tokens through every block in one call (batch 1, CPU)");
   m.def("token_step", &token_step, "RWKV-7 one token: ln0, every block, ln_out and the head in one call (batch 1, CPU)");

@@ -207,3 +207,30 @@ def test_token_step_declines_an_unreadable_head_and_keeps_a_lora_head(calls, mon
         _assert_close(steps, seq)
         ts, _ = _steps(model, ids, native_on=False, monkeypatch=monkeypatch)
         _assert_close(ts, seq)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_native_token_step_on_a_team_of_threads_equals_one_thread(dtype):
+    # 5 heads and 400 hidden units split 2/3 and 1/2/2 between the threads; the team's partial products are summed
+    # in another order than one thread's, so agreement is to rounding, not bit for bit
+    model = _model(dtype, column_major=dtype == torch.bfloat16)
+    params = [v7.block_params(block, packed=False) for block in model.blocks]
+    ends = (model.blocks[0].ln0.weight, model.blocks[0].ln0.bias, model.ln_out.weight, model.ln_out.bias,
+            model.head.weight)  # fmt: skip
+    ids = torch.randint(0, 256, (6,))
+    runs = {}
+    with torch.no_grad():
+        for threads in (1, 2, 3):
+            state, logits = model.init_state(1), []
+            s = (state.att_x_prev, state.wkv, state.ffn_x_prev)
+            for i in ids:
+                out = native.token_step(model.emb.weight[i].view(1, -1), *s, 5, params, ends, threads=threads)
+                logits.append(out[0].float())
+                s = out[1:]
+            runs[threads] = (torch.cat(logits), *s)
+    for threads in (2, 3):
+        for got, want in zip(runs[threads], runs[1], strict=True):
+            if dtype == torch.float32:
+                _assert_close(got, want)
+            else:  # bf16 shift states and logits: one rounding step apart at most
+                torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2 * want.abs().max().item())
