@@ -11,15 +11,31 @@ from mmrwkv.demos.caption_vqa import CaptionOptions, build_caption_app
 from mmrwkv.demos.common import free_port, launch_app
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "outputs" / "demo_screenshots"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                       reason=f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium"),
+    pytest.mark.skipif(
+        shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is missing: apt-get update && apt-get install -y chromium"
+    ),
 ]
+
+
+# the microphone recorder's clock (m:ss) shows at least one recorded second
+RECORDED_A_SECOND = (
+    "() => { const t = document.querySelector('#message .timestamp');"
+    " return !!t && /^\\d+:\\d\\d$/.test(t.innerText.trim()) && t.innerText.trim() !== '0:00'; }"
+)
 
 
 def _normal(text: str) -> str:
@@ -60,14 +76,18 @@ def test_browser_chat_with_an_image_shows_the_streamed_reply(chat_server, tiny_m
             bot.wait_for(timeout=60_000)
             page.wait_for_function(
                 "() => { const b = document.querySelectorAll('#chat [data-testid=bot]');"
-                " return b.length && b[b.length - 1].innerText.trim().length > 0; }", timeout=60_000)
+                " return b.length && b[b.length - 1].innerText.trim().length > 0; }",
+                timeout=60_000,
+            )
             # the page samples (temperature 1): hold it to what the server-side session generated
             session = _session_with(app.mmrwkv_demo.store, question)
             want = _letters(session.chat.turns[-1].text)
             page.wait_for_function(
                 "n => { const b = document.querySelectorAll('#chat [data-testid=bot]');"
                 " return [...b[b.length - 1].innerText].filter(c => /[\\p{L}\\p{N}]/u.test(c)).length >= n; }",
-                arg=len(want), timeout=30_000)
+                arg=len(want),
+                timeout=30_000,
+            )
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "chat.png"), full_page=True)
             reply = _normal(page.locator("#chat [data-testid=bot]").last.inner_text())
@@ -93,16 +113,20 @@ def test_browser_microphone_recording_is_sent_and_heard(chat_server):
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.goto(url, wait_until="load")
-            page.locator("#message button[aria-label='Record audio']").click()
-            page.locator("#message button[aria-label='Start recording']").click()
-            page.wait_for_timeout(1500)
+            page.locator("#message textarea").wait_for(timeout=60_000)
+            page.locator("#message button[aria-label='Record audio']").click(timeout=60_000)
+            page.locator("#message button[aria-label='Start recording']").click(timeout=60_000)
+            # the recorder records only once the microphone has opened (seconds on a loaded machine); its clock
+            # starts then, and Stop pressed before it is ignored: no recording ends, so none can be attached
+            page.wait_for_function(RECORDED_A_SECOND, timeout=120_000)
             page.locator("#message button[aria-label='Stop recording']").click()
-            # the recording is previewed first; attaching it puts it beside the text as a file
-            page.locator("#message button[aria-label='Attach audio']").click(timeout=30_000)
-            page.locator("#message .thumbnail-item").wait_for(timeout=30_000)
+            # the recording is decoded, encoded as WAV and uploaded, then previewed; attaching it puts it beside
+            # the text as a file
+            page.locator("#message button[aria-label='Attach audio']").click(timeout=120_000)
+            page.locator("#message .thumbnail-item").wait_for(timeout=60_000)
             page.locator("#message textarea").fill(question)
             page.locator("#message textarea").press("Enter")
-            session = _session_with(app.mmrwkv_demo.store, question)
+            session = _session_with(app.mmrwkv_demo.store, question, timeout=120.0)
             page.wait_for_timeout(500)
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "chat_microphone.png"), full_page=True)
@@ -117,8 +141,9 @@ def test_browser_microphone_recording_is_sent_and_heard(chat_server):
 def test_browser_caption_page_streams_two_answers(tiny_checkpoint, images, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    app = build_caption_app(CaptionOptions(checkpoints=(tiny_checkpoint,), random_tiny=True, runs_dir=str(tmp_path),
-                                           max_tokens=8))
+    app = build_caption_app(
+        CaptionOptions(checkpoints=(tiny_checkpoint,), random_tiny=True, runs_dir=str(tmp_path), max_tokens=8)
+    )
     port = free_port()
     launch_app(app, port=port, block=False)
     try:
@@ -133,7 +158,8 @@ def test_browser_caption_page_streams_two_answers(tiny_checkpoint, images, tmp_p
                 for side in "AB":
                     page.wait_for_function(
                         f"() => document.querySelector('#answer{side} textarea').value.trim().length > 0",
-                        timeout=60_000)
+                        timeout=60_000,
+                    )
                 page.wait_for_timeout(1000)
                 SCREENSHOTS.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(SCREENSHOTS / "caption_vqa.png"), full_page=True)
