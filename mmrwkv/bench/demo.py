@@ -10,12 +10,13 @@ another question (the cache holds the state up to the image). Answers are exactl
 
 Two paths are timed: the demo's handler (`ChatDemo.respond`: upload check, image hash/decode, prefill, decode
 steps, chat messages) and, unless `--no-server`, the launched page through gradio_client (adds the file upload,
-HTTP and the queue). Time to first token = from sending until the first update that shows reply text. Through the
-server it is also given up to the moment the server sends that update ("server sent": gradio_client polls its
-message queue every 50 ms, so what it shows lags what a browser gets), and from the server receiving the message
-(the queue join, after the upload) to that send ("in server": what the server adds around the handler). The client
-runs in this process, so it is built with `ssl_verify=False`: the URL is plain http on 127.0.0.1, where that only
-skips loading the CA bundle, which httpx does for every upload and every message (about 55 ms each here).
+HTTP and the queue; the client runs in a child process, as a browser does). Time to first token = from sending
+until the first update that shows reply text. Through the server it is also given up to the moment the server sends
+that update ("server sent": gradio_client polls its message queue every 50 ms, so what it shows lags what a
+browser gets), and from the server receiving the message (the queue join, after the upload) to that send ("in
+server": what the server adds around the handler). The client is built with `ssl_verify=False`: the URL is plain
+http on 127.0.0.1, where that only skips loading the CA bundle, which httpx does for every upload and every message
+(about 55 ms each here).
 Tokens/s counts the tokens after the first from the first update with reply text to the last one; through the
 server from the server's own sends (the client may receive a whole answer in one poll); "n/a" when one update
 carried the whole answer.
@@ -196,8 +197,6 @@ def measure_server(demo, images: list[str], repeats: int) -> dict:
     `make_demo`. Per run: (ttft, stream seconds, upload seconds, the handler's own wall ttft inside the server, seconds
     from sending to the server sending the first update with reply text, seconds from the server receiving the
     message to that send, seconds from that send to the server's last send)."""
-    from gradio_client import Client, handle_file
-
     from mmrwkv.demos.chat import build_chat_app
     from mmrwkv.demos.common import free_port, launch_app
 
@@ -205,25 +204,97 @@ def measure_server(demo, images: list[str], repeats: int) -> dict:
     port = free_port()
     launch_app(app, port=port, block=False)
     runs: dict[str, list] = {name: [] for name, _ in CASES}
+    client = ClientProcess(f"http://127.0.0.1:{port}/")
     try:
-        with _recording_uploads() as uploads, _recording_server() as server:
+        with _recording_server() as server:
             for r in range(repeats):
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False, ssl_verify=False)
+                client.ask(op="connect")
                 for name, question in CASES:
-                    client.predict(api_name="/reset")
-                    uploads.clear()
+                    client.ask(op="reset")
                     server.clear()
-                    message = {"text": question, "files": [handle_file(images[r])]}
                     demo.first_reply_s.clear()
                     demo.first_reply_at.clear()
+                    got = client.ask(op="send", question=question, image=images[r])
+                    ttft, stream, upload = got["ttft"], got["stream"], got["upload"]
+                    runs[name].append((ttft, stream, upload, *_server_times(demo, server, got["start"])))
+                client.ask(op="close")
+    finally:
+        client.close()
+        app.close()
+    return runs
+
+
+class ClientProcess:
+    """gradio_client in a child process, as a browser is: its threads (HTTP, message polling) do not compete with
+    the server for this process's interpreter lock. Commands and answers are JSON lines; times are perf_counter
+    values, one monotonic clock for every process on Linux."""
+
+    MARK = "mmrwkv-bench-client "
+
+    def __init__(self, url: str):
+        import subprocess
+        import sys
+
+        code = "from mmrwkv.bench.demo import client_loop; client_loop()"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.ask(op="url", url=url)
+
+    def ask(self, **command) -> dict:
+        """Send one command; its answer (raises when the child failed or exited)."""
+        import json
+
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith(self.MARK):
+                answer = json.loads(line[len(self.MARK) :])
+                if "error" in answer:
+                    raise RuntimeError(f"bench client, {command.get('op')}: {answer['error']}")
+                return answer
+        raise RuntimeError(f"bench client exited with code {self.proc.wait()} during {command.get('op')!r}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+
+def client_loop() -> None:
+    """The child side of ClientProcess: read commands from stdin, answer on stdout. "send" posts a message with an
+    image to /chat and answers {start, ttft, stream, upload} (seconds; start as perf_counter)."""
+    import json
+    import sys
+
+    from gradio_client import Client, handle_file
+
+    url, client = "", None
+    with _recording_uploads() as uploads:
+        for line in sys.stdin:
+            command = json.loads(line)
+            op, answer = command["op"], {}
+            try:
+                if op == "url":
+                    url = command["url"]
+                elif op == "connect":
+                    # plain http on 127.0.0.1: no certificate is checked, so skip loading the CA bundle, which httpx
+                    # does for every request (about 55 ms each here)
+                    client = Client(url, verbose=False, download_files=False, ssl_verify=False)
+                elif op == "reset":
+                    client.predict(api_name="/reset")
+                elif op == "send":
+                    uploads.clear()
+                    message = {"text": command["question"], "files": [handle_file(command["image"])]}
                     start = time.perf_counter()
                     job = client.submit(message, "bench", "", 0.0, 1.0, 1, api_name="/chat")
                     ttft, stream, upload, _ = _timed(job, _reply, uploads)
-                    runs[name].append((ttft, stream, upload, *_server_times(demo, server, start)))
-                client.close()
-    finally:
-        app.close()
-    return runs
+                    answer = {"start": start, "ttft": ttft, "stream": stream, "upload": upload}
+                elif op == "close":
+                    client.close()
+            except Exception as err:  # reported to the parent, which raises it
+                answer = {"error": f"{type(err).__name__}: {err}"}
+            print(ClientProcess.MARK + json.dumps(answer), flush=True)
 
 
 def _server_times(demo, server: ServerLog, start: float) -> tuple[float, float, float, float]:
