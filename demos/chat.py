@@ -67,14 +67,23 @@ def checkpoint_choices(options: ChatOptions) -> list[str]:
 class ChatDemo:
     """The chat handlers, independent of the page layout (tests call them directly too)."""
 
-    def __init__(self, options: ChatOptions, *, registry: ModelRegistry | None = None,
-                 store: SessionStore | None = None):
+    def __init__(
+        self, options: ChatOptions, *, registry: ModelRegistry | None = None, store: SessionStore | None = None
+    ):
         self.options = options
         self.registry = registry or ModelRegistry(allow_random=options.random_tiny)
         self.store = store or SessionStore(ttl_s=options.session_ttl_s, max_sessions=options.max_sessions)
 
-    def respond(self, message: dict | str | None, choice: str | None, path: str | None, temperature: float,
-                top_p: float, max_tokens: int, sid: str) -> Iterator[list[dict]]:
+    def respond(
+        self,
+        message: dict | str | None,
+        choice: str | None,
+        path: str | None,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        sid: str,
+    ) -> Iterator[list[dict]]:
         """Answer one message of session `sid`, yielding the chat's messages after every streamed piece."""
         session = self.store.get(sid)
         if not session.try_begin():
@@ -109,8 +118,12 @@ class ChatDemo:
             if session.bind(key, model) and previous is not None:
                 session.messages.append({"role": "assistant", "content": f"(model changed to {key}: new chat)"})
             session.messages += _user_messages(text, uploads)
-            stream = session.chat.ask(text, images=[u.path for u in uploads if u.modality == "image"],
-                                      audio=[u.path for u in uploads if u.modality == "audio"], sampling=sampling)
+            stream = session.chat.ask(
+                text,
+                images=[u.path for u in uploads if u.modality == "image"],
+                audio=[u.path for u in uploads if u.modality == "audio"],
+                sampling=sampling,
+            )
         except MMRWKVError as err:
             session.messages.append(error_message(str(err)))
             yield _copy(session.messages)
@@ -210,15 +223,23 @@ def build_chat_app(options: ChatOptions | None = None, demo: ChatDemo | None = N
     demo = demo or ChatDemo(options)
     choices = checkpoint_choices(options)
     with gr.Blocks(title="mmrwkv chat", analytics_enabled=False, delete_cache=(600, 3600)) as app:
-        gr.Markdown("## mmrwkv chat\nRNN-mode multimodal chat: each turn runs only its new tokens." +
-                    ("" if choices else "\n\n**" + NO_CHECKPOINT_HELP.format(runs=options.runs_dir) + "**"))
+        gr.Markdown(
+            "## mmrwkv chat\nRNN-mode multimodal chat: each turn runs only its new tokens."
+            + ("" if choices else "\n\n**" + NO_CHECKPOINT_HELP.format(runs=options.runs_dir) + "**")
+        )
         with gr.Row():
             picker = gr.Dropdown(choices, value=choices[0] if choices else None, label="Checkpoint", scale=3)
             path = gr.Textbox(label="...or a checkpoint directory", placeholder="runs/easy_vqa/all/final", scale=3)
         chatbot = gr.Chatbot(label="Chat", height=420, elem_id="chat")
-        box = upload_box(gr, placeholder="Ask about an image or a sound...", file_count="multiple",
-                         file_types=list(IMAGE_SUFFIXES + AUDIO_SUFFIXES), sources=["upload", "microphone"],
-                         show_label=False, elem_id="message")
+        box = upload_box(
+            gr,
+            placeholder="Ask about an image or a sound...",
+            file_count="multiple",
+            file_types=list(IMAGE_SUFFIXES + AUDIO_SUFFIXES),
+            sources=["upload", "microphone"],
+            show_label=False,
+            elem_id="message",
+        )
         with gr.Row():
             stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
             reset_btn = gr.Button("Reset", elem_id="reset")
@@ -244,7 +265,10 @@ def _wire(gr, app, demo: ChatDemo, box, chatbot, inputs: list, stop_btn, reset_b
         return {"text": "", "files": []}, message
 
     def respond(message, choice, typed, temp, p, n, request: gr.Request):
-        yield from demo.respond(message, choice, typed, temp, p, n, request.session_hash)
+        # the Chatbot's own postprocess, here in the handler's thread (about 30 us): the event skips gradio's, which
+        # hops to a worker thread and scans the whole history for files twice per streamed piece
+        for messages in demo.respond(message, choice, typed, temp, p, n, request.session_hash):
+            yield chatbot.postprocess(messages).model_dump()
 
     def stop(request: gr.Request):
         demo.stop(request.session_hash)
@@ -255,13 +279,15 @@ def _wire(gr, app, demo: ChatDemo, box, chatbot, inputs: list, stop_btn, reset_b
     def unload(request: gr.Request):
         demo.unload(request.session_hash)
 
+    # the answer's event takes its inputs as sent (no per-input preprocess, each a hop to a worker thread: the
+    # handler reads the message dict, checks every upload and the checkpoint itself) and yields the Chatbot's value
+    # already postprocessed; gradio still checks that uploaded files came from its upload folder
+    chat = dict(concurrency_limit=limit, concurrency_id="chat", preprocess=False, postprocess=False)
     # the page: move the message out of the box at once, then stream the answer into the chat
     taken = box.submit(take, box, [box, pending], queue=False, trigger_mode="multiple", api_visibility="private")
-    sent = taken.then(respond, [pending, *inputs], chatbot, concurrency_limit=limit, concurrency_id="chat",
-                      api_visibility="private")
+    sent = taken.then(respond, [pending, *inputs], chatbot, api_visibility="private", **chat)
     # the same handler for API clients (gradio_client): POST the message to /chat
-    api_trigger.click(respond, [box, *inputs], chatbot, api_name="chat", concurrency_limit=limit,
-                      concurrency_id="chat")
+    api_trigger.click(respond, [box, *inputs], chatbot, api_name="chat", **chat)
     # Stop sets the session's flag (the stream ends after its current token) and cancels the event, which
     # closes the handler so the partial answer is committed to the session's state
     stop_btn.click(stop, None, None, api_name="stop", queue=False)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmrwkv.errors import CheckpointError, MediaError
+from mmrwkv.errors import CheckpointError, ConfigError, MediaError
 
 RANDOM_TINY = "random-tiny"
 DEFAULT_RUNS_DIR = "runs"
@@ -62,8 +62,10 @@ def random_tiny_config() -> dict:
         "tokenizer": "world",
         "encoders": {
             "image": {"name": "tiny_cnn", "kwargs": {"image_size": 32, "width": 16, "grid": 2}},
-            "audio": {"name": "tiny_whisper", "kwargs": {"n_mels": 80, "width": 32, "depth": 1, "heads": 2,
-                                                         "max_seconds": 10.0}},
+            "audio": {
+                "name": "tiny_whisper",
+                "kwargs": {"n_mels": 80, "width": 32, "depth": 1, "heads": 2, "max_seconds": 10.0},
+            },
         },
         "projectors": {"image": {"kind": "linear"}, "audio": {"kind": "linear", "kwargs": {"reduction": "avgpool:4"}}},
         "placement": "first",
@@ -166,8 +168,10 @@ def check_upload(path: str, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Uploa
     elif suffix in AUDIO_SUFFIXES:
         modality = "audio"
     else:
-        raise MediaError(f"{name}: file type {suffix or '(none)'!r} is not accepted (images: "
-                         f"{', '.join(IMAGE_SUFFIXES)}; audio: {', '.join(AUDIO_SUFFIXES)})")
+        raise MediaError(
+            f"{name}: file type {suffix or '(none)'!r} is not accepted (images: "
+            f"{', '.join(IMAGE_SUFFIXES)}; audio: {', '.join(AUDIO_SUFFIXES)})"
+        )
     try:
         size = os.stat(path).st_size
     except OSError as err:
@@ -180,15 +184,35 @@ def check_upload(path: str, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Uploa
 
 
 def sampling_from_controls(temperature: float, top_p: float, max_tokens: int):
-    """The SamplingConfig of the UI controls; an answer ends at the chat template's blank line."""
+    """The SamplingConfig of the UI controls; an answer ends at the chat template's blank line.
+
+    The chat's answer event takes its inputs as sent (no gradio preprocess), so a control that is not a number
+    raises ConfigError naming it.
+    """
     from mmrwkv.generate import SamplingConfig
 
-    return SamplingConfig(temperature=float(temperature), top_p=float(top_p), max_tokens=int(max_tokens),
-                          stop=["\n\n"])
+    def number(name: str, value, kind: type):
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"sampling control {name} = {value!r} is not a number") from None
+
+    return SamplingConfig(
+        temperature=number("temperature", temperature, float),
+        top_p=number("top_p", top_p, float),
+        max_tokens=number("max_tokens", max_tokens, int),
+        stop=["\n\n"],
+    )
 
 
-def launch_app(app, *, host: str = "127.0.0.1", port: int | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-               block: bool = True):
+def launch_app(
+    app,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    block: bool = True,
+):
     """Launch a demo page bound to `host` with the upload size limit; `block=False` returns at once (tests).
 
     The idle-session sweeper of the page's demo (if it keeps sessions) starts with the server.
@@ -197,5 +221,12 @@ def launch_app(app, *, host: str = "127.0.0.1", port: int | None = None, max_fil
     if store is not None:
         store.start_sweeper()
     app.queue(default_concurrency_limit=4)
-    return app.launch(server_name=host, server_port=port, max_file_size=max_file_bytes, prevent_thread_lock=not block,
-                      share=False, show_error=True, quiet=not block)
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        max_file_size=max_file_bytes,
+        prevent_thread_lock=not block,
+        share=False,
+        show_error=True,
+        quiet=not block,
+    )

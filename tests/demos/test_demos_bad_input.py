@@ -54,8 +54,16 @@ def bad_files(tmp_path):
     return {"corrupt": corrupt, "text": text, "empty": empty, "big": big, "noise": noise}
 
 
-@pytest.mark.parametrize("kind, words", [("corrupt", "broken.png"), ("text", "not accepted"), ("empty", "empty"),
-                                         ("big", "upload limit"), ("noise", "noise.wav")])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("corrupt", "broken.png"),
+        ("text", "not accepted"),
+        ("empty", "empty"),
+        ("big", "upload limit"),
+        ("noise", "noise.wav"),
+    ],
+)
 def test_bad_upload_shows_an_error_naming_the_file_and_the_session_goes_on(demo, images, bad_files, kind, words):
     _works_after(demo, images)
     turns_before = list(demo.store.get("s1").chat.turns)
@@ -67,8 +75,7 @@ def test_bad_upload_shows_an_error_naming_the_file_and_the_session_goes_on(demo,
 
 
 def test_message_sent_while_an_answer_streams_gets_a_busy_error(demo, images):
-    first = demo.respond({"text": "A long answer please", "files": []}, demo.options.checkpoint, "", 0.0, 1.0, 50,
-                         "s1")
+    first = demo.respond({"text": "A long answer please", "files": []}, demo.options.checkpoint, "", 0.0, 1.0, 50, "s1")
     next(first)  # the answer has started streaming
     second = list(demo.respond({"text": "Me too!", "files": []}, demo.options.checkpoint, "", *CONTROLS, "s1"))
     assert BUSY in _error(second[-1])
@@ -86,8 +93,7 @@ def test_other_sessions_are_not_blocked_by_a_streaming_one(demo, images):
 
 
 def test_stop_ends_the_answer_early_and_keeps_the_partial_reply(demo, images):
-    stream = demo.respond({"text": "Tell me everything", "files": []}, demo.options.checkpoint, "", 0.0, 1.0, 200,
-                          "s1")
+    stream = demo.respond({"text": "Tell me everything", "files": []}, demo.options.checkpoint, "", 0.0, 1.0, 200, "s1")
     updates = [next(stream), next(stream), next(stream)]
     demo.stop("s1")
     updates += list(stream)
@@ -116,9 +122,14 @@ def test_without_a_checkpoint_the_chat_explains_how_to_make_one(tmp_path, regist
     assert "make run" in _error(messages) and "--random-tiny" in messages[-1]["content"]
 
 
-@pytest.mark.parametrize("path, words", [("/no/such/dir", "no such checkpoint directory"),
-                                         (".", "not a multimodal mmrwkv checkpoint"),
-                                         (RANDOM_TINY, "--random-tiny")])
+@pytest.mark.parametrize(
+    "path, words",
+    [
+        ("/no/such/dir", "no such checkpoint directory"),
+        (".", "not a multimodal mmrwkv checkpoint"),
+        (RANDOM_TINY, "--random-tiny"),
+    ],
+)
 def test_bad_checkpoint_path_shows_an_error(tiny_checkpoint, tmp_path, path, words):
     demo = ChatDemo(ChatOptions(checkpoint=tiny_checkpoint, runs_dir=str(tmp_path)), registry=ModelRegistry())
     messages = list(demo.respond({"text": "hi", "files": []}, demo.options.checkpoint, path, *CONTROLS, "s1"))[-1]
@@ -146,17 +157,24 @@ def _boom(*args, **kwargs):
     raise RuntimeError("simulated failure")
 
 
-def test_server_shows_errors_for_corrupt_and_wrong_type_uploads(chat_server, tiny_checkpoint, images, bad_files,
-                                                                demo_helpers):
+def test_server_shows_errors_for_corrupt_and_wrong_type_uploads(
+    chat_server, tiny_checkpoint, images, bad_files, demo_helpers
+):
     url, _ = chat_server
     client = Client(url, verbose=False, download_files=False)
     for kind in ("corrupt", "text"):
-        job = client.submit({"text": "what?", "files": [handle_file(str(bad_files[kind]))]}, tiny_checkpoint, "",
-                            *CONTROLS, api_name="/chat")
+        job = client.submit(
+            {"text": "what?", "files": [handle_file(str(bad_files[kind]))]},
+            tiny_checkpoint,
+            "",
+            *CONTROLS,
+            api_name="/chat",
+        )
         job.result(timeout=30)
         assert demo_helpers.last_reply(demo_helpers.chat_messages(job)[-1]).startswith("⚠️ Error:")
-    job = client.submit({"text": "fine?", "files": [handle_file(images[2])]}, tiny_checkpoint, "", *CONTROLS,
-                        api_name="/chat")
+    job = client.submit(
+        {"text": "fine?", "files": [handle_file(images[2])]}, tiny_checkpoint, "", *CONTROLS, api_name="/chat"
+    )
     job.result(timeout=30)
     assert not demo_helpers.last_reply(demo_helpers.chat_messages(job)[-1]).startswith("⚠️")
     client.close()
@@ -168,8 +186,9 @@ def test_server_refuses_uploads_over_the_size_limit_and_keeps_serving(chat_serve
     big.write_bytes(b"\0" * 400_000)
     client = Client(url, verbose=False, download_files=False)
     with pytest.raises(Exception, match="(?i)size|large|413"):
-        client.predict({"text": "big", "files": [handle_file(str(big))]}, tiny_checkpoint, "", *CONTROLS,
-                       api_name="/chat")
+        client.predict(
+            {"text": "big", "files": [handle_file(str(big))]}, tiny_checkpoint, "", *CONTROLS, api_name="/chat"
+        )
     job = client.submit({"text": "still there?", "files": []}, tiny_checkpoint, "", *CONTROLS, api_name="/chat")
     job.result(timeout=30)
     assert job.outputs()
@@ -184,3 +203,13 @@ def test_chat_of_an_evicted_session_starts_over_with_a_note(demo, images):
     messages = _run(demo, {"text": "Are you still there?", "files": []})
     assert "idle for too long" in messages[0]["content"]
     assert [m["role"] for m in messages] == ["assistant", "user", "assistant"]
+
+
+@pytest.mark.parametrize(
+    "controls, name", [(("hot", 1.0, 6), "temperature"), ((0.0, None, 6), "top_p"), ((0.0, 1.0, "many"), "max_tokens")]
+)
+def test_a_sampling_control_that_is_not_a_number_is_an_error_naming_it(demo, images, controls, name):
+    # the answer event passes the page's values through unprocessed: the handler checks them
+    *_, messages = demo.respond({"text": "Hello?", "files": []}, demo.options.checkpoint, "", *controls, "s1")
+    assert f"sampling control {name} = " in _error(messages)
+    _works_after(demo, images)
