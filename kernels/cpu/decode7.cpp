@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -32,6 +33,7 @@ namespace {
 
 #include "matvec.h"
 #include "team.h"
+#include "buffers.h"
 
 template <typename T>
 void layer_norm(const float* x, const T* w, const T* b, int64_t n, float eps, float* out) {
@@ -44,39 +46,6 @@ void layer_norm(const float* x, const T* w, const T* b, int64_t n, float eps, fl
 }
 
 inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
-
-// Copies between fp32 work vectors and state/output tensors of the model's dtype.
-void load(const at::Tensor& t, float* out) {
-  const int64_t n = t.numel();
-  if (t.scalar_type() == at::kFloat) {
-    std::memcpy(out, t.data_ptr(), n * sizeof(float));
-  } else {
-    const uint16_t* p = ptr<uint16_t>(t);
-    for (int64_t i = 0; i < n; ++i) out[i] = f32(p[i]);
-  }
-}
-
-// Row l (C values) of a contiguous (L, 1, C) shift state, fp32 or bf16, by address: no tensor view per layer.
-struct Row {
-  void* data;
-  bool bf16;
-};
-
-Row row(const at::Tensor& t, int64_t l, int64_t C) {
-  const bool bf16 = t.scalar_type() == at::kBFloat16;
-  return {static_cast<char*>(t.data_ptr()) + l * C * (bf16 ? 2 : 4), bf16};
-}
-
-void load(Row r, int64_t n, float* out) {
-  if (!r.bf16) return (void)std::memcpy(out, r.data, n * sizeof(float));
-  for (int64_t i = 0; i < n; ++i) out[i] = f32(static_cast<const uint16_t*>(r.data)[i]);
-}
-
-// v[i0, i1) into the row's same places
-void store(const float* v, Row r, int64_t i0, int64_t i1) {
-  if (!r.bf16) return (void)std::memcpy(static_cast<float*>(r.data) + i0, v + i0, (i1 - i0) * sizeof(float));
-  for (int64_t i = i0; i < i1; ++i) static_cast<at::BFloat16*>(r.data)[i] = at::BFloat16(v[i]);
-}
 
 // Parameter order of one layer: must match mmrwkv/kernels/cpu.py LAYER_PARAMS.
 enum P {
@@ -375,7 +344,7 @@ std::vector<at::Tensor> steps(const at::Tensor& x_in, int64_t T, const at::Tenso
           ends, x_out.data_ptr<float>()};
   for (int c = 0; c < std::min<int64_t>(T, 2); ++c)  // contiguous: `row` addresses them
     job.att[c] = at::empty(att_prev.sizes(), att_prev.options()),
-    job.ffn[c] = at::empty(ffn_prev.sizes(), ffn_prev.options()), job.next[c] = at::empty_like(wkv);
+    job.ffn[c] = at::empty(ffn_prev.sizes(), ffn_prev.options()), job.next[c] = recycled_like(wkv);
   const int n = team_size(threads, C, F);
   Parts parts(n, C, D);
   std::vector<Own> own;

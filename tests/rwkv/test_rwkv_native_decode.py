@@ -234,3 +234,18 @@ def test_native_token_step_on_a_team_of_threads_equals_one_thread(dtype):
                 _assert_close(got, want)
             else:  # bf16 shift states and logits: one rounding step apart at most
                 torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2 * want.abs().max().item())
+
+
+def test_native_steps_reuse_a_state_buffer_only_once_nobody_holds_it():
+    model = _model()
+    ids = torch.randint(0, 256, (1, 8))
+    with torch.no_grad():
+        _, kept = model(ids[:, :1], model.init_state(1))
+        copy = kept.wkv.clone()
+        state, seen = kept, set()
+        for t in range(1, 8):
+            _, state = model(ids[:, t : t + 1], state)
+            seen.add(state.wkv.data_ptr())
+    # the kept state was never written over, while the dropped ones' memory was used again (no fresh mmap per token)
+    assert torch.equal(kept.wkv, copy)
+    assert kept.wkv.data_ptr() not in seen and len(seen) < 7

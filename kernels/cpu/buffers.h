@@ -1,0 +1,57 @@
+// Buffers of the native decode (decode7.cpp): copies between fp32 work vectors and state rows of the model's dtype,
+// and recycled state tensors. Included by decode7.cpp only (inside its anonymous namespace).
+#pragma once
+
+// Copies between fp32 work vectors and state/output tensors of the model's dtype.
+void load(const at::Tensor& t, float* out) {
+  const int64_t n = t.numel();
+  if (t.scalar_type() == at::kFloat) {
+    std::memcpy(out, t.data_ptr(), n * sizeof(float));
+  } else {
+    const uint16_t* p = ptr<uint16_t>(t);
+    for (int64_t i = 0; i < n; ++i) out[i] = f32(p[i]);
+  }
+}
+
+// Row l (C values) of a contiguous (L, 1, C) shift state, fp32 or bf16, by address: no tensor view per layer.
+struct Row {
+  void* data;
+  bool bf16;
+};
+
+Row row(const at::Tensor& t, int64_t l, int64_t C) {
+  const bool bf16 = t.scalar_type() == at::kBFloat16;
+  return {static_cast<char*>(t.data_ptr()) + l * C * (bf16 ? 2 : 4), bf16};
+}
+
+void load(Row r, int64_t n, float* out) {
+  if (!r.bf16) return (void)std::memcpy(out, r.data, n * sizeof(float));
+  for (int64_t i = 0; i < n; ++i) out[i] = f32(static_cast<const uint16_t*>(r.data)[i]);
+}
+
+// v[i0, i1) into the row's same places
+void store(const float* v, Row r, int64_t i0, int64_t i1) {
+  if (!r.bf16) return (void)std::memcpy(static_cast<float*>(r.data) + i0, v + i0, (i1 - i0) * sizeof(float));
+  for (int64_t i = i0; i < i1; ++i) static_cast<at::BFloat16*>(r.data)[i] = at::BFloat16(v[i]);
+}
+
+// An empty contiguous tensor shaped like `like`, on the memory of one that an earlier call returned when nobody holds
+// that one any more. A fresh wkv state (MBs) is a new mmap whose pages fault in on first touch: ~100 page faults
+// and ~0.3 ms of kernel time per decoded token (1-2% of it) without this. The pool keeps its own tensor and hands
+// out another on the same storage, so the storage's count is 1 exactly when every handed-out tensor is gone (a
+// tensor that has been to Python keeps a count of 2 after Python lets it go, so its own count cannot tell).
+at::Tensor recycled_like(const at::Tensor& like) {
+  static std::mutex lock;
+  static auto* pool = new std::vector<at::Tensor>();  // never destroyed: may outlive torch at exit
+  constexpr size_t kPool = 4;
+  const std::lock_guard<std::mutex> hold(lock);
+  const at::Tensor* free = nullptr;
+  for (const auto& t : *pool)
+    if (t.storage().use_count() == 1 && t.sizes() == like.sizes() && t.dtype() == like.dtype()) free = &t;
+  if (!free) {
+    if (pool->size() == kPool) pool->erase(pool->begin());
+    pool->push_back(at::empty(like.sizes(), like.options()));
+    free = &pool->back();
+  }
+  return at::empty({0}, like.options()).set_(free->storage(), 0, like.sizes(), free->strides());
+}
