@@ -213,3 +213,26 @@ def test_a_sampling_control_that_is_not_a_number_is_an_error_naming_it(demo, ima
     *_, messages = demo.respond({"text": "Hello?", "files": []}, demo.options.checkpoint, "", *controls, "s1")
     assert f"sampling control {name} = " in _error(messages)
     _works_after(demo, images)
+
+
+def test_server_refuses_a_message_naming_a_file_that_was_not_uploaded(chat_server, tiny_checkpoint, images):
+    """The answer event takes its inputs unprocessed: a client that names a server-side path instead of uploading
+    must still be refused before the handler opens that file."""
+    import json
+
+    import httpx
+
+    url, _ = chat_server
+    outside = {"path": images[3], "meta": {"_type": "gradio.FileData"}, "orig_name": "picture3.png"}
+    data = [{"text": "what is this?", "files": [outside]}, tiny_checkpoint, "", *CONTROLS]
+    with httpx.Client(base_url=url, timeout=30) as http:
+        posted = http.post("gradio_api/call/chat", json={"data": data})
+        assert posted.status_code == 200, posted.text
+        events = http.get(f"gradio_api/call/chat/{posted.json()['event_id']}").text
+    kinds = [line.split(":", 1)[1].strip() for line in events.splitlines() if line.startswith("event:")]
+    payloads = [line.split(":", 1)[1] for line in events.splitlines() if line.startswith("data:")]
+    assert "error" in kinds and "not uploaded" in events, events
+    # nothing was answered about the file: no update carried a reply
+    for payload in payloads:
+        body = json.loads(payload) if payload.strip() not in ("", "null") else None
+        assert not (isinstance(body, list) and body and body[0]), events
