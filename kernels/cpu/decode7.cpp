@@ -13,6 +13,12 @@
 
 #include <omp.h>
 
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -59,33 +65,36 @@ Mat<T> lora(const at::Tensor& m) {
   return {ptr<T>(m), m.size(1), m.size(0), m.stride(0) == 1};
 }
 
-// One thread's work vectors (fp32). The vectors every thread needs in full (the mixed inputs of the mat-vecs, the
-// stream x) each thread makes itself, in the same order, so the copies agree bit for bit; the rest it fills only
-// for its own heads (r .. u), or its own rows of the feed-forward (hid).
-struct Own {
+// The team's shared buffers: partial products summed over the threads after a barrier (each thread writes its
+// slot, then all read every slot; one buffer per exchange of a layer, so a fast thread never overwrites what a slow
+// one still reads), and the outputs of mat-vecs whose rows any thread may compute (`Team::claim`).
+struct Shared {
   at::Tensor mem;
-  float *x, *h, *dx, *xr, *xw, *xk, *xv, *xa, *xg, *r, *k, *v, *w, *a, *g, *kk, *y, *u, *vfirst, *t, *hid;
+  int64_t C, D;
+  float *lora, *att;   // [threads][4 D], [threads][C]
+  float *r, *k, *v;    // (C): the receptance, key and value rows, then changed in place by each head's owner
+  float *hid, *out;    // (F), (C): the feed-forward's hidden units and output
 
-  Own(int64_t C, int64_t D, int64_t F) {
-    const int64_t c = (C + 15) / 16 * 16, d = (4 * D + 15) / 16 * 16;
-    mem = at::empty({19 * c + d + F}, at::kFloat);
-    float* p = mem.data_ptr<float>();
-    for (float** b : {&x, &h, &dx, &xr, &xw, &xk, &xv, &xa, &xg, &r, &k, &v, &w, &a, &g, &kk, &y, &u, &vfirst})
-      *b = p, p += c;
-    t = p, hid = p + d;
+  Shared(int threads, int64_t C, int64_t D, int64_t F) : C(C), D(D) {
+    mem = at::empty({threads * (4 * D + C) + 4 * C + F}, at::kFloat);
+    lora = mem.data_ptr<float>(), att = lora + threads * 4 * D;
+    r = att + threads * C, k = r + C, v = k + C, out = v + C, hid = out + C;
   }
 };
 
-// Partial products the threads exchange across a barrier: each thread writes its slot, then all read every slot.
-// One buffer per exchange of a layer, so a fast thread never overwrites what a slow one still reads.
-struct Parts {
+// One thread's work vectors (fp32). The vectors every thread needs in full (the mixed inputs of the mat-vecs, the
+// stream x) each thread makes itself, in the same order, so the copies agree bit for bit; the rest it fills only
+// for its own heads (w .. u); r, k, v are the team's (`Shared`).
+struct Own {
   at::Tensor mem;
-  int64_t C, D;
-  float *lora, *att, *ffn;  // [threads][4 D], [threads][C], [threads][C]
+  float *x, *h, *dx, *xr, *xw, *xk, *xv, *xa, *xg, *r, *k, *v, *w, *a, *g, *kk, *y, *u, *vfirst, *t;
 
-  Parts(int threads, int64_t C, int64_t D) : C(C), D(D) {
-    mem = at::empty({threads * (4 * D + 2 * C)}, at::kFloat);
-    lora = mem.data_ptr<float>(), att = lora + threads * 4 * D, ffn = att + threads * C;
+  Own(int64_t C, int64_t D, const Shared& shared) : r(shared.r), k(shared.k), v(shared.v) {
+    const int64_t c = (C + 15) / 16 * 16, d = (4 * D + 15) / 16 * 16;
+    mem = at::empty({16 * c + d}, at::kFloat);
+    float* p = mem.data_ptr<float>();
+    for (float** b : {&x, &h, &dx, &xr, &xw, &xk, &xv, &xa, &xg, &w, &a, &g, &kk, &y, &u, &vfirst}) *b = p, p += c;
+    t = p;
   }
 };
 
@@ -157,12 +166,12 @@ void lora_up(const std::vector<at::Tensor>& p, int64_t layer, int64_t c0, int64_
   for (int64_t i = c0; i < c1; ++i) z.v[i] += (z.vfirst[i] - z.v[i]) * sigmoid(f32(v0[i]) + z.u[i]);
 }
 
-// One block for this thread of the team: the mat-vecs' rows (or input columns) are split between the threads by
-// heads (C-long outputs) or by 16-row blocks (the feed-forward's hidden units); three barriers, each where a
-// partial product must be summed over the threads.
+// One block for this thread of the team: the elementwise work, the WKV state and the mat-vecs read for them (LoRA,
+// W_o's input columns) split by heads; the rows of W_r, W_k, W_v and of the feed-forward taken in turn
+// (`Team::claim`); four barriers.
 template <typename T>
 void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, const Team& team, const float* S, float* S2,
-           const Shift& rows, Parts& parts, Own& z) {
+           const Shift& rows, Shared& parts, Own& z) {
   const int64_t C = p[LN1_W].numel(), N = C / H, F = p[FFN_W_K].size(0), D = parts.D;
   auto v_ = [&](P i) { return ptr<T>(p[i]); };
   const auto [c0, c1] = team.share(C, N);
@@ -175,15 +184,20 @@ void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, const Tea
     z.xr[i] = h + d * f32(mr[i]), z.xw[i] = h + d * f32(mw[i]), z.xk[i] = h + d * f32(mk[i]);
     z.xv[i] = h + d * f32(mv[i]), z.xa[i] = h + d * f32(ma[i]), z.xg[i] = h + d * f32(mg[i]);
   }
-  rows_times(mat<T>(p[W_R]), z.xr, z.r, c0, c1);
-  rows_times(mat<T>(p[W_K]), z.xk, z.k, c0, c1);
-  rows_times(mat<T>(p[W_V]), z.xv, z.v, c0, c1);
   // the LoRA down-projections over this thread's input rows, summed over the threads
   float* part = parts.lora + team.me * 4 * D;
   cols_times(lora<T>(p[W1]), z.xw, part, c0, c1);
   cols_times(lora<T>(p[A1]), z.xa, part + D, c0, c1);
   cols_times(lora<T>(p[G1]), z.xg, part + 2 * D, c0, c1);
   if (layer > 0) cols_times(lora<T>(p[V1]), z.xv, part + 3 * D, c0, c1);
+  // r, k, v: rows 0 .. 3C of [W_r; W_k; W_v]
+  const Mat<T> rkv[3] = {mat<T>(p[W_R]), mat<T>(p[W_K]), mat<T>(p[W_V])};
+  const float* in[3] = {z.xr, z.xk, z.xv};
+  float* out[3] = {z.r, z.k, z.v};
+  team.claim(3 * C, 16, [&](int64_t b, int64_t e) {
+    for (int m = 0; m < 3; ++m)
+      rows_times(rkv[m], in[m], out[m], std::max(b - m * C, int64_t{0}), std::min(e - m * C, C));
+  });
   team.sync();
   gather(team, parts.lora, 4 * D, 4 * D, z.t, false);
   for (int64_t i = 0; i < p[W1].size(1); ++i) z.t[i] = std::tanh(z.t[i]);
@@ -211,12 +225,15 @@ void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, const Tea
   load(rows.ffn_prev, C, z.dx);
   const T* fk = v_(FFN_X_K);
   for (int64_t i = 0; i < C; ++i) z.xk[i] = z.h[i] + (z.dx[i] - z.h[i]) * f32(fk[i]);
-  const auto [f0, f1] = team.share(F, 16);
-  rows_times(mat<T>(p[FFN_W_K]), z.xk, z.hid, f0, f1);
-  for (int64_t i = f0; i < f1; ++i) z.hid[i] = z.hid[i] > 0 ? z.hid[i] * z.hid[i] : 0.0f;
-  cols_times(mat<T>(p[FFN_W_V]), z.hid, parts.ffn + team.me * C, f0, f1);
+  float* hid = parts.hid;
+  team.claim(F, 16, [&](int64_t b, int64_t e) {
+    rows_times(mat<T>(p[FFN_W_K]), z.xk, hid, b, e);
+    for (int64_t i = b; i < e; ++i) hid[i] = hid[i] > 0 ? hid[i] * hid[i] : 0.0f;
+  });
   team.sync();
-  gather(team, parts.ffn, C, C, z.x, true);
+  team.claim(C, 16, [&](int64_t b, int64_t e) { rows_times(mat<T>(p[FFN_W_V]), hid, parts.out, b, e); });
+  team.sync();
+  for (int64_t i = 0; i < C; ++i) z.x[i] += parts.out[i];
 }
 
 bool stored_as_matrix(const at::Tensor& w, int64_t rows, int64_t cols) {
@@ -276,7 +293,7 @@ struct Job {
 // This thread's share of a whole call: T tokens through every block (after ln0 when the job has ends, then ln_out
 // and its rows of the head).
 template <typename T>
-void run_job(const Team& team, const Job& job, Parts& parts, Own& z) {
+void run_job(const Team& team, const Job& job, Shared& parts, Own& z) {
   const int64_t C = job.C, H = job.H, NN = C / H * C;  // NN: one layer's wkv state (H N N floats)
   const bool bf16 = std::is_same_v<T, uint16_t>;
   for (int64_t t = 0; t < job.T; ++t) {
@@ -303,8 +320,7 @@ void run_job(const Team& team, const Job& job, Parts& parts, Own& z) {
   layer_norm<T>(z.x, ptr<T>(e[2]), ptr<T>(e[3]), C, 1e-5f, z.h);
   round_like(z.h, C, bf16);
   const Mat<T> head = mat<T>(e[4]);
-  const auto [v0, v1] = team.share(head.out, 16);
-  rows_times(head, z.h, job.ends.logits, v0, v1);
+  team.claim(head.out, 16, [&](int64_t b, int64_t e) { rows_times(head, z.h, job.ends.logits, b, e); });
 }
 
 // The team's size: `threads` when positive, else torch's thread count for a model whose layer is worth splitting
@@ -346,9 +362,9 @@ std::vector<at::Tensor> steps(const at::Tensor& x_in, int64_t T, const at::Tenso
     job.att[c] = at::empty(att_prev.sizes(), att_prev.options()),
     job.ffn[c] = at::empty(ffn_prev.sizes(), ffn_prev.options()), job.next[c] = recycled_like(wkv);
   const int n = team_size(threads, C, F);
-  Parts parts(n, C, D);
+  Shared parts(n, C, D, F);
   std::vector<Own> own;
-  for (int i = 0; i < n; ++i) own.emplace_back(C, D, F);
+  for (int i = 0; i < n; ++i) own.emplace_back(C, D, parts);
   run_team(n, [&](const Team& team) {
     if (bf16)
       run_job<uint16_t>(team, job, parts, own[team.me]);

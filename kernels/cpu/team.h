@@ -3,37 +3,52 @@
 // region (fork + join) per mat-vec. Included by decode7.cpp only (inside its anonymous namespace).
 #pragma once
 
-// Spins this many pause instructions (~50 us) before yielding the core: a partner that is late by a few
-// microseconds is waited for cheaply, one that the OS descheduled on a busy machine gets the core back.
+// Spins this many pause instructions (~50 us) before sleeping: a partner that is late by a few microseconds is waited
+// for cheaply; when the OS descheduled it on a busy machine, this thread sleeps (a futex), so its core goes idle and
+// the scheduler can move the partner there at once (a thread that only yields keeps its core busy, and the partner
+// waits for the end of another process's time slice).
 constexpr int kSpins = 1 << 10;
 
 struct Barrier {
   alignas(64) std::atomic<int> arrived{0};
-  alignas(64) std::atomic<unsigned> generation{0};
+  alignas(64) std::atomic<uint32_t> generation{0};
+  std::atomic<int> sleepers{0};
+  alignas(64) std::atomic<int64_t> ticket{0};  // rows claimed so far (`Team::claim`), over the whole call
 
   void wait(int n) {
-    const unsigned g = generation.load(std::memory_order_acquire);
+    const uint32_t g = generation.load(std::memory_order_acquire);
     if (arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == n) {
       arrived.store(0, std::memory_order_relaxed);
-      generation.store(g + 1, std::memory_order_release);
+      generation.store(g + 1, std::memory_order_seq_cst);
+      if (sleepers.load(std::memory_order_seq_cst) > 0) wake();
       return;
     }
-    for (int spins = 0; generation.load(std::memory_order_acquire) == g; ++spins) {
+    for (int spins = 0; spins < kSpins; ++spins) {
+      if (generation.load(std::memory_order_acquire) != g) return;
 #if defined(__x86_64__)
-      if (spins < kSpins) {
-        _mm_pause();
-        continue;
-      }
+      _mm_pause();
 #endif
-      std::this_thread::yield();
     }
+    sleepers.fetch_add(1, std::memory_order_seq_cst);
+    while (generation.load(std::memory_order_seq_cst) == g) sleep(g);
+    sleepers.fetch_sub(1, std::memory_order_relaxed);
   }
+
+#if defined(__linux__)
+  // until `generation` is no longer g (or a spurious wake-up)
+  void sleep(uint32_t g) { syscall(SYS_futex, &generation, FUTEX_WAIT_PRIVATE, g, nullptr, nullptr, 0); }
+  void wake() { syscall(SYS_futex, &generation, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0); }
+#else
+  void sleep(uint32_t) { std::this_thread::yield(); }
+  void wake() {}
+#endif
 };
 
 // Thread `me` of `n`: its share of every split, and the barrier.
 struct Team {
   int n, me;
   Barrier* barrier;
+  mutable int64_t claimed = 0;  // rows of every `claim` so far: where the next one starts on the ticket
 
   void sync() const {
     if (n > 1) barrier->wait(n);
@@ -43,6 +58,31 @@ struct Team {
   std::pair<int64_t, int64_t> share(int64_t len, int64_t unit) const {
     const int64_t units = (len + unit - 1) / unit;
     return {std::min(len, units * me / n * unit), std::min(len, units * (me + 1) / n * unit)};
+  }
+
+  // fn(b, e) over blocks of [0, rows) taken in turn by whichever thread is free: the first blocks long (long memory
+  // streams), the next ever shorter (a 1/(2n) part of what is left, at least `unit` rows), so that a thread slowed
+  // by the OS or by memory is made up for by the others. Blocks depend on their place only, so every row is done
+  // whole, once, by the same arithmetic whichever thread takes it. Every thread must make the same calls.
+  template <typename Fn>
+  void claim(int64_t rows, int64_t unit, Fn&& fn) const {
+    if (n == 1) {
+      if (rows > 0) fn(int64_t{0}, rows);
+      return;
+    }
+    const int64_t base = claimed, end = claimed + rows;
+    claimed = end;
+    std::atomic<int64_t>& ticket = barrier->ticket;
+    // a thread reaches this claim only once the ticket has passed the previous one: p >= base
+    int64_t p = ticket.load(std::memory_order_relaxed);
+    while (p < end) {
+      const int64_t left = end - p, size = std::max(unit, (left / (2 * n) + unit - 1) / unit * unit);
+      const int64_t q = std::min(end, p + size);
+      if (ticket.compare_exchange_weak(p, q, std::memory_order_relaxed)) {
+        fn(p - base, q - base);
+        p = ticket.load(std::memory_order_relaxed);
+      }
+    }
   }
 };
 
