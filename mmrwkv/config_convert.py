@@ -143,18 +143,34 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parsed
 
 
+def _list_index(items: list, key: str, where: str, label: str) -> int:
+    """A list entry by position (`stages.0`) or, for a list of named mappings, by name (`stages.media`)."""
+    if key.isdigit() and int(key) < len(items):
+        return int(key)
+    names = [item.get("name") if isinstance(item, Mapping) else None for item in items]
+    if key in names:
+        return names.index(key)
+    valid = [str(i) for i in range(len(items))] + [str(n) for n in names if n is not None]
+    raise ConfigError(f"{label}: '{where}' has no entry {key!r} (valid: {', '.join(valid) or 'none, it is empty'})")
+
+
 def _set_path(raw: dict, keys: list[str], value: Any, label: str) -> None:
-    node = raw
-    for i, key in enumerate(keys[:-1]):
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
+    node: dict | list = raw
+    for i, key in enumerate(keys):
+        if isinstance(node, list):
+            key = _list_index(node, key, ".".join(keys[:i]), label)
+        if i == len(keys) - 1:
+            node[key] = value
+            return
+        child = node[key] if isinstance(node, list) else node.setdefault(key, {})
+        if not isinstance(child, dict | list):
             raise ConfigError(f"{label}: '{'.'.join(keys[: i + 1])}' is {child!r}, not a section")
         node = child
-    node[keys[-1]] = value
 
 
 def apply_overrides(raw: Mapping, overrides: Iterable[str]) -> dict:
-    """Return a deep copy of the raw recipe mapping with each `a.b.c=value` override set."""
+    """Return a deep copy of the raw recipe mapping with each `a.b.c=value` override set. A list on the way is
+    entered by position or, when its entries are named mappings, by name: `stages.media.train.max_steps=5`."""
     out = copy.deepcopy(dict(raw))
     for text in overrides:
         keys, value = parse_override(text)
