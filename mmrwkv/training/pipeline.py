@@ -6,7 +6,7 @@ import time
 
 from mmrwkv.config import RecipeConfig
 from mmrwkv.training.evaluate import EvalReport, evaluate_recipe
-from mmrwkv.training.plots import CSV_NAME
+from mmrwkv.training.plots import CSV_NAME, read_metrics
 from mmrwkv.training.run import train_recipe
 
 
@@ -18,10 +18,14 @@ def run_recipe(cfg: RecipeConfig, *, fresh: bool = False, progress: bool = True)
     trained = time.perf_counter()
     last = results[-1]
     stage_cfg = _last_stage(cfg)
-    report = evaluate_recipe(stage_cfg, last.final, metrics_csv=last.log_dir / CSV_NAME, progress=progress)
+    # a run shorter than train.log_every logged no row (Lightning writes no CSV): a report without curves
+    metrics_csv = last.log_dir / CSV_NAME if read_metrics(last.log_dir) else None
+    report = evaluate_recipe(stage_cfg, last.final, metrics_csv=metrics_csv, progress=progress)
     total = time.perf_counter() - start
-    timing = (f"\nTiming: training {trained - start:.0f} s ({len(results)} stage(s)), evaluation "
-              f"{report.seconds:.0f} s, total {total:.0f} s.\n")
+    timing = (
+        f"\nTiming: training {trained - start:.0f} s ({len(results)} stage(s)), evaluation "
+        f"{report.seconds:.0f} s, total {total:.0f} s.\n"
+    )
     report.markdown += timing
     report.paths["report"].write_text(report.markdown, encoding="utf-8")
     return report
