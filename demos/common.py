@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmrwkv.errors import CheckpointError, ConfigError, MediaError
+from mmrwkv.errors import CheckpointError, ConfigError, MediaError, missing_checkpoint
 
 RANDOM_TINY = "random-tiny"
 DEFAULT_RUNS_DIR = "runs"
@@ -141,8 +141,10 @@ class ModelRegistry:
 
         if key == RANDOM_TINY:
             return build_random_tiny().to(self.device)
+        if not Path(key).exists():
+            raise missing_checkpoint(key, "checkpoint directory")
         if not Path(key).is_dir():
-            raise CheckpointError(f"{key}: no such checkpoint directory")
+            raise CheckpointError(f"{key}: not a checkpoint directory")
         if not is_multimodal_checkpoint(key):
             raise CheckpointError(f"{key}: not a multimodal mmrwkv checkpoint (no config.json of kind 'multimodal')")
         return MultimodalRWKV.load(key, map_location=self.device).eval()

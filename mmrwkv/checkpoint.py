@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from mmrwkv.errors import CheckpointError, ConfigError
+from mmrwkv.errors import CheckpointError, ConfigError, missing_checkpoint
 from mmrwkv.lora import merged_state_dict
 from mmrwkv.rwkv.config import RWKVConfig
 from mmrwkv.rwkv.model import RWKV
@@ -50,7 +50,7 @@ def load_rwkv(path: str | Path, *, dtype: torch.dtype | None = None, device=None
     elif path.is_file():
         model = load_official(path, dtype=dtype)
     else:
-        raise CheckpointError(f"{path}: no such checkpoint file or directory")
+        raise missing_checkpoint(path)
     return model.to(device) if device is not None else model
 
 
@@ -85,9 +85,14 @@ def tuned_state_from_official(tensors: dict[str, torch.Tensor], config: RWKVConf
     """The batch-1 start State of a state-tuned checkpoint's `blocks.N.att.time_state` tensors ([H, value, key]
     per layer, as the `rwkv` package reads them; our RWKV-5/6 state is [key, value])."""
     if config.generation not in (5, 6):
-        raise CheckpointError(f"{source}: time_state (state tuning) is read for RWKV-5/6, not RWKV-{config.version}"
-                              + (V7_TIME_STATE_WHY if config.generation == 7 else
-                                 ": RWKV-4's state is per channel (aa, bb, pp) and has no state-tuning format"))
+        raise CheckpointError(
+            f"{source}: time_state (state tuning) is read for RWKV-5/6, not RWKV-{config.version}"
+            + (
+                V7_TIME_STATE_WHY
+                if config.generation == 7
+                else ": RWKV-4's state is per channel (aa, bb, pp) and has no state-tuning format"
+            )
+        )
     want = (config.n_head, config.head_size, config.head_size)
     layers = []
     for i in range(config.n_layer):
@@ -116,7 +121,7 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
     """The flat state_dict of a `.pth`, memory-mapped when the file format allows; never runs pickled code."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise missing_checkpoint(path, "checkpoint file")
     try:
         data = _torch_load(path)
     except pickle.UnpicklingError as err:
@@ -128,8 +133,10 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a flat state_dict of tensors (got {type(data).__name__})")
     if "emb.weight" not in data:
         if data and all(_TIME_STATE.match(k) for k in data):
-            raise CheckpointError(f"{path}: a state-tuning file (only blocks.N.att.time_state): load its base model, "
-                                  "then mmrwkv.checkpoint.load_tuned_state(model, path)")
+            raise CheckpointError(
+                f"{path}: a state-tuning file (only blocks.N.att.time_state): load its base model, "
+                "then mmrwkv.checkpoint.load_tuned_state(model, path)"
+            )
         raise CheckpointError(f"{path}: not an RWKV checkpoint: no 'emb.weight' among {len(data)} keys")
     return data
 
@@ -252,8 +259,12 @@ def save_rwkv(model: RWKV, directory: str | Path) -> Path:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         if model.tuned_state is not None:
             model.tuned_state.save(tmp / TUNED_STATE_FILE)
-        meta = {"format": FORMAT, "kind": "rwkv", "config": model.config.to_dict(),
-                "dtype": str(model.emb.weight.dtype).removeprefix("torch.")}
+        meta = {
+            "format": FORMAT,
+            "kind": "rwkv",
+            "config": model.config.to_dict(),
+            "dtype": str(model.emb.weight.dtype).removeprefix("torch."),
+        }
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         _replace_dir(tmp, directory)
     finally:

@@ -1,5 +1,12 @@
 """Exception types. Every message names the file, field or value and the problem."""
 
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+OFFICIAL_WEIGHTS = "https://huggingface.co/BlinkDL (rwkv-7-world, rwkv-6-world, ...)"
+
 
 class MMRWKVError(Exception):
     """Base class of all errors raised on bad input."""
@@ -23,3 +30,21 @@ class DataError(MMRWKVError):
 
 class TokenizerError(MMRWKVError):
     """A tokenizer file is missing or malformed, or a text cannot be tokenized."""
+
+
+def missing_checkpoint(path: str | os.PathLike, what: str = "checkpoint file or directory") -> CheckpointError:
+    """The error for a checkpoint path that does not exist, saying where one comes from: an official `.pth`
+    is downloaded (or `mmrwkv init` writes random weights of a size), a directory is what training writes."""
+    path = Path(path)
+    if path.suffix == ".pth":
+        how = (
+            f"official RWKV weights are at {OFFICIAL_WEIGHTS}; `mmrwkv init v7-0.1b {path}` writes random "
+            "weights of a named size"
+        )
+    else:
+        how = (
+            "training writes one: `make run` (= `mmrwkv run recipes/easy_vqa.yaml`) leaves "
+            "runs/easy_vqa/all/final; a recipe writes <train.output_dir>/final, with stages "
+            "<train.output_dir>/<last stage>/final; `mmrwkv init v7-tiny DIR` writes a random text model"
+        )
+    return CheckpointError(f"{path}: no such {what} ({how})")

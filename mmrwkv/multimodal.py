@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmrwkv.errors import CheckpointError, ConfigError, MediaError
+from mmrwkv.errors import CheckpointError, ConfigError, MediaError, missing_checkpoint
 
 MODALITIES = ("image", "audio")
 CONFIG_FILE = "config.json"
@@ -64,13 +64,22 @@ class MultimodalRWKV(nn.Module):
     `tokenizer.special`. `config` is the dict `from_config` was built from; `save` needs it.
     """
 
-    def __init__(self, backbone: nn.Module, encoders: dict[str, nn.Module], projectors: dict[str, nn.Module],
-                 tokenizer: Any, *, config: dict | None = None):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        encoders: dict[str, nn.Module],
+        projectors: dict[str, nn.Module],
+        tokenizer: Any,
+        *,
+        config: dict | None = None,
+    ):
         super().__init__()
         for modality, encoder in encoders.items():
             if modality not in MODALITIES or getattr(encoder, "modality", modality) != modality:
-                raise ConfigError(f"encoders[{modality!r}]: modality must be one of {MODALITIES} and match "
-                                  f"the encoder's own ({getattr(encoder, 'modality', None)!r})")
+                raise ConfigError(
+                    f"encoders[{modality!r}]: modality must be one of {MODALITIES} and match "
+                    f"the encoder's own ({getattr(encoder, 'modality', None)!r})"
+                )
             if modality not in projectors:
                 raise ConfigError(f"projectors: missing the projector for modality {modality!r}")
         self.backbone = backbone
@@ -121,8 +130,10 @@ class MultimodalRWKV(nn.Module):
             items = media.get(modality)
             n_slots, n_feats = int(mask.sum()), sum(self.tokens_per_item(modality, t) for t in items)
             if n_slots != n_feats:
-                raise MediaError(f"{modality}: the ids hold {n_slots} placeholder slots but the {len(items)} "
-                                 f"{modality} item(s) give {n_feats} features")
+                raise MediaError(
+                    f"{modality}: the ids hold {n_slots} placeholder slots but the {len(items)} "
+                    f"{modality} item(s) give {n_feats} features"
+                )
             if n_slots:
                 feats = self.encode_media(modality, items)  # (n_slots, C)
                 x = x.masked_scatter(mask.unsqueeze(-1), feats.to(x.dtype))
@@ -133,8 +144,10 @@ class MultimodalRWKV(nn.Module):
             pid = getattr(self.tokenizer.special, modality, None)
             n_slots = 0 if pid is None else int((ids == pid).sum())
             if n_slots or media.get(modality):
-                raise MediaError(f"{modality}: {n_slots} placeholder slots and {len(media.get(modality))} items "
-                                 f"given, but this model has no {modality} encoder (it has {sorted(self.encoders)})")
+                raise MediaError(
+                    f"{modality}: {n_slots} placeholder slots and {len(media.get(modality))} items "
+                    f"given, but this model has no {modality} encoder (it has {sorted(self.encoders)})"
+                )
 
     def forward(self, ids: Tensor, media: Media | None = None, state=None, *, last_only: bool = False):
         """Fused forward pass -> (logits, state); ln0 is applied by the backbone to the fused stream."""
@@ -162,8 +175,9 @@ class MultimodalRWKV(nn.Module):
         for modality, spec in config.get("encoders", {}).items():
             encoders[modality] = build(spec["name"], **spec.get("kwargs", {}))
             pspec = config.get("projectors", {}).get(modality, {"kind": "linear"})
-            projectors[modality] = build_projector(pspec["kind"], encoders[modality].out_dim,
-                                                   backbone.config.n_embd, **pspec.get("kwargs", {}))
+            projectors[modality] = build_projector(
+                pspec["kind"], encoders[modality].out_dim, backbone.config.n_embd, **pspec.get("kwargs", {})
+            )
         resolved = {**config, "backbone": asdict(backbone.config)}
         resolved.setdefault("tokenizer", "world")
         resolved.setdefault("placement", "inline")
@@ -204,6 +218,8 @@ class MultimodalRWKV(nn.Module):
         from safetensors.torch import load_model
 
         directory = Path(directory)
+        if not directory.exists():
+            raise missing_checkpoint(directory, "checkpoint directory")
         config = _read_config(directory / CONFIG_FILE)
         # "lora" only records adapters merged into the weights at save time: the model is a plain one
         model = cls.from_config({k: v for k, v in config.items() if k not in ("format", "kind", "lora")})
@@ -215,11 +231,15 @@ class MultimodalRWKV(nn.Module):
             raise CheckpointError(f"{weights}: cannot read the weights ({err})") from err
         adapters = sorted(k for k in unexpected if k.rsplit(".", 1)[-1] in ("lora_A", "lora_B"))
         if adapters:
-            raise CheckpointError(f"{weights}: holds unmerged LoRA adapter tensors ({adapters[:3]}...): an older "
-                                  "mmrwkv wrote it; retrain it (saves now merge adapters into the weights)")
+            raise CheckpointError(
+                f"{weights}: holds unmerged LoRA adapter tensors ({adapters[:3]}...): an older "
+                "mmrwkv wrote it; retrain it (saves now merge adapters into the weights)"
+            )
         if missing or unexpected:
-            raise CheckpointError(f"{weights}: does not fit the config (missing {sorted(missing)[:5]}, "
-                                  f"unexpected {sorted(unexpected)[:5]})")
+            raise CheckpointError(
+                f"{weights}: does not fit the config (missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]})"
+            )
         return model.to(map_location)
 
 
@@ -260,8 +280,9 @@ CONFIG_KEYS = {"backbone", "tokenizer", "encoders", "projectors", "placement"}
 def _check_keys(config: dict) -> None:
     unknown = set(config) - CONFIG_KEYS
     if unknown or "backbone" not in config:
-        raise ConfigError(f"multimodal config: unknown keys {sorted(unknown)} or no 'backbone' "
-                          f"(valid keys: {sorted(CONFIG_KEYS)})")
+        raise ConfigError(
+            f"multimodal config: unknown keys {sorted(unknown)} or no 'backbone' (valid keys: {sorted(CONFIG_KEYS)})"
+        )
     for part in ("encoders", "projectors"):
         for modality in config.get(part, {}):
             if modality not in MODALITIES:
@@ -286,8 +307,9 @@ def _read_config(path: Path) -> dict:
     except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: cannot read the config ({err})") from err
     if config.get("format") != "mmrwkv" or config.get("kind") != "multimodal":
-        raise CheckpointError(f"{path}: not a multimodal mmrwkv checkpoint (format {config.get('format')!r}, "
-                              f"kind {config.get('kind')!r})")
+        raise CheckpointError(
+            f"{path}: not a multimodal mmrwkv checkpoint (format {config.get('format')!r}, kind {config.get('kind')!r})"
+        )
     return config
 
 

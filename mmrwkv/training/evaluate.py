@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from mmrwkv.config import RecipeConfig
-from mmrwkv.errors import CheckpointError
+from mmrwkv.errors import CheckpointError, missing_checkpoint
 
 
 @dataclass
@@ -33,6 +33,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     from mmrwkv.training.checkpoints import last_checkpoint
 
     path = Path(path)
+    if not path.exists():
+        raise missing_checkpoint(path, "checkpoint directory")
     for candidate in (path, path / "model", path / "final"):
         if (candidate / "config.json").is_file():
             return candidate
@@ -116,8 +118,14 @@ def eval_samples(cfg: RecipeConfig) -> list:
     return list(dataset.subset(cfg.eval.max_samples, seed=cfg.data.seed))
 
 
-def evaluate_recipe(cfg: RecipeConfig, checkpoint: str | Path, *, out_dir: str | Path | None = None,
-                    metrics_csv: str | Path | None = None, progress: bool = True) -> EvalReport:
+def evaluate_recipe(
+    cfg: RecipeConfig,
+    checkpoint: str | Path,
+    *,
+    out_dir: str | Path | None = None,
+    metrics_csv: str | Path | None = None,
+    progress: bool = True,
+) -> EvalReport:
     """Generate on the eval split with the model at `checkpoint`, score, write predictions/metrics JSON and
     report.md (+ curves.png given a metrics CSV)."""
     from mmrwkv.evaluation import report_for_recipe, score_for_recipe
@@ -132,5 +140,6 @@ def evaluate_recipe(cfg: RecipeConfig, checkpoint: str | Path, *, out_dir: str |
         cfg.eval.report.dir = str(out_dir)
     paths = report_for_recipe(cfg, samples, predictions, result, metrics_csv=metrics_csv)
     result["seconds"] = round(time.perf_counter() - start, 1)
-    return EvalReport({k: v for k, v in result.items() if k != "per_sample"}, paths["report"].read_text(),
-                      paths, result["seconds"])
+    return EvalReport(
+        {k: v for k, v in result.items() if k != "per_sample"}, paths["report"].read_text(), paths, result["seconds"]
+    )

@@ -1,0 +1,54 @@
+"""The README's commands on a fresh clone (no runs/, no official weights): each one fails with one line naming
+the missing path and saying where such a checkpoint comes from, never a traceback."""
+
+from pathlib import Path
+
+import pytest
+
+from mmrwkv.cli import main
+from mmrwkv.demos.common import ModelRegistry
+from mmrwkv.errors import CheckpointError
+
+RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "easy_vqa.yaml")
+TRAINED = "runs/easy_vqa/all/final"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_clone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+def test_convert_of_an_absent_official_file_says_where_weights_come_from(capsys):
+    assert main(["convert", "RWKV-x070-World-0.1B.pth", "ours/"]) == 2
+    err = _error(capsys)
+    assert "RWKV-x070-World-0.1B.pth: no such checkpoint file" in err
+    assert "huggingface.co/BlinkDL" in err and "mmrwkv init v7-0.1b RWKV-x070-World-0.1B.pth" in err
+    assert not Path("ours").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["generate", "--checkpoint", TRAINED, "--image", "img.png", "--prompt", "what color is the shape?"],
+        ["generate", "--checkpoint", TRAINED, "--prompt", "hello"],
+        ["eval", RECIPE, "--checkpoint", TRAINED, "eval.max_samples=500"],
+        ["info", TRAINED],
+    ],
+    ids=["generate-image", "generate-text", "eval", "info"],
+)
+def test_commands_on_an_untrained_run_say_how_to_train_it(argv, capsys):
+    assert main(argv) == 2
+    err = _error(capsys)
+    assert f"{TRAINED}: no such checkpoint" in err and "make run" in err and "recipes/easy_vqa.yaml" in err
+
+
+def test_demo_registry_names_the_missing_directory_and_how_to_train_one(tmp_path):
+    with pytest.raises(CheckpointError) as err:
+        ModelRegistry().get(str(tmp_path / "absent"))
+    assert "absent: no such checkpoint directory" in str(err.value) and "make run" in str(err.value)
