@@ -13,12 +13,6 @@
 
 #include <omp.h>
 
-#if defined(__linux__)
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
-
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -166,9 +160,19 @@ void lora_up(const std::vector<at::Tensor>& p, int64_t layer, int64_t c0, int64_
   for (int64_t i = c0; i < c1; ++i) z.v[i] += (z.vfirst[i] - z.v[i]) * sigmoid(f32(v0[i]) + z.u[i]);
 }
 
+// fn(b, e) over this thread's rows of [0, rows) of a mat-vec on m's layout: taken in turn (`Team::claim`), or for
+// a column-major m one equal part each (W^T is read a block of columns at a time: the short blocks at the end of a
+// claim would read a few cache lines of each of its rows, far apart).
+template <typename T, typename Fn>
+void split_rows(const Team& team, const Mat<T>& m, int64_t rows, Fn&& fn) {
+  if (m.row_major) return team.claim(rows, 16, fn);
+  const auto [b, e] = team.share(rows, 16);
+  if (b < e) fn(b, e);
+}
+
 // One block for this thread of the team: the elementwise work, the WKV state and the mat-vecs read for them (LoRA,
-// W_o's input columns) split by heads; the rows of W_r, W_k, W_v and of the feed-forward taken in turn
-// (`Team::claim`); four barriers.
+// W_o's input columns) split by heads; the rows of W_r, W_k, W_v and of the feed-forward by `split_rows`; four
+// barriers.
 template <typename T>
 void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, const Team& team, const float* S, float* S2,
            const Shift& rows, Shared& parts, Own& z) {
@@ -194,7 +198,7 @@ void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, const Tea
   const Mat<T> rkv[3] = {mat<T>(p[W_R]), mat<T>(p[W_K]), mat<T>(p[W_V])};
   const float* in[3] = {z.xr, z.xk, z.xv};
   float* out[3] = {z.r, z.k, z.v};
-  team.claim(3 * C, 16, [&](int64_t b, int64_t e) {
+  split_rows(team, rkv[0], 3 * C, [&](int64_t b, int64_t e) {
     for (int m = 0; m < 3; ++m)
       rows_times(rkv[m], in[m], out[m], std::max(b - m * C, int64_t{0}), std::min(e - m * C, C));
   });
@@ -223,15 +227,16 @@ void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, const Tea
   layer_norm<T>(z.x, v_(LN2_W), v_(LN2_B), C, 1e-5f, z.h);
   store(z.h, rows.ffn_out, c0, c1);
   load(rows.ffn_prev, C, z.dx);
-  const T* fk = v_(FFN_X_K);
-  for (int64_t i = 0; i < C; ++i) z.xk[i] = z.h[i] + (z.dx[i] - z.h[i]) * f32(fk[i]);
+  const T* mix = v_(FFN_X_K);
+  for (int64_t i = 0; i < C; ++i) z.xk[i] = z.h[i] + (z.dx[i] - z.h[i]) * f32(mix[i]);
   float* hid = parts.hid;
-  team.claim(F, 16, [&](int64_t b, int64_t e) {
-    rows_times(mat<T>(p[FFN_W_K]), z.xk, hid, b, e);
+  const Mat<T> fk = mat<T>(p[FFN_W_K]), fv = mat<T>(p[FFN_W_V]);
+  split_rows(team, fk, F, [&](int64_t b, int64_t e) {
+    rows_times(fk, z.xk, hid, b, e);
     for (int64_t i = b; i < e; ++i) hid[i] = hid[i] > 0 ? hid[i] * hid[i] : 0.0f;
   });
   team.sync();
-  team.claim(C, 16, [&](int64_t b, int64_t e) { rows_times(mat<T>(p[FFN_W_V]), hid, parts.out, b, e); });
+  split_rows(team, fv, C, [&](int64_t b, int64_t e) { rows_times(fv, hid, parts.out, b, e); });
   team.sync();
   for (int64_t i = 0; i < C; ++i) z.x[i] += parts.out[i];
 }
@@ -320,7 +325,7 @@ void run_job(const Team& team, const Job& job, Shared& parts, Own& z) {
   layer_norm<T>(z.x, ptr<T>(e[2]), ptr<T>(e[3]), C, 1e-5f, z.h);
   round_like(z.h, C, bf16);
   const Mat<T> head = mat<T>(e[4]);
-  team.claim(head.out, 16, [&](int64_t b, int64_t e) { rows_times(head, z.h, job.ends.logits, b, e); });
+  split_rows(team, head, head.out, [&](int64_t b, int64_t e) { rows_times(head, z.h, job.ends.logits, b, e); });
 }
 
 // The team's size: `threads` when positive, else torch's thread count for a model whose layer is worth splitting

@@ -3,45 +3,34 @@
 // region (fork + join) per mat-vec. Included by decode7.cpp only (inside its anonymous namespace).
 #pragma once
 
-// Spins this many pause instructions (~50 us) before sleeping: a partner that is late by a few microseconds is waited
-// for cheaply; when the OS descheduled it on a busy machine, this thread sleeps (a futex), so its core goes idle and
-// the scheduler can move the partner there at once (a thread that only yields keeps its core busy, and the partner
-// waits for the end of another process's time slice).
+// Spins this many pause instructions (~50 us) before yielding the core between checks: a partner that is late by a
+// few microseconds is waited for cheaply, one that the OS descheduled on a busy machine gets the core back. (Sleeping
+// on a futex instead, so that the core goes idle and the partner may move there, measured 10% slower at 2 threads
+// beside a busy process: the sleeper then waits for its own core.)
 constexpr int kSpins = 1 << 10;
 
 struct Barrier {
   alignas(64) std::atomic<int> arrived{0};
-  alignas(64) std::atomic<uint32_t> generation{0};
-  std::atomic<int> sleepers{0};
+  alignas(64) std::atomic<unsigned> generation{0};
   alignas(64) std::atomic<int64_t> ticket{0};  // rows claimed so far (`Team::claim`), over the whole call
 
   void wait(int n) {
-    const uint32_t g = generation.load(std::memory_order_acquire);
+    const unsigned g = generation.load(std::memory_order_acquire);
     if (arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == n) {
       arrived.store(0, std::memory_order_relaxed);
-      generation.store(g + 1, std::memory_order_seq_cst);
-      if (sleepers.load(std::memory_order_seq_cst) > 0) wake();
+      generation.store(g + 1, std::memory_order_release);
       return;
     }
-    for (int spins = 0; spins < kSpins; ++spins) {
-      if (generation.load(std::memory_order_acquire) != g) return;
+    for (int spins = 0; generation.load(std::memory_order_acquire) == g; ++spins) {
 #if defined(__x86_64__)
-      _mm_pause();
+      if (spins < kSpins) {
+        _mm_pause();
+        continue;
+      }
 #endif
+      std::this_thread::yield();
     }
-    sleepers.fetch_add(1, std::memory_order_seq_cst);
-    while (generation.load(std::memory_order_seq_cst) == g) sleep(g);
-    sleepers.fetch_sub(1, std::memory_order_relaxed);
   }
-
-#if defined(__linux__)
-  // until `generation` is no longer g (or a spurious wake-up)
-  void sleep(uint32_t g) { syscall(SYS_futex, &generation, FUTEX_WAIT_PRIVATE, g, nullptr, nullptr, 0); }
-  void wake() { syscall(SYS_futex, &generation, FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0); }
-#else
-  void sleep(uint32_t) { std::this_thread::yield(); }
-  void wake() {}
-#endif
 };
 
 // Thread `me` of `n`: its share of every split, and the barrier.
