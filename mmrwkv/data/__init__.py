@@ -23,6 +23,20 @@ PATH_ROLES = {
     "shapes": (),
     "tones": (),
 }
+# where the files of each reader kind come from (nothing is downloaded: a missing file names its source)
+SOURCES = {
+    "coco_captions": "COCO 2014/2017 images and annotations_trainval: https://cocodataset.org/#download",
+    "coco_karpathy": "dataset_coco.json from Karpathy's caption_datasets.zip "
+    "(https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip) beside COCO's train2014/ and "
+    "val2014/ (https://cocodataset.org/#download)",
+    "vqav2": "VQAv2 questions and annotations: https://visualqa.org/download.html; images: COCO 2014 "
+    "(https://cocodataset.org/#download)",
+    "llava": "LLaVA data: https://huggingface.co/datasets/liuhaotian/LLaVA-Pretrain (558K) and "
+    "https://huggingface.co/datasets/liuhaotian/LLaVA-Instruct-150K (llava_v1_5_mix665k.json), images as LLaVA's "
+    "README lists them",
+    "audiocaps": "AudioCaps CSVs: https://github.com/cdjkim/audiocaps (the audio clips from YouTube by their ids)",
+    "clotho": "Clotho: https://zenodo.org/records/4783391",
+}
 DEFAULT_SIZES = {"train": 1000}
 DEFAULT_EVAL_SIZE = 200
 
@@ -40,7 +54,14 @@ def _roles(cfg, split: str) -> dict[str, str]:
             f"missing {missing or 'none'}, unknown {unknown or 'none'}"
         )
     root = Path(cfg.root) if cfg.root else Path()
-    return {k: str(root / v) for k, v in given.items()}
+    paths = {k: str(root / v) for k, v in given.items()}
+    for role, path in paths.items():
+        if not Path(path).exists():
+            raise DataError(
+                f"data.paths.{split}.{role}: {path} not found (get it: {SOURCES[cfg.kind]}; data.root is "
+                f"{cfg.root or '.'!r})"
+            )
+    return paths
 
 
 def _read(cfg, split: str) -> Dataset:
