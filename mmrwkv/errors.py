@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 OFFICIAL_WEIGHTS = "https://huggingface.co/BlinkDL (rwkv-7-world, rwkv-6-world, ...)"
@@ -38,8 +39,8 @@ def missing_checkpoint(path: str | os.PathLike, what: str = "checkpoint file or 
     path = Path(path)
     if path.suffix == ".pth":
         how = (
-            f"official RWKV weights are at {OFFICIAL_WEIGHTS}; `mmrwkv init v7-0.1b {path}` writes random "
-            "weights of a named size"
+            f"official RWKV weights are at {OFFICIAL_WEIGHTS}; `mmrwkv init {_size_of(path.name)} {path}` writes "
+            "random weights of a named size"
         )
     else:
         how = (
@@ -48,3 +49,12 @@ def missing_checkpoint(path: str | os.PathLike, what: str = "checkpoint file or 
             "<train.output_dir>/<last stage>/final; `mmrwkv init v7-tiny DIR` writes a random text model"
         )
     return CheckpointError(f"{path}: no such {what} ({how})")
+
+
+def _size_of(name: str) -> str:
+    """The named size an official RWKV-7 file name implies (RWKV-x070-World-1.5B-... -> v7-1.5b), else SIZE."""
+    from mmrwkv.rwkv.config import SIZES
+
+    match = re.search(r"x070-.*?(\d+(?:\.\d+)?)B", name)
+    size = f"v7-{match.group(1)}b" if match else ""
+    return size if size in SIZES else "SIZE"

@@ -7,7 +7,7 @@ import pytest
 
 from mmrwkv.cli import main
 from mmrwkv.demos.common import ModelRegistry
-from mmrwkv.errors import CheckpointError
+from mmrwkv.errors import CheckpointError, missing_checkpoint
 
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "easy_vqa.yaml")
 TRAINED = "runs/easy_vqa/all/final"
@@ -52,3 +52,11 @@ def test_demo_registry_names_the_missing_directory_and_how_to_train_one(tmp_path
     with pytest.raises(CheckpointError) as err:
         ModelRegistry().get(str(tmp_path / "absent"))
     assert "absent: no such checkpoint directory" in str(err.value) and "make run" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [("checkpoints/RWKV-x070-World-1.5B-v3-20250127-ctx4096.pth", "v7-1.5b"), ("RWKV-x060-World-1B6.pth", "SIZE")],
+)
+def test_the_init_hint_names_the_size_an_official_file_name_implies(name, size):
+    assert f"`mmrwkv init {size} {name}`" in str(missing_checkpoint(name))
