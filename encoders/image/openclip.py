@@ -101,11 +101,12 @@ def _cached_tag_file(arch: str, tag: str, cfg: dict) -> str:
     for path in _candidate_files(cfg):
         if path and os.path.isfile(path):
             return path
-    source = cfg.get("hf_hub") or cfg.get("url")
+    hub = cfg.get("hf_hub")
+    source = f"https://huggingface.co/{hub.strip('/')}" if hub else cfg.get("url")
     raise ConfigError(
         f"open_clip: weights for {arch} pretrained={tag!r} are not in the local cache and nothing is downloaded "
         f"here; fetch them elsewhere ({source}) and pass weights='/path/to/open_clip_model.safetensors' "
-        f"(keep pretrained={tag!r} to use its preprocessing)"
+        f"(in a recipe: encoders.image.weights=PATH; keep pretrained={tag!r} to use its preprocessing)"
     )
 
 

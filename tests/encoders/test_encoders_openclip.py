@@ -82,8 +82,10 @@ def test_preprocessing_constants_come_from_open_clip():
 def test_pretrained_tag_not_cached_explains_how_to_pass_a_file(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(ConfigError, match=r"not in the local cache.*pass weights="):
+    with pytest.raises(ConfigError, match=r"not in the local cache.*pass weights=") as err:
         build("open_clip", arch="ViT-B-32", pretrained="laion2b_s34b_b79k")
+    # a URL to fetch from, and the recipe key to pass the file with
+    assert "(https://huggingface.co/" in str(err.value) and "encoders.image.weights=PATH" in str(err.value)
 
 
 def test_bad_arch_tag_layer_and_file(clip_file, tmp_path):
