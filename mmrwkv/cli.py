@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from mmrwkv.errors import MMRWKVError
@@ -18,8 +19,25 @@ COMMAND_MODULES = [
 ]
 
 
+DESCRIPTION = "Multimodal RWKV: checkpoints, RNN-mode generation, recipes (train / eval / run), demos, benchmarks."
+EXAMPLES = """examples (from a checkout; `make run` trains the default recipe into runs/easy_vqa):
+  mmrwkv run recipes/easy_vqa.yaml
+  mmrwkv run recipes/easy_vqa.yaml stages.media.train.max_steps=5 stages.open.train.max_steps=5 \\
+      stages.all.train.max_steps=5 eval.max_samples=50 train.output_dir=runs/try   # a short try of every stage
+  mmrwkv generate --checkpoint runs/easy_vqa/all/final --image img.png --prompt "what color is the shape?"
+  mmrwkv eval recipes/easy_vqa.yaml --checkpoint runs/easy_vqa/all/final eval.max_samples=500
+  mmrwkv train recipes/scenes_caption.yaml train.lr.backbone=1e-3 train.epochs=3
+  mmrwkv init v7-0.1b random.pth && mmrwkv info random.pth
+  mmrwkv convert RWKV-x070-World-0.1B.pth ours/    # and back: mmrwkv convert ours/ out.pth
+  mmrwkv demo                                      # or: mmrwkv demo --random-tiny, mmrwkv demo --app caption
+  mmrwkv bench decode --threads 1
+`mmrwkv COMMAND --help` lists each command's options."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmrwkv", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mmrwkv", description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -35,12 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        # flushed here, so that a closed pipe is caught below rather than at the interpreter's exit
+        sys.stdout.flush()
+        return code
     except MMRWKVError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`mmrwkv info X | head`): stop quietly, as other command-line tools do; stdout
+        # goes to /dev/null so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

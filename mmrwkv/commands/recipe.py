@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+EVAL_EPILOG = """after RECIPE, in any order:
+  --checkpoint CKPT  (required) a model directory (config.json + model.safetensors), a step checkpoint,
+                     a stage directory or its checkpoints/ directory (the newest step)
+  --out DIR          report directory (default: eval.report.dir, else <train.output_dir>/eval-<split>)
+  KEY=VALUE          recipe overrides, e.g. eval.max_samples=500
+
+example:
+  mmrwkv eval recipes/easy_vqa.yaml --checkpoint runs/easy_vqa/all/final eval.max_samples=500"""
+RECIPE_EPILOG = """overrides: a.b.c=value (YAML values); a stage by name or index: stages.media.train.max_steps=5
+(a stage's own train.max_steps wins over a top-level train.max_steps).
+example:
+  mmrwkv {command} recipes/easy_vqa.yaml stages.media.train.max_steps=5 stages.open.train.max_steps=5 \\
+      stages.all.train.max_steps=5 train.output_dir=runs/try"""
+
 
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe YAML file (see recipes/)")
@@ -12,22 +26,36 @@ def _recipe_args(parser: argparse.ArgumentParser) -> None:
 
 def register(sub) -> None:
     """Add the train / eval / run subcommands."""
-    p = sub.add_parser("train", help="train every stage of a recipe (Lightning)")
+    p = sub.add_parser(
+        "train",
+        help="train every stage of a recipe (Lightning)",
+        epilog=RECIPE_EPILOG.format(command="train"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _recipe_args(p)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint of each stage")
     p.add_argument("--fresh", action="store_true", help="delete the stages' output directories first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on the recipe's eval split (RNN-mode generation)",
-                       usage="mmrwkv eval RECIPE --checkpoint CKPT [--out DIR] [KEY=VALUE ...]")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on the recipe's eval split (RNN-mode generation)",
+        usage="mmrwkv eval RECIPE --checkpoint CKPT [--out DIR] [KEY=VALUE ...]",
+        epilog=EVAL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("recipe", help="recipe YAML file (see recipes/)")
     # REMAINDER keeps overrides that follow --checkpoint (argparse cannot interleave positionals); parsed below
-    p.add_argument("rest", nargs=argparse.REMAINDER, metavar="--checkpoint CKPT [--out DIR] [KEY=VALUE ...]",
-                   help="model directory, step checkpoint or stage directory; report directory; overrides")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("run", help="train all stages (resuming finished work), evaluate, print the report")
+    p = sub.add_parser(
+        "run",
+        help="train all stages (resuming finished work), evaluate, print the report",
+        epilog=RECIPE_EPILOG.format(command="run"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _recipe_args(p)
     p.add_argument("--fresh", action="store_true", help="delete the stages' output directories first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
