@@ -276,6 +276,7 @@ bool readable(const std::vector<at::Tensor>& params, int64_t L, int64_t C, int64
 struct Ends {
   const std::vector<at::Tensor>* tensors = nullptr;  // ln0 weight and bias, ln_out weight and bias, head [V, C]
   float* logits = nullptr;                           // (V) fp32
+  at::BFloat16* logits16 = nullptr;                  // (V): the logits rounded, for bf16 weights (else absent)
 };
 
 // v[0, n) rounded to bf16 and back where the Python path holds it in a bf16 tensor (ln0 and ln_out outputs, the
@@ -325,7 +326,12 @@ void run_job(const Team& team, const Job& job, Shared& parts, Own& z) {
   layer_norm<T>(z.x, ptr<T>(e[2]), ptr<T>(e[3]), C, 1e-5f, z.h);
   round_like(z.h, C, bf16);
   const Mat<T> head = mat<T>(e[4]);
-  split_rows(team, head, head.out, [&](int64_t b, int64_t e) { rows_times(head, z.h, job.ends.logits, b, e); });
+  float* logits = job.ends.logits;
+  at::BFloat16* logits16 = job.ends.logits16;
+  split_rows(team, head, head.out, [&](int64_t b, int64_t e) {
+    rows_times(head, z.h, logits, b, e);
+    if (logits16) std::copy(logits + b, logits + e, logits16 + b);
+  });
 }
 
 // The team's size: `threads` when positive, else torch's thread count for a model whose layer is worth splitting
@@ -413,10 +419,13 @@ std::vector<at::Tensor> token_step(const at::Tensor& x_raw, const at::Tensor& at
   if (head.dim() != 2 || head.scalar_type() != dtype || !head.device().is_cpu() ||
       !stored_as_matrix(head, head.size(0), C) || x_raw.scalar_type() != dtype)
     return {};
+  const bool bf16 = dtype == at::kBFloat16;
   auto logits = at::empty({1, head.size(0)}, x_raw.options().dtype(at::kFloat));
-  auto out = steps(x_raw, 1, att_prev, wkv, ffn_prev, H, params, threads, {&ends, logits.data_ptr<float>()});
+  auto logits16 = bf16 ? at::empty({1, head.size(0)}, x_raw.options()) : logits;
+  const Ends all{&ends, logits.data_ptr<float>(), bf16 ? logits16.data_ptr<at::BFloat16>() : nullptr};
+  auto out = steps(x_raw, 1, att_prev, wkv, ffn_prev, H, params, threads, all);
   if (out.empty()) return {};
-  return {dtype == at::kBFloat16 ? logits.to(at::kBFloat16) : logits, out[1], out[2], out[3]};
+  return {logits16, out[1], out[2], out[3]};
 }
 
 // The index of the largest of n fp32 logits: the first one on ties, the first NaN if there is one (as torch.argmax).
