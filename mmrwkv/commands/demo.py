@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -10,8 +11,13 @@ def register(sub) -> None:
     """Add the `demo` subcommand."""
     p = sub.add_parser("demo", help="launch a Gradio demo: streaming multimodal chat, or caption/VQA side by side")
     p.add_argument("--app", choices=["chat", "caption"], default="chat", help="which page (default: chat)")
-    p.add_argument("--checkpoint", action="append", default=[], metavar="DIR",
-                   help="multimodal checkpoint directory (repeatable; default: the newest under --runs-dir)")
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="multimodal checkpoint directory (repeatable; default: the newest under --runs-dir)",
+    )
     p.add_argument("--runs-dir", default="runs", help="where `make run` leaves checkpoints (default: runs)")
     p.add_argument("--random-tiny", action="store_true", help="offer an untrained tiny model (for trying the UI)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
@@ -27,26 +33,41 @@ def register(sub) -> None:
 def build(args: argparse.Namespace):
     """The Gradio Blocks the flags describe (not launched)."""
     from mmrwkv.demos.common import ModelRegistry
-    from mmrwkv.errors import CheckpointError
+    from mmrwkv.errors import CheckpointError, missing_checkpoint
     from mmrwkv.multimodal import is_multimodal_checkpoint
 
     for path in args.checkpoint:
+        if not os.path.exists(path):
+            raise missing_checkpoint(path, "checkpoint directory")
         if not is_multimodal_checkpoint(path):
-            raise CheckpointError(f"{path}: not a multimodal mmrwkv checkpoint directory (config.json of kind "
-                                  f"'multimodal' + model.safetensors)")
+            raise CheckpointError(
+                f"{path}: not a multimodal mmrwkv checkpoint directory (config.json of kind "
+                f"'multimodal' + model.safetensors)"
+            )
     registry = ModelRegistry(device=args.device, allow_random=args.random_tiny)
     max_bytes = int(args.max_file_mb * 2**20)
     if args.app == "caption":
         from mmrwkv.demos.caption_vqa import CaptionDemo, CaptionOptions, build_caption_app
 
-        options = CaptionOptions(checkpoints=tuple(args.checkpoint), runs_dir=args.runs_dir,
-                                 random_tiny=args.random_tiny, max_file_bytes=max_bytes, concurrency=args.concurrency)
+        options = CaptionOptions(
+            checkpoints=tuple(args.checkpoint),
+            runs_dir=args.runs_dir,
+            random_tiny=args.random_tiny,
+            max_file_bytes=max_bytes,
+            concurrency=args.concurrency,
+        )
         return build_caption_app(options, CaptionDemo(options, registry=registry))
     from mmrwkv.demos.chat import ChatDemo, ChatOptions, build_chat_app
 
-    options = ChatOptions(checkpoint=args.checkpoint[0] if args.checkpoint else None, runs_dir=args.runs_dir,
-                          random_tiny=args.random_tiny, max_file_bytes=max_bytes, session_ttl_s=args.session_ttl,
-                          max_sessions=args.max_sessions, concurrency=args.concurrency)
+    options = ChatOptions(
+        checkpoint=args.checkpoint[0] if args.checkpoint else None,
+        runs_dir=args.runs_dir,
+        random_tiny=args.random_tiny,
+        max_file_bytes=max_bytes,
+        session_ttl_s=args.session_ttl,
+        max_sessions=args.max_sessions,
+        concurrency=args.concurrency,
+    )
     return build_chat_app(options, ChatDemo(options, registry=registry))
 
 

@@ -20,8 +20,9 @@ def _dropdown_choices(app) -> list[list[str]]:
 
 
 def test_chat_page_offers_the_given_checkpoint_first_and_the_random_model(tiny_checkpoint, tmp_path):
-    args = build_parser().parse_args(["demo", "--checkpoint", tiny_checkpoint, "--random-tiny",
-                                      "--runs-dir", str(tmp_path)])
+    args = build_parser().parse_args(
+        ["demo", "--checkpoint", tiny_checkpoint, "--random-tiny", "--runs-dir", str(tmp_path)]
+    )
     app = build(args)
     assert _dropdown_choices(app) == [[tiny_checkpoint, RANDOM_TINY]]
     assert app.mmrwkv_demo.options.checkpoint == tiny_checkpoint
@@ -31,20 +32,27 @@ def test_checkpoints_under_runs_are_found_final_first(tiny_checkpoint, tmp_path)
     for rel in ("easy_vqa/checkpoints/step-00000200/model", "easy_vqa/final"):
         shutil.copytree(tiny_checkpoint, tmp_path / rel)
     app = build(build_parser().parse_args(["demo", "--runs-dir", str(tmp_path)]))
-    assert _dropdown_choices(app) == [[str(tmp_path / "easy_vqa/final"),
-                                       str(tmp_path / "easy_vqa/checkpoints/step-00000200/model")]]
+    assert _dropdown_choices(app) == [
+        [str(tmp_path / "easy_vqa/final"), str(tmp_path / "easy_vqa/checkpoints/step-00000200/model")]
+    ]
 
 
 def test_caption_page_has_two_checkpoint_pickers(tiny_checkpoint, tmp_path):
-    app = build(build_parser().parse_args(["demo", "--app", "caption", "--checkpoint", tiny_checkpoint,
-                                           "--runs-dir", str(tmp_path)]))
+    app = build(
+        build_parser().parse_args(
+            ["demo", "--app", "caption", "--checkpoint", tiny_checkpoint, "--runs-dir", str(tmp_path)]
+        )
+    )
     assert _dropdown_choices(app) == [[tiny_checkpoint]] * 2
 
 
 def test_bad_checkpoint_flag_is_a_clear_error(tmp_path, capsys):
     assert main(["demo", "--checkpoint", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
-    assert "nope" in err and "not a multimodal mmrwkv checkpoint" in err
+    assert "nope: no such checkpoint directory" in err and "make run" in err
+    assert main(["demo", "--checkpoint", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "not a multimodal mmrwkv checkpoint" in err
 
 
 @pytest.mark.slow
