@@ -7,9 +7,11 @@ RECIPE ?= recipes/easy_vqa.yaml
 
 .PHONY: run test test-all lint lock demo gpu-check clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(UV):
 	@test -x $(PY) || python3 -m venv .venv
 	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.8
+
+$(STAMP): requirements.lock pyproject.toml | $(UV)
 	$(UV) pip install --python $(PY) --compile-bytecode -r requirements.lock
 	$(UV) pip install --python $(PY) --no-deps -e .
 	@touch $(STAMP)
@@ -37,7 +39,7 @@ gpu-check: $(STAMP)
 	bash kernels/check_gpu.sh
 
 # Regenerate the lock file after changing dependencies in pyproject.toml.
-lock:
+lock: | $(UV)
 	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform x86_64-unknown-linux-gnu -o requirements.lock
 
 clean:
