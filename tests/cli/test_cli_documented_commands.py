@@ -15,7 +15,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def _readme_commands() -> list[str]:
     text = README.read_text()
-    blocks = [line for block in re.findall(r"```\n(.*?)```", text, re.S) for line in block.splitlines()]
+    blocks = [
+        line for block in re.findall(r"```\n(.*?)```", text, re.S) for line in block.replace("\\\n", " ").splitlines()
+    ]
     # inline spans may wrap over lines
     spans = [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.S))]
     commands = [c for c in blocks + spans if re.match(r"(\w+=\S+ )*mmrwkv [a-z]", c.split("#")[0].strip())]
