@@ -38,8 +38,12 @@ def _describe_size(name: str) -> dict:
     size = SIZES[name]
     with torch.device("meta"):
         model = RWKV(size.config())
-    return {"path": name, "format": f"named size ({size.source})", "config": model.config,
-            "parameters": model.num_parameters()}
+    return {
+        "path": name,
+        "format": f"named size ({size.source})",
+        "config": model.config,
+        "parameters": model.num_parameters(),
+    }
 
 
 def run_info(args) -> int:
@@ -65,7 +69,8 @@ def run_info(args) -> int:
         lines.append(("lora (maa, decay)", f"{c.dim_maa}, {c.dim_decay}"))
     if c.generation == 7:
         lines.append(("lora (w, a, v, g)", f"{c.dim_w}, {c.dim_a}, {c.dim_v}, {c.dim_g}"))
-    lines.append(("parameters", f"{info['parameters']:,} ({info['parameters'] / 1e9:.3f} B)"))
+    n = info["parameters"]
+    lines.append(("parameters", f"{n:,} ({n / 1e9:.3f} B)" if n >= 1e8 else f"{n:,} ({n / 1e6:.2f} M)"))
     if info.get("tuned_state") and info["format"] == "official" and c.generation not in (5, 6):
         # mmrwkv.checkpoint refuses these time_state keys on load (RWKV-7: the layout is not fixed)
         lines.append(("tuned state", f"time_state keys that loading refuses for RWKV-{c.generation} (see the error)"))

@@ -60,3 +60,9 @@ def test_demo_registry_names_the_missing_directory_and_how_to_train_one(tmp_path
 )
 def test_the_init_hint_names_the_size_an_official_file_name_implies(name, size):
     assert f"`mmrwkv init {size} {name}`" in str(missing_checkpoint(name))
+
+
+def test_info_of_a_small_model_counts_millions(tmp_path, capsys):
+    assert main(["init", "v7-tiny", str(tmp_path / "tiny")]) == 0
+    assert main(["info", str(tmp_path / "tiny")]) == 0
+    assert "parameters         147,008 (0.15 M)" in capsys.readouterr().out
