@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from mmrwkv.errors import TokenizerError
+from mmrwkv.errors import CheckpointError, TokenizerError
 
 
 def register(sub) -> None:
@@ -130,6 +130,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.image or args.audio or is_multimodal_checkpoint(args.checkpoint):
         from mmrwkv.chat import answer_once
+
+        if Path(args.checkpoint).exists() and not is_multimodal_checkpoint(args.checkpoint):
+            raise CheckpointError(
+                f"{args.checkpoint}: --image / --audio need a multimodal checkpoint (a directory a recipe trains, "
+                "e.g. runs/easy_vqa/all/final); this one is a text-only RWKV model: drop --image / --audio"
+            )
 
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
         stream_to(

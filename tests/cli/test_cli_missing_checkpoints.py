@@ -66,3 +66,13 @@ def test_info_of_a_small_model_counts_millions(tmp_path, capsys):
     assert main(["init", "v7-tiny", str(tmp_path / "tiny")]) == 0
     assert main(["info", str(tmp_path / "tiny")]) == 0
     assert "parameters         147,008 (0.15 M)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["text", "text.pth"])
+def test_generate_with_an_image_on_a_text_only_checkpoint_says_so(name, tmp_path, capsys):
+    assert main(["init", "v7-tiny", str(tmp_path / name)]) == 0
+    capsys.readouterr()
+    argv = ["generate", "--checkpoint", str(tmp_path / name), "--image", "img.png", "--prompt", "what?"]
+    assert main(argv) == 2
+    err = _error(capsys)
+    assert "--image / --audio need a multimodal checkpoint" in err and "text-only" in err
