@@ -11,8 +11,9 @@ from mmrwkv.multimodal import Media, MultimodalRWKV
 
 
 def encode(model, text, images=(), audio=(), placement="first"):
-    enc = ChatTemplate(model.tokenizer, placement, model=model).encode_turns([Turn("user", text, list(images),
-                                                                                  list(audio))])
+    enc = ChatTemplate(model.tokenizer, placement, model=model).encode_turns(
+        [Turn("user", text, list(images), list(audio))]
+    )
     return torch.tensor([enc.ids]), enc.media
 
 
@@ -36,8 +37,9 @@ def test_forward_applies_ln0_to_the_fused_stream(tiny_model, png, wav):
     expected, _ = tiny_model.backbone(tiny_model.embed(ids, media))
     assert torch.allclose(logits, expected)
     # the embedding table is the raw one: ln0 is not folded into it
-    assert not torch.allclose(tiny_model.backbone.blocks[0].ln0(tiny_model.backbone.emb.weight[:4]),
-                              tiny_model.backbone.emb.weight[:4])
+    assert not torch.allclose(
+        tiny_model.backbone.blocks[0].ln0(tiny_model.backbone.emb.weight[:4]), tiny_model.backbone.emb.weight[:4]
+    )
 
 
 def test_slot_feature_mismatch_names_modality_and_both_counts(tiny_model, png, wav):
@@ -99,8 +101,11 @@ def test_save_load_roundtrip_gives_identical_logits(tiny_model, tmp_path, png, w
 
 
 def test_load_errors_name_the_file(tmp_path, tiny_model, png, wav):
-    with pytest.raises(CheckpointError, match="config.json"):
+    with pytest.raises(CheckpointError, match="missing: no such checkpoint directory"):
         MultimodalRWKV.load(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="config.json"):
+        MultimodalRWKV.load(tmp_path / "empty")
     target = tiny_model.save(tmp_path / "ckpt")
     (target / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="model.safetensors"):
