@@ -104,12 +104,22 @@ void gather(const Team& team, const float* part, int64_t stride, int64_t n, floa
 
 // S (heads h0 .. h1 of H, N, N) [value, key] -> S' written to `next`, y = S' r; decay = exp(w), a = -kk, b = kk * a.
 void wkv_step(const float* S, float* next, const Own& z, int64_t h0, int64_t h1, int64_t N) {
+  // S' goes to memory with streaming stores where rows allow (the next token reads it back from memory anyway, after
+  // every weight has passed through the caches): no read of `next` before it is written
+  constexpr int64_t kRow = 256;
+#if defined(__AVX512F__)
+  const bool stream = N % 16 == 0 && N <= kRow && reinterpret_cast<uintptr_t>(next) % 64 == 0;
+#else
+  constexpr bool stream = false;
+#endif
+  alignas(64) float row[kRow];
   for (int64_t h = h0; h < h1; ++h) {
     const int64_t o = h * N;
     const float *dec = &z.w[o], *kk = &z.kk[o], *a = &z.a[o], *k = &z.k[o], *v = &z.v[o], *r = &z.r[o];
     for (int64_t i = 0; i < N; ++i) {
       const float* s = S + (o + i) * N;
       float* s2 = next + (o + i) * N;
+      float* out = stream ? row : s2;
       float sa = 0, yi = 0;
 #pragma omp simd reduction(+ : sa)
       for (int64_t j = 0; j < N; ++j) sa -= s[j] * kk[j];
@@ -117,12 +127,19 @@ void wkv_step(const float* S, float* next, const Own& z, int64_t h0, int64_t h1,
 #pragma omp simd reduction(+ : yi)
       for (int64_t j = 0; j < N; ++j) {
         const float sj = s[j] * dec[j] + sa * (kk[j] * a[j]) + vi * k[j];
-        s2[j] = sj;
+        out[j] = sj;
         yi += sj * r[j];
       }
       z.y[o + i] = yi;
+#if defined(__AVX512F__)
+      if (stream)
+        for (int64_t j = 0; j < N; j += 16) _mm512_stream_ps(s2 + j, _mm512_load_ps(row + j));
+#endif
     }
   }
+#if defined(__AVX512F__)
+  if (stream) _mm_sfence();
+#endif
 }
 
 // The shift-state rows of one layer: read (previous token) and written (this token).

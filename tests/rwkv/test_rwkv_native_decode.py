@@ -13,10 +13,12 @@ from mmrwkv.stepper import column_major_linears
 pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the native decode is built on Linux only")
 
 
-def _model(dtype=torch.float32, *, column_major=False, seed=3):
-    # odd widths on purpose: C = 100 (H = 5 of N = 20), F = 400, LoRA widths 16/12/5/19 (vector tails, remainders)
+def _model(dtype=torch.float32, *, column_major=False, seed=3, head_size=20):
+    # odd widths on purpose: C = 100 (H = 5 of N = 20), F = 400, LoRA widths 16/12/5/19 (vector tails, remainders);
+    # head_size=16: C = 80, whole vectors per state row (the WKV state's streaming stores)
     torch.manual_seed(seed)
-    cfg = config_for("v7-tiny", n_layer=3, n_embd=100, head_size=20, dim_w=16, dim_a=12, dim_v=5, dim_g=19)
+    C = 100 if head_size == 20 else 5 * head_size
+    cfg = config_for("v7-tiny", n_layer=3, n_embd=C, head_size=head_size, dim_w=16, dim_a=12, dim_v=5, dim_g=19)
     m = RWKV(cfg).eval()
     with torch.no_grad():
         for p in m.parameters():
@@ -60,9 +62,10 @@ def calls(monkeypatch):
     return counter
 
 
+@pytest.mark.parametrize("head_size", [20, 16])
 @pytest.mark.parametrize("column_major", [False, True], ids=["row-major", "column-major"])
-def test_native_steps_equal_sequence_mode_and_the_torchscript_step(column_major, calls, monkeypatch):
-    model = _model(column_major=column_major)
+def test_native_steps_equal_sequence_mode_and_the_torchscript_step(column_major, head_size, calls, monkeypatch):
+    model = _model(column_major=column_major, head_size=head_size)
     ids = torch.randint(0, 256, (1, 7))
     with torch.no_grad():
         seq, seq_state = model(ids)
