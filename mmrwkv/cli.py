@@ -7,7 +7,7 @@ import importlib
 import os
 import sys
 
-from mmrwkv.errors import MMRWKVError
+from mmrwkv.errors import ConfigError, MMRWKVError
 
 # Each module exposes `register(subparsers)`; handlers import heavy dependencies lazily.
 COMMAND_MODULES = [
@@ -50,9 +50,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_device(name: str | None) -> None:
+    """A `--device` this machine has: a ConfigError saying what is there instead of torch's traceback."""
+    if name is None or name == "cpu":
+        return
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"--device {name!r}: not a device name ({err}); e.g. cpu, cuda, cuda:1") from None
+    if device.type != "cuda":
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ConfigError(
+            f"--device {name!r}: no CUDA GPU is visible here (torch.cuda.is_available() is False); use --device cpu"
+        )
+    if device.index is not None and device.index >= count:
+        raise ConfigError(f"--device {name!r}: this machine has {count} CUDA GPU(s) (cuda:0..cuda:{count - 1})")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_device(getattr(args, "device", None))
         code = int(args.func(args) or 0)
         # flushed here, so that a closed pipe is caught below rather than at the interpreter's exit
         sys.stdout.flush()
