@@ -27,6 +27,7 @@ from mmrwkv.errors import CheckpointError, ConfigError, MediaError, missing_chec
 MODALITIES = ("image", "audio")
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
 
 
 @dataclass
@@ -201,6 +202,7 @@ class MultimodalRWKV(nn.Module):
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             meta = {"format": "mmrwkv", "kind": "multimodal", **self.config}
+            meta["tokenizer"] = _bundle_tokenizer(meta.get("tokenizer", "world"), tmp)
             lora = lora_summary(self)
             if lora is not None:
                 meta["lora"] = {"merged": True, **lora}
@@ -221,6 +223,10 @@ class MultimodalRWKV(nn.Module):
         if not directory.exists():
             raise missing_checkpoint(directory, "checkpoint directory")
         config = _read_config(directory / CONFIG_FILE)
+        spec = config.get("tokenizer")
+        # a tokenizer file saved beside the weights is named relative to them
+        if isinstance(spec, str) and spec != "world" and (directory / spec).exists():
+            config["tokenizer"] = str((directory / spec).resolve())
         # "lora" only records adapters merged into the weights at save time: the model is a plain one
         model = cls.from_config({k: v for k, v in config.items() if k not in ("format", "kind", "lora")})
         weights = directory / WEIGHTS_FILE
@@ -299,6 +305,18 @@ def _build_backbone(spec: dict) -> nn.Module:
     except TypeError as err:
         raise ConfigError(f"multimodal config: backbone: {err}") from err
     return RWKV(cfg)
+
+
+def _bundle_tokenizer(spec: str, target: Path) -> str:
+    """Copy a tokenizer file into the checkpoint directory being written and return its name there, so that the
+    checkpoint stays whole when copied or moved ("world" and anything that is not a file stay as they are)."""
+    source = Path(spec)
+    if spec == "world" or not (source.is_file() or (source / TOKENIZER_FILE).is_file()):
+        return spec
+    source = source if source.is_file() else source / TOKENIZER_FILE
+    name = TOKENIZER_FILE if source.suffix == ".json" else source.name
+    shutil.copyfile(source, target / name)
+    return name
 
 
 def _read_config(path: Path) -> dict:
