@@ -46,14 +46,60 @@ def _describe_size(name: str) -> dict:
     }
 
 
+def _describe_multimodal(path) -> dict:
+    """A multimodal checkpoint from its config.json and the tensor shapes in its weights file (nothing built)."""
+    import json
+    import math
+
+    from safetensors import safe_open
+
+    from mmrwkv.errors import CheckpointError
+    from mmrwkv.rwkv import RWKVConfig, config_for
+
+    meta = json.loads((path / "config.json").read_text())
+    spec = dict(meta["backbone"])
+    size = spec.pop("size", None)
+    config = config_for(size, **spec) if size else RWKVConfig(**spec)
+    weights = path / "model.safetensors"
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    except Exception as err:
+        raise CheckpointError(f"{weights}: cannot read the weights ({err})") from err
+    count = {part: sum(math.prod(s) for k, s in shapes.items() if k.startswith(part)) for part in ("backbone.",)}
+    parts = [
+        (f"{m} encoder", f"{e['name']} {e.get('kwargs') or ''}".strip()) for m, e in meta.get("encoders", {}).items()
+    ]
+    parts += [(f"{m} projector", p["kind"]) for m, p in meta.get("projectors", {}).items()]
+    extra = [
+        *parts,
+        ("tokenizer", meta.get("tokenizer", "world")),
+        ("placement", meta.get("placement", "inline")),
+        ("all parameters", f"{sum(math.prod(s) for s in shapes.values()):,} (backbone, encoders, projectors)"),
+    ]
+    return {
+        "path": str(path),
+        "format": "mmrwkv multimodal (backbone below)",
+        "config": config,
+        "parameters": count["backbone."],
+        "extra": extra,
+    }
+
+
 def run_info(args) -> int:
     from pathlib import Path
 
     from mmrwkv.checkpoint import describe
+    from mmrwkv.multimodal import is_multimodal_checkpoint
     from mmrwkv.rwkv import SIZES
 
     named = args.checkpoint in SIZES and not Path(args.checkpoint).exists()
-    info = _describe_size(args.checkpoint) if named else describe(args.checkpoint)
+    if named:
+        info = _describe_size(args.checkpoint)
+    elif is_multimodal_checkpoint(args.checkpoint):
+        info = _describe_multimodal(Path(args.checkpoint))
+    else:
+        info = describe(args.checkpoint)
     c = info["config"]
     lines = [
         ("path", info["path"]),
@@ -76,6 +122,7 @@ def run_info(args) -> int:
         lines.append(("tuned state", f"time_state keys that loading refuses for RWKV-{c.generation} (see the error)"))
     elif info.get("tuned_state"):
         lines.append(("tuned state", "yes (state tuning: every sequence starts from it)"))
+    lines += info.get("extra", [])
     for key, value in lines:
         print(f"{key:<18} {value}")
     return 0

@@ -76,3 +76,23 @@ def test_generate_with_an_image_on_a_text_only_checkpoint_says_so(name, tmp_path
     assert main(argv) == 2
     err = _error(capsys)
     assert "--image / --audio need a multimodal checkpoint" in err and "text-only" in err
+
+
+def test_info_describes_a_trained_multimodal_checkpoint(tmp_path, capsys):
+    from mmrwkv.multimodal import MultimodalRWKV
+
+    config = {
+        "backbone": {"size": "v7-tiny", "n_embd": 32, "vocab_size": 65536},
+        "encoders": {"image": {"name": "tiny_cnn", "kwargs": {"image_size": 16, "width": 8, "grid": 2}}},
+        "projectors": {"image": {"kind": "linear"}},
+        "placement": "first",
+    }
+    model = MultimodalRWKV.from_config(config)
+    model.save(tmp_path / "final")
+    assert main(["info", str(tmp_path / "final")]) == 0
+    out = capsys.readouterr().out
+    backbone = sum(p.numel() for p in model.backbone.parameters())
+    everything = sum(p.numel() for p in model.parameters())
+    assert "mmrwkv multimodal" in out and "RWKV-7 (version 7)" in out and "image encoder      tiny_cnn" in out
+    assert f"parameters         {backbone:,} " in out and f"all parameters     {everything:,} " in out
+    assert "tokenizer          world" in out
