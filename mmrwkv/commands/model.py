@@ -8,7 +8,11 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 def register(sub) -> None:
     """Add the `info`, `convert` and `init` subcommands."""
     p = sub.add_parser("info", help="print an RWKV checkpoint's generation, sizes and parameter count")
-    p.add_argument("checkpoint", help="our checkpoint directory, an official .pth, or a named size (v7-0.1b)")
+    p.add_argument(
+        "checkpoint",
+        help="our checkpoint directory (an RWKV or a trained multimodal one, e.g. runs/easy_vqa/all/final), an "
+        "official .pth, or a named size (v7-0.1b)",
+    )
     p.set_defaults(func=run_info)
 
     p = sub.add_parser("convert", help="convert official .pth <-> ours (OUT ending in .pth gets the official format)")
