@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("--random-tiny", action="store_true", help="offer an untrained tiny model (for trying the UI)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
     p.add_argument("--max-file-mb", type=float, default=10.0, help="upload size limit in MiB")
     p.add_argument("--session-ttl", type=float, default=1800.0, help="seconds before an idle chat session is freed")
     p.add_argument("--max-sessions", type=int, default=64, help="idle chat sessions kept at most")

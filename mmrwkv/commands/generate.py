@@ -20,7 +20,7 @@ def register(sub) -> None:
         "--tokenizer", default=None, help="'world', a tokenizer.json or World vocab .txt (default: from the checkpoint)"
     )
     parser.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="weight dtype")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
     parser.add_argument("--image", action="append", default=[], help="image file (repeatable; multimodal checkpoint)")
     parser.add_argument("--audio", action="append", default=[], help="audio file (repeatable; multimodal checkpoint)")
     add_sampling_arguments(parser)
