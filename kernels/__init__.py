@@ -19,6 +19,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from mmrwkv.errors import ConfigError
+
 __all__ = ["BACKENDS", "ENV_VAR", "resolve_backend", "scoped_env", "wkv4", "wkv6", "wkv7"]
 
 BACKENDS = ("reference", "chunked", "cuda")
@@ -27,8 +29,22 @@ _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _warned: set[str] = set()
 
 
-def wkv7(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, state: Tensor | None = None,
-         *, backend: str | None = None) -> tuple[Tensor, Tensor]:
+class WKVBackendError(ConfigError, ValueError):
+    """A backend name (argument or MMRWKV_WKV_BACKEND) that is not one of BACKENDS: a ConfigError, so the command
+    line prints it as one line, and a ValueError, as the kernel API's other argument errors."""
+
+
+def wkv7(
+    r: Tensor,
+    w: Tensor,
+    k: Tensor,
+    v: Tensor,
+    a: Tensor,
+    b: Tensor,
+    state: Tensor | None = None,
+    *,
+    backend: str | None = None,
+) -> tuple[Tensor, Tensor]:
     """RWKV-7 generalized delta rule over [B, T, H, N] inputs.
 
     w is the LOG decay (w <= 0); state is [B, H, N, N] indexed [value, key] (None means zeros).
@@ -38,8 +54,9 @@ def wkv7(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, state
     return _call("wkv7", r, (r, w, k, v, a, b, state), backend)
 
 
-def wkv6(r: Tensor, w: Tensor, k: Tensor, v: Tensor, u: Tensor, state: Tensor | None = None,
-         *, backend: str | None = None) -> tuple[Tensor, Tensor]:
+def wkv6(
+    r: Tensor, w: Tensor, k: Tensor, v: Tensor, u: Tensor, state: Tensor | None = None, *, backend: str | None = None
+) -> tuple[Tensor, Tensor]:
     """RWKV-5/6 WKV over [B, T, H, N] inputs with per-token LOG decay w (<= 0) and bonus u [H, N].
 
     state is [B, H, N, N] indexed [key, value] (None means zeros).
@@ -51,8 +68,9 @@ def wkv6(r: Tensor, w: Tensor, k: Tensor, v: Tensor, u: Tensor, state: Tensor | 
     return _call("wkv6", r, (r, w, k, v, u, state), backend)
 
 
-def wkv4(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: Tensor | None = None,
-         *, backend: str | None = None) -> tuple[Tensor, Tensor]:
+def wkv4(
+    w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: Tensor | None = None, *, backend: str | None = None
+) -> tuple[Tensor, Tensor]:
     """RWKV-4 WKV over k, v [B, T, C] with w [C] = -exp(time_decay) and u [C] = time_first.
 
     state is [B, 3, C] = (aa, bb, pp); None means aa = bb = 0, pp = -1e38.
@@ -102,7 +120,7 @@ def resolve_backend(backend: str | None, device: torch.device, op: str = "wkv7",
     if backend is None:
         backend = "cuda" if device.type == "cuda" else "chunked"
     if backend not in BACKENDS:
-        raise ValueError(f"{source}={backend!r} is not a WKV backend; choose one of {', '.join(BACKENDS)}")
+        raise WKVBackendError(f"{source}={backend!r} is not a WKV backend; choose one of {', '.join(BACKENDS)}")
     if backend == "cuda":
         ok, reason = _cuda_status(device, op, head_size)
         if not ok:
