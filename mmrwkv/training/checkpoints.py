@@ -93,7 +93,8 @@ class StepCheckpoint(L.Callback):
             pl_module.model.save(tmp / "model")
             (tmp / "recipe.yaml").write_text(self.recipe_text)
         # Every rank must enter save_checkpoint (sharded strategies gather there); only rank 0 writes the file.
-        trainer.save_checkpoint(tmp / "trainer.ckpt")
+        # weights_only=False: the optimizer, scheduler and loop state too, which --resume needs
+        trainer.save_checkpoint(tmp / "trainer.ckpt", weights_only=False)
         if trainer.is_global_zero:
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import logging
 import math
 from pathlib import Path
 
@@ -16,6 +17,16 @@ from mmrwkv.config import TrainConfig
 from mmrwkv.errors import ConfigError
 
 METRICS_FILE = "metrics.csv"
+
+
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger" lines (printed on every fit; not a diagnostic)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
 
 
 def _accelerator() -> str:
