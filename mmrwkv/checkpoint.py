@@ -230,7 +230,19 @@ def _build(config: RWKVConfig, sd: dict[str, torch.Tensor], dtype, *, source: st
         raise CheckpointError(f"{source}: unexpected keys for an RWKV-{config.version} model: {_few(extra)}")
     mapped = {k: _fit(sd[k], tuple(want.shape), k, source).to(dtype) for k, want in expected.items()}
     model.load_state_dict(mapped, assign=True)
+    model.ln0_dtype = _ln0_fold_dtype(config, sd)
     return model
+
+
+def _ln0_fold_dtype(config: RWKVConfig, sd: dict[str, torch.Tensor]) -> torch.dtype | None:
+    """The dtype the authors' package computes ln0 in for these stored weights: for RWKV-4/5/6 it folds ln0 into
+    the embedding before any cast (`F.layer_norm` on the stored tensors; in fp32 only when that fails on mixed
+    dtypes), so a bf16/fp16 file's `cpu fp32` logits carry ln0's output rounded to bf16/fp16. RWKV-7 casts first."""
+    stored = {sd[k].dtype for k in ("emb.weight", "blocks.0.ln0.weight", "blocks.0.ln0.bias")}
+    if config.generation > 6 or len(stored) != 1:
+        return None
+    dtype = stored.pop()
+    return dtype if dtype in (torch.bfloat16, torch.float16) else None
 
 
 def _fit(tensor: torch.Tensor, shape: tuple[int, ...], key: str, source: str) -> torch.Tensor:

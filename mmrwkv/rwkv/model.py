@@ -9,6 +9,7 @@ The same modules serve sequence mode (any B, T) and RNN mode (T = 1 with a state
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mmrwkv.kernels import cpu as native
@@ -67,6 +68,9 @@ class RWKV(nn.Module):
         self.tuned_state: State | None = None
         # fp16 rescaling period in blocks (0: off), see FP16_RESCALE_EVERY; only a float16 stream is rescaled
         self.fp16_rescale_every = FP16_RESCALE_EVERY if config.generation <= 6 else 0
+        # RWKV-4/5/6 weights stored in bf16/fp16: the rwkv package folds ln0 into the embedding in that dtype, so
+        # its `cpu fp32` logits carry ln0's output rounded to it; the checkpoint loader sets this (see `apply_ln0`)
+        self.ln0_dtype: torch.dtype | None = None
         if not self.emb.weight.is_meta:
             from mmrwkv.rwkv.init import init_weights
 
@@ -75,6 +79,15 @@ class RWKV(nn.Module):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Raw embedding rows (B, T) -> (B, T, C), without ln0."""
         return self.emb(ids)
+
+    def apply_ln0(self, x: torch.Tensor) -> torch.Tensor:
+        """ln0 on embeddings (B, T, C); with `ln0_dtype` set (and x of another dtype) computed in that dtype and
+        cast back, as the authors' package does for RWKV-4/5/6 files stored in bf16/fp16."""
+        ln0, dtype = self.blocks[0].ln0, self.ln0_dtype
+        if dtype is None or x.dtype == dtype:
+            return ln0(x)
+        weight, bias = ln0.weight.to(dtype), ln0.bias.to(dtype)
+        return F.layer_norm(x.to(dtype), ln0.normalized_shape, weight, bias, ln0.eps).to(x.dtype)
 
     def init_state(self, batch_size: int, *, device=None) -> State:
         """The start state for `batch_size` sequences (zeros, or the tuned state of a state-tuned checkpoint), on
@@ -91,7 +104,7 @@ class RWKV(nn.Module):
         state = self.init_state(B, device=x.device) if state is None else state
         if state.batch_size != B:
             raise ValueError(f"RWKV.forward: state batch size {state.batch_size} != input batch size {B}")
-        x = self.blocks[0].ln0(x)
+        x = self.apply_ln0(x)
         one_token_step = getattr(GENERATIONS[self.config.generation], "run_layers_step", None)
         if one_token_step is not None and x.shape[1] == 1:
             # RNN mode: the generation's compiled one-token path over all blocks
@@ -113,8 +126,9 @@ class RWKV(nn.Module):
         new_state = type(state)(torch.stack(att_prev), torch.stack(wkv), torch.stack(ffn_prev))
         return self.ln_out(x), new_state
 
-    def forward(self, x: torch.Tensor, state: State | None = None, *, last_only: bool = False,
-                backend: str | None = None):
+    def forward(
+        self, x: torch.Tensor, state: State | None = None, *, last_only: bool = False, backend: str | None = None
+    ):
         """ids (B, T) or embeddings (B, T, C) -> (logits (B, T, V), or (B, 1, V) with last_only; new state)."""
         token_step = getattr(GENERATIONS[self.config.generation], "run_token_step", None)
         if token_step is not None and state is not None and x.shape[:2] == (1, 1):
