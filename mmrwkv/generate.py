@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mmrwkv.errors import ConfigError
+from mmrwkv.errors import ConfigError, TokenizerError
 
 
 @dataclass
 class SamplingConfig:
-    """How to pick each next token. Penalties follow the authors' chat tool: every generated token's
-    occurrence count is decayed by `penalty_decay` each step, and a token's logit is lowered by
-    `presence_penalty` (if it occurred) plus `frequency_penalty * count`.
+    """How to pick each next token. Penalties follow the authors' chat tool (`rwkv.utils.PIPELINE.generate`):
+    every generated token's occurrence count is decayed by `penalty_decay` each step, and a token's logit is
+    lowered by `presence_penalty` (if it was ever generated) plus `frequency_penalty * count`; a token whose text
+    is a run of ' \t0123456789' (a space, tab, digit, '12', ...) counts 0, so it gets the presence penalty only.
     """
 
     temperature: float = 1.0  # 0 = greedy
@@ -76,11 +77,18 @@ class GenerationResult:
 class Sampler:
     """Draws next tokens for B rows from logits (B, V), keeping the per-row penalty counts."""
 
-    def __init__(self, sampling: SamplingConfig, batch_size: int, vocab_size: int, device=None):
+    def __init__(self, sampling: SamplingConfig, batch_size: int, vocab_size: int, device=None, *, tokenizer=None):
+        """`tokenizer` (optional) finds the whitespace/digit tokens that count 0 for the frequency penalty."""
         self.cfg = sampling
         self.device = device or "cpu"
         self._generator: torch.Generator | None = None
-        self.counts = torch.zeros(batch_size, vocab_size, device=device) if sampling.penalized else None
+        self.counts = self.seen = self.weight = None
+        if sampling.penalized:
+            self.counts = torch.zeros(batch_size, vocab_size, device=device)
+            self.seen = torch.zeros(batch_size, vocab_size, dtype=torch.bool, device=device)
+            self.weight = torch.ones(vocab_size, device=device)
+            if tokenizer is not None:
+                self.weight[[i for i in _uncounted_ids(tokenizer) if i < vocab_size]] = 0.0
 
     @property
     def generator(self) -> torch.Generator:
@@ -99,33 +107,67 @@ class Sampler:
         cfg = self.cfg
         logits = logits.float().clone()
         if self.counts is not None:
-            logits -= (self.counts > 0) * cfg.presence_penalty + self.counts * cfg.frequency_penalty
+            logits -= self.seen * cfg.presence_penalty + self.counts * cfg.frequency_penalty
         if cfg.banned_ids:
             logits[:, cfg.banned_ids] = float("-inf")
         if cfg.temperature == 0:
             token = logits.argmax(dim=-1)
         else:
-            probs = _filter_top(torch.softmax(logits / cfg.temperature, dim=-1), cfg.top_k, cfg.top_p)
+            # as the authors' sampler: top-k/top-p choose among the temperature-1 probabilities, then the
+            # temperature reshapes the kept ones (probs ** (1 / T), renormalized)
+            keep = _top_mask(torch.softmax(logits, dim=-1), cfg.top_k, cfg.top_p)
+            scaled = logits / cfg.temperature
+            probs = torch.softmax(scaled if keep is None else scaled.masked_fill(~keep, float("-inf")), dim=-1)
             token = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
         if self.counts is not None:
+            rows = torch.arange(len(token), device=token.device)
             self.counts *= cfg.penalty_decay
-            self.counts[torch.arange(len(token)), token] += 1
+            self.counts[rows, token] += self.weight[token]
+            self.seen[rows, token] = True
         return token
 
 
-def _filter_top(probs: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Zero all but the top_k most likely tokens and the smallest set whose mass reaches top_p (B, V)."""
+# the authors' chat tool counts a generated token 0 (frequency) when its text is `in ' \t0123456789'`
+_UNCOUNTED_TEXT = " \t0123456789"
+_UNCOUNTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _uncounted_ids(tokenizer) -> list[int]:
+    """Ids whose text (strict UTF-8, as the authors decode one token) is a substring of ' \\t0123456789'."""
+    try:
+        return _UNCOUNTED[tokenizer]
+    except (KeyError, TypeError):  # not seen yet, or a tokenizer that cannot be weakly referenced / hashed
+        pass
+    ids = []
+    for i in range(int(tokenizer.vocab_size)):
+        try:
+            text = tokenizer.decode_bytes([i]).decode("utf-8")
+        except (TokenizerError, UnicodeDecodeError, KeyError, IndexError, ValueError):
+            continue
+        if text in _UNCOUNTED_TEXT:
+            ids.append(i)
+    try:
+        _UNCOUNTED[tokenizer] = ids
+    except TypeError:
+        pass
+    return ids
+
+
+def _top_mask(probs: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor | None:
+    """Which tokens stay (B, V): the top_k most likely and the smallest set whose mass reaches top_p (with every
+    token as likely as the last one in it, as the authors' cutoff keeps); None when neither applies."""
     if top_k == 0 and top_p >= 1:
-        return probs
+        return None
     sorted_p, order = probs.sort(dim=-1, descending=True)
     keep = torch.ones_like(sorted_p, dtype=torch.bool)
     if top_k > 0:
         keep[:, top_k:] = False
     if top_p < 1:
         # the mass before each token; the most likely token is always kept
-        keep &= (sorted_p.cumsum(dim=-1) - sorted_p) < top_p
-    sorted_p = sorted_p * keep
-    return torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        inside = (sorted_p.cumsum(dim=-1) - sorted_p) < top_p
+        cutoff = (sorted_p * inside).masked_fill(~inside, float("inf")).amin(dim=-1, keepdim=True)
+        keep &= sorted_p >= cutoff
+    return torch.zeros_like(keep).scatter(-1, order, keep)
 
 
 def _incomplete_utf8_tail(data: bytes) -> int:
@@ -222,7 +264,7 @@ def sample_stream(
     sampling = sampling or SamplingConfig()
     result = result if result is not None else GenerationResult()
     result.state, result.logits = state, logits
-    sampler = Sampler(sampling, 1, logits.shape[-1], device=logits.device)
+    sampler = Sampler(sampling, 1, logits.shape[-1], device=logits.device, tokenizer=tokenizer)
     stream, eos = TextStream(sampling.stop), _eos_ids(sampling, tokenizer)
     result.finish_reason = "length"
     for _ in range(sampling.max_tokens):
@@ -312,7 +354,7 @@ def generate_batch(
     results = [GenerationResult() for _ in prompts]
     streams = [TextStream(sampling.stop) for _ in prompts]
     sampler, eos = (
-        Sampler(sampling, len(prompts), logits.shape[-1], device=logits.device),
+        Sampler(sampling, len(prompts), logits.shape[-1], device=logits.device, tokenizer=tokenizer),
         _eos_ids(sampling, tokenizer),
     )
     active = set(range(len(prompts)))
