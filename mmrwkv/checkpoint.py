@@ -44,7 +44,7 @@ V7_TIME_STATE_WHY = (
 
 def load_rwkv(path: str | Path, *, dtype: torch.dtype | None = None, device=None) -> RWKV:
     """Load ours (a directory) or an official `.pth`; `dtype` defaults to the stored embedding's dtype."""
-    path = Path(path)
+    path = _resolve(Path(path))
     if path.is_dir():
         model = _load_ours(path, dtype)
     elif path.is_file():
@@ -127,10 +127,25 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as err:
         raise CheckpointError(f"{path}: refused to load: {_unpickling_reason(err)}") from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        detail = str(err).splitlines()[0] if str(err) else "unexpected end of file"
+        # first sentence only (torch's zip reader goes on about miniz and how files get corrupted)
+        detail = str(err).splitlines()[0].split(". ")[0] if str(err) else "unexpected end of file"
+        if _cut_zip(path):
+            detail = f"a zip archive without its end (central directory): cut short at {path.stat().st_size:,} bytes"
         raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint (truncated or corrupt?): {detail}") from err
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+    except Exception as err:  # e.g. a text file: torch's unpickler fails with KeyError / IndexError inside
+        detail = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}".rstrip(": ")
+        raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint (not a .pth file?): {detail}") from err
+    if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a flat state_dict of tensors (got {type(data).__name__})")
+    others = [k for k, v in data.items() if not isinstance(v, torch.Tensor)]
+    if others:
+        hint = (
+            " (a file the rwkv package converted for one strategy: use the original .pth)"
+            if "_strategy" in data
+            else ""
+        )
+        got = ", ".join(f"{k!r} is a {type(data[k]).__name__}" for k in others[:4])
+        raise CheckpointError(f"{path}: not a flat state_dict of tensors: {got}{hint}")
     if "emb.weight" not in data:
         if data and all(_TIME_STATE.match(k) for k in data):
             raise CheckpointError(
@@ -141,13 +156,19 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
     return data
 
 
+def _cut_zip(path: Path) -> bool:
+    """A file that starts as a zip archive (torch's format) but whose end record is missing."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+
+
 def _unpickling_reason(err: Exception) -> str:
     """The one useful line of torch's weights-only refusal (its advice to disable the check is left out)."""
-    for line in str(err).splitlines():
-        if "Unsupported global" in line:
-            name = line.split("GLOBAL", 1)[-1].split(" was not", 1)[0].strip()
-            return f"the pickle calls or builds {name!r}, not only tensors (code is never run)"
-    return f"not a plain pickle of tensors ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    match = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if match:
+        return f"the pickle calls or builds {match.group(1)!r}, not only tensors (code is never run)"
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and "weights_only" not in ln]
+    return f"not a plain pickle of tensors ({lines[0] if lines else type(err).__name__})"
 
 
 def _torch_load(path: Path):
@@ -183,20 +204,23 @@ def _generation_fields(sd: dict, source: str) -> dict:
     if att + "r_k" in sd:
         H, N = _shape(sd, att + "r_k", source, dims=2)
         v1 = "blocks.1.att.v1" if "blocks.1.att.v1" in sd else att + "v1"
-        fields = dict(version="7", head_size=N, dim_w=_shape(sd, att + "w1", source)[1])
-        fields["dim_a"] = _shape(sd, att + "a1", source)[1]
-        fields["dim_g"] = _shape(sd, att + "g1", source)[1]
+        fields = dict(version="7", head_size=N, dim_w=_shape(sd, att + "w1", source, dims=2)[1])
+        fields["dim_a"] = _shape(sd, att + "a1", source, dims=2)[1]
+        fields["dim_g"] = _shape(sd, att + "g1", source, dims=2)[1]
         if v1 in sd:
-            fields["dim_v"] = sd[v1].shape[1]
+            fields["dim_v"] = _shape(sd, v1, source, dims=2)[1]
         return fields
     if att + "time_maa_x" in sd:
         H, N = _shape(sd, att + "time_faaaa", source, dims=2)
-        dim_maa = _shape(sd, att + "time_maa_w1", source)[1] // 5
-        return dict(version="6", head_size=N, dim_maa=dim_maa, dim_decay=_shape(sd, att + "time_decay_w1", source)[1])
+        dim_maa = _shape(sd, att + "time_maa_w1", source, dims=2)[1] // 5
+        dim_decay = _shape(sd, att + "time_decay_w1", source, dims=2)[1]
+        return dict(version="6", head_size=N, dim_maa=dim_maa, dim_decay=dim_decay)
     if att + "ln_x.weight" in sd:
         decay = sd.get(att + "time_decay")
         if decay is None:
             raise CheckpointError(f"{source}: missing key {att}time_decay")
+        if decay.dim() == 0 or decay.shape[0] == 0:
+            raise CheckpointError(f"{source}: {att}time_decay has shape {list(decay.shape)}, expected [H] or [H, N]")
         H = decay.shape[0]
         if decay.dim() > 1 and decay.shape[1] > 1:
             version = "5.2"
@@ -221,17 +245,32 @@ def _build(config: RWKVConfig, sd: dict[str, torch.Tensor], dtype, *, source: st
     with torch.device("meta"):
         model = RWKV(config)
     expected = model.state_dict()
-    sd = {k: v for k, v in sd.items() if k not in _DROPPED or k in expected}
-    missing = [k for k in expected if k not in sd]
-    extra = [k for k in sd if k not in expected]
+    sd, unused = _checked(config, {k: (tuple(v.shape), v.dtype) for k, v in sd.items()}, sd, expected, source)
+    mapped = {k: _fit(sd[k], tuple(want.shape), k, source).to(dtype) for k, want in expected.items()}
+    model.load_state_dict(_unshared(mapped), assign=True)
+    model.ln0_dtype = _ln0_fold_dtype(config, sd)
+    # kept only so that a conversion writes them back: official files with and without them round-trip bit-exact
+    model.unused_official = {k: v.to(dtype) for k, v in unused.items()}
+    return model
+
+
+def _checked(config: RWKVConfig, meta: dict[str, tuple], sd: dict, expected: dict, source: str) -> tuple[dict, dict]:
+    """Check a checkpoint's keys, shapes and dtypes (`meta`: key -> (shape, dtype)) against a model's `expected`
+    state_dict -> (`sd` without the unused RWKV-7 layer-0 v0/v1/v2, those). Raises CheckpointError naming the file."""
+    unused = [k for k in _DROPPED if k in meta and k not in expected] if config.generation == 7 else []
+    missing = [k for k in expected if k not in meta]
+    extra = [k for k in meta if k not in expected and k not in unused]
     if missing:
         raise CheckpointError(f"{source}: missing keys for an RWKV-{config.version} model: {_few(missing)}")
     if extra:
         raise CheckpointError(f"{source}: unexpected keys for an RWKV-{config.version} model: {_few(extra)}")
-    mapped = {k: _fit(sd[k], tuple(want.shape), k, source).to(dtype) for k, want in expected.items()}
-    model.load_state_dict(mapped, assign=True)
-    model.ln0_dtype = _ln0_fold_dtype(config, sd)
-    return model
+    for key, want in expected.items():
+        shape, dtype = meta[key]
+        if not dtype.is_floating_point:
+            raise CheckpointError(f"{source}: {key} has dtype {str(dtype).removeprefix('torch.')}, expected floats")
+        if shape != tuple(want.shape) and torch.Size(shape).numel() != want.numel():
+            raise CheckpointError(f"{source}: {key} has shape {list(shape)}, the model needs {list(want.shape)}")
+    return {k: v for k, v in sd.items() if k not in unused}, {k: sd[k] for k in unused}
 
 
 def _ln0_fold_dtype(config: RWKVConfig, sd: dict[str, torch.Tensor]) -> torch.dtype | None:
@@ -243,6 +282,17 @@ def _ln0_fold_dtype(config: RWKVConfig, sd: dict[str, torch.Tensor]) -> torch.dt
         return None
     dtype = stored.pop()
     return dtype if dtype in (torch.bfloat16, torch.float16) else None
+
+
+def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each tensor with memory of its own: a file may store two keys over one storage (an embedding tied to the
+    head, slices of one flat buffer); as parameters they would train as one, and safetensors refuses to save them."""
+    seen, out = set(), {}
+    for key, tensor in tensors.items():
+        ptr = tensor.untyped_storage().data_ptr() if tensor.numel() else None
+        out[key] = tensor.clone() if ptr in seen else tensor
+        seen.add(ptr)
+    return out
 
 
 def _fit(tensor: torch.Tensor, shape: tuple[int, ...], key: str, source: str) -> torch.Tensor:
@@ -268,6 +318,7 @@ def save_rwkv(model: RWKV, directory: str | Path) -> Path:
     tmp.mkdir(parents=True)
     try:
         tensors = {k: v.detach().contiguous().cpu() for k, v in merged_state_dict(model).items()}
+        tensors = _unshared({**tensors, **_unused_official(model)})
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         if model.tuned_state is not None:
             model.tuned_state.save(tmp / TUNED_STATE_FILE)
@@ -350,10 +401,17 @@ def load_backbone_weights(model: RWKV, path: str | Path) -> RWKV:
     return model
 
 
+def _unused_official(model: RWKV) -> dict[str, torch.Tensor]:
+    """Layer 0's RWKV-7 v0/v1/v2 read from the file the model came from (unused by the model), in its dtype."""
+    dtype = model.emb.weight.dtype
+    return {k: v.detach().to("cpu", dtype).contiguous() for k, v in getattr(model, "unused_official", {}).items()}
+
+
 def save_official(model: RWKV, path: str | Path) -> Path:
     """Write an official-format `.pth` (flat state_dict, official keys and shapes, LoRA merged), atomically."""
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in merged_state_dict(model).items()}
+    tensors.update({k: v.clone() for k, v in _unused_official(model).items()})
     if model.tuned_state is not None and model.config.generation == 7:
         raise CheckpointError(f"{path}: an RWKV-7 tuned state is not written as time_state" + V7_TIME_STATE_WHY)
     if model.tuned_state is not None:
@@ -379,15 +437,51 @@ def convert(src: str | Path, dst: str | Path, *, dtype: torch.dtype | None = Non
 
 def describe(path: str | Path) -> dict:
     """Format, config, parameter count and whether a tuned start state comes with a checkpoint, without loading
-    its weights into a model."""
-    path = Path(path)
+    its weights into a model; the stored keys, shapes and dtypes are checked as loading checks them."""
+    path = _resolve(Path(path))
     if path.is_dir():
         fmt, config = FORMAT, read_config(path)
         tuned = (path / TUNED_STATE_FILE).is_file()
+        source, meta = path / WEIGHTS_FILE, _safetensors_meta(path / WEIGHTS_FILE)
     else:
         sd = read_official(path)
         fmt, config = "official", detect_config(_bonus_as_faaaa(sd), source=str(path))
         tuned = any(_TIME_STATE.match(k) for k in sd)
+        source = path
+        meta = {k: (tuple(v.shape), v.dtype) for k, v in _bonus_as_faaaa(sd).items() if not _TIME_STATE.match(k)}
     with torch.device("meta"):
-        n_params = RWKV(config).num_parameters()
+        model = RWKV(config)
+    _checked(config, meta, meta, model.state_dict(), str(source))
+    n_params = model.num_parameters()
     return {"path": str(path), "format": fmt, "config": config, "parameters": n_params, "tuned_state": tuned}
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def _safetensors_meta(weights: Path) -> dict[str, tuple]:
+    """key -> (shape, dtype) from a safetensors header (non-float dtypes read as int8), without reading data."""
+    from safetensors import safe_open
+
+    if not weights.is_file():
+        raise CheckpointError(f"{weights.parent}: missing {weights.name}")
+    try:
+        with safe_open(str(weights), "pt") as f:
+            slices = {k: f.get_slice(k) for k in f.keys()}
+            return {
+                k: (tuple(v.get_shape()), _SAFETENSORS_DTYPES.get(v.get_dtype(), torch.int8)) for k, v in slices.items()
+            }
+    except Exception as err:
+        raise CheckpointError(f"{weights}: cannot read safetensors (truncated or corrupt?): {err}") from err
+
+
+def _resolve(path: Path) -> Path:
+    """A path to one of our checkpoint's files means its directory; a bare .safetensors file is refused."""
+    if path.is_file() and path.name in (CONFIG_FILE, WEIGHTS_FILE) and (path.parent / CONFIG_FILE).is_file():
+        return path.parent
+    if path.is_file() and path.suffix == ".safetensors":
+        raise CheckpointError(
+            f"{path}: a .safetensors file alone has no config: pass the checkpoint directory that holds it with "
+            f"{CONFIG_FILE} (ours), or an official .pth"
+        )
+    return path

@@ -52,9 +52,10 @@ def missing_checkpoint(path: str | os.PathLike, what: str = "checkpoint file or 
 
 
 def _size_of(name: str) -> str:
-    """The named size an official RWKV-7 file name implies (RWKV-x070-World-1.5B-... -> v7-1.5b), else SIZE."""
+    """The named size an official RWKV-7 file name implies (RWKV-x070-World-1.5B-... or the G1 series'
+    rwkv7-g1-0.4b-... -> v7-1.5b / v7-0.4b), else SIZE."""
     from mmrwkv.rwkv.config import SIZES
 
-    match = re.search(r"x070-.*?(\d+(?:\.\d+)?)B", name)
+    match = re.search(r"(?:x070|rwkv7)-.*?(\d+(?:\.\d+)?)[bB]", name)
     size = f"v7-{match.group(1)}b" if match else ""
     return size if size in SIZES else "SIZE"
