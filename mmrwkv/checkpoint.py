@@ -2,7 +2,7 @@
 
 Official files are flat state_dicts whose keys equal our module names, so loading is a near-identity mapping:
 the generation and every size are read from tensor shapes (never from a formula), a few parameters are
-reshaped (e.g. [H, 1] -> [H]), and layer 0's unused RWKV-7 v0/v1/v2 are dropped.
+reshaped (e.g. [H, 1] -> [H]), and layer 0's unused RWKV-7 v0/v1/v2 are kept aside for saving back.
 """
 
 from __future__ import annotations
