@@ -35,6 +35,8 @@ namespace {
 #include "team.h"
 #include "buffers.h"
 #include "argmax.h"
+#include "vmath.h"
+#include "wkv.h"
 
 template <typename T>
 void layer_norm(const float* x, const T* w, const T* b, int64_t n, float eps, float* out) {
@@ -45,8 +47,6 @@ void layer_norm(const float* x, const T* w, const T* b, int64_t n, float eps, fl
   const float rstd = 1.0f / std::sqrt(var / n + eps);
   for (int64_t i = 0; i < n; ++i) out[i] = (x[i] - mean) * rstd * f32(w[i]) + f32(b[i]);
 }
-
-inline float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
 
 // Parameter order of one layer: must match mmrwkv/kernels/cpu.py LAYER_PARAMS.
 enum P {
@@ -103,44 +103,9 @@ void gather(const Team& team, const float* part, int64_t stride, int64_t n, floa
   }
 }
 
-// S (heads h0 .. h1 of H, N, N) [value, key] -> S' written to `next`, y = S' r; decay = exp(w), a = -kk, b = kk * a.
+// S (heads h0 .. h1 of H, N, N) [value, key] -> S' written to `next`, y = S' r (wkv.h); decay = exp(w).
 void wkv_step(const float* S, float* next, const Own& z, int64_t h0, int64_t h1, int64_t N) {
-  // S' goes to memory with streaming stores where rows allow (the next token reads it back from memory anyway, after
-  // every weight has passed through the caches): no read of `next` before it is written
-  constexpr int64_t kRow = 256;
-#if defined(__AVX512F__)
-  const bool stream = N % 16 == 0 && N <= kRow && reinterpret_cast<uintptr_t>(next) % 64 == 0;
-#else
-  constexpr bool stream = false;
-#endif
-  alignas(64) float row[kRow];
-  for (int64_t h = h0; h < h1; ++h) {
-    const int64_t o = h * N;
-    const float *dec = &z.w[o], *kk = &z.kk[o], *a = &z.a[o], *k = &z.k[o], *v = &z.v[o], *r = &z.r[o];
-    for (int64_t i = 0; i < N; ++i) {
-      const float* s = S + (o + i) * N;
-      float* s2 = next + (o + i) * N;
-      float* out = stream ? row : s2;
-      float sa = 0, yi = 0;
-#pragma omp simd reduction(+ : sa)
-      for (int64_t j = 0; j < N; ++j) sa -= s[j] * kk[j];
-      const float vi = v[i];
-#pragma omp simd reduction(+ : yi)
-      for (int64_t j = 0; j < N; ++j) {
-        const float sj = s[j] * dec[j] + sa * (kk[j] * a[j]) + vi * k[j];
-        out[j] = sj;
-        yi += sj * r[j];
-      }
-      z.y[o + i] = yi;
-#if defined(__AVX512F__)
-      if (stream)
-        for (int64_t j = 0; j < N; j += 16) _mm512_stream_ps(s2 + j, _mm512_load_ps(row + j));
-#endif
-    }
-  }
-#if defined(__AVX512F__)
-  if (stream) _mm_sfence();
-#endif
+  wkv_heads(S, next, z.w, z.kk, z.a, z.k, z.v, z.r, z.y, h0, h1, N);
 }
 
 // The shift-state rows of one layer: read (previous token) and written (this token).
@@ -157,9 +122,11 @@ void lora_up(const std::vector<at::Tensor>& p, int64_t layer, int64_t c0, int64_
   // decay: w = -e^-0.5 sigmoid(w0 + tanh(xw w1) w2), used as exp(w)
   rows_times(lora<T>(p[W2]), t, z.u, c0, c1);
   const T *w0 = v_(W0), *a0 = v_(A0), *k_k = v_(K_K), *k_a = v_(K_A);
-  for (int64_t i = c0; i < c1; ++i) z.w[i] = std::exp(-0.6065306597126334f * sigmoid(f32(w0[i]) + z.u[i]));
+  for (int64_t i = c0; i < c1; ++i) z.u[i] += f32(w0[i]);
+  apply(Elementwise::kDecay, z.u + c0, z.w + c0, c1 - c0);
   rows_times(lora<T>(p[A2]), t + D, z.u, c0, c1);
-  for (int64_t i = c0; i < c1; ++i) z.a[i] = sigmoid(f32(a0[i]) + z.u[i]);
+  for (int64_t i = c0; i < c1; ++i) z.u[i] += f32(a0[i]);
+  apply(Elementwise::kSigmoid, z.u + c0, z.a + c0, c1 - c0);
   rows_times(lora<T>(p[G2]), t + 2 * D, z.g, c0, c1);
   // kk = normalize(k * k_k) per head; k = k * (1 + (a - 1) * k_a)
   for (int64_t o = c0; o < c1; o += N) {
@@ -175,7 +142,9 @@ void lora_up(const std::vector<at::Tensor>& p, int64_t layer, int64_t c0, int64_
   if (layer == 0) return (void)std::copy(z.v + c0, z.v + c1, z.vfirst + c0);
   rows_times(lora<T>(p[V2]), t + 3 * D, z.u, c0, c1);
   const T* v0 = v_(V0);
-  for (int64_t i = c0; i < c1; ++i) z.v[i] += (z.vfirst[i] - z.v[i]) * sigmoid(f32(v0[i]) + z.u[i]);
+  for (int64_t i = c0; i < c1; ++i) z.u[i] += f32(v0[i]);
+  apply(Elementwise::kSigmoid, z.u + c0, z.u + c0, c1 - c0);
+  for (int64_t i = c0; i < c1; ++i) z.v[i] += (z.vfirst[i] - z.v[i]) * z.u[i];
 }
 
 // fn(b, e) over this thread's rows of [0, rows) of a mat-vec on m's layout: taken in turn (`Team::claim`), or for
@@ -223,7 +192,7 @@ void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, const Tea
   team.sync();
   gather(team, parts.lora, 4 * D, 4 * D, z.t, false);
   for (int64_t i = 0; i < p[W1].size(1); ++i) z.t[i] = std::tanh(z.t[i]);
-  for (int64_t i = 0; i < p[G1].size(1); ++i) z.t[2 * D + i] = sigmoid(z.t[2 * D + i]);
+  apply(Elementwise::kSigmoid, z.t + 2 * D, z.t + 2 * D, p[G1].size(1));
   lora_up<T>(p, layer, c0, c1, N, z.t, D, z);
   wkv_step(S, S2, z, c0 / N, c1 / N, N);
   // group norm per head, the bonus (r . (k * r_k)) v per head, the gate

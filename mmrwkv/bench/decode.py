@@ -5,8 +5,11 @@ The package runs in a subprocess (it needs RWKV_V7_ON=1 before import) that take
 so rounds of ours and theirs interleave and share the machine's load. The bound is weight bytes read per token
 divided by the measured read bandwidth: the best of several passes of each reader (sum, row- and column-major
 sgemv, our native mat-vec) over an fp32 buffer far larger than the caches (4x the last-level cache, >= 1 GiB), at
-the same thread count. On a shared machine, `--clock cpu` (1 thread) times everything in process CPU time, which
-leaves out the time other processes hold the core (it cannot leave out their memory traffic).
+the same thread count. A bandwidth pass runs before the first round and after every round of every runner, and each
+round is compared with the fastest reader's passes on either side of it (the bandwidth of a shared machine drifts
+within a minute; a bound taken from another minute moves the ratio by 10% or more). On a shared machine,
+`--clock cpu` (1 thread) times everything in process CPU time, which leaves out the time other processes hold the
+core (it cannot leave out their memory traffic).
 """
 
 from __future__ import annotations
@@ -123,6 +126,10 @@ class ReadBandwidth:
         """Bytes/s of each reader's fastest pass."""
         return {name: max(p[name] for p in self.passes) for name in self.readers}
 
+    def fastest(self) -> str:
+        """The reader with the highest median pass (the one each decode round is compared with)."""
+        return max(self.readers, key=lambda name: statistics.median(p[name] for p in self.passes))
+
     def median(self) -> float:
         """The fastest reader's median pass: each reader's median over passes, then the largest. (The decode rows
         are medians of rounds; a median of each pass's fastest of four readers would compare them with the luckiest
@@ -170,8 +177,6 @@ class _Ours:
             return self.clock() - start
 
 
-
-
 class _Package:
     """The `rwkv` package in a subprocess, timed on request."""
 
@@ -204,15 +209,31 @@ class _Package:
         self.proc.wait(timeout=60)
 
 
-def _measure(runners: dict, tokens: int, rounds: int, bandwidth: ReadBandwidth) -> dict[str, tuple[float, float]]:
-    """(median, best) tokens/s of each runner over interleaved rounds; two bandwidth passes per round."""
-    times: dict[str, list[float]] = {name: [] for name in runners}
+def _measure(runners: dict, tokens: int, rounds: int, bandwidth: ReadBandwidth) -> dict[str, list[tuple]]:
+    """Rounds of every runner in turn, each round between two bandwidth passes (one pass first, then one after every
+    round): per runner, (seconds, index of the pass before) for each round, so that each round is compared with the
+    memory system of its own moment (on a shared machine the read bandwidth drifts by 10-30% within a minute)."""
+    rounds_of: dict[str, list[tuple[float, int]]] = {name: [] for name in runners}
+    bandwidth()
     for _ in range(rounds):
         for name, run in runners.items():
-            times[name].append(run(tokens))
-        bandwidth()
-        bandwidth()
-    return {name: (tokens / statistics.median(ts), tokens / min(ts)) for name, ts in times.items()}
+            seconds = run(tokens)
+            rounds_of[name].append((seconds, len(bandwidth.passes) - 1))
+            bandwidth()
+    return rounds_of
+
+
+def _rates(rounds_of: list[tuple[float, int]], tokens: int, n_bytes: int, bandwidth: ReadBandwidth) -> dict:
+    """One runner's figures: tok/s of its median and best round; per round the bound (the fastest reader's passes
+    on either side of it, averaged, over the weight bytes per token) and the round's share of it; the medians."""
+    reader = bandwidth.fastest()
+    rates = [tokens / seconds for seconds, _ in rounds_of]
+    bounds = [(bandwidth.passes[i][reader] + bandwidth.passes[i + 1][reader]) / 2 / n_bytes for _, i in rounds_of]
+    return {"tok_per_s": statistics.median(rates), "best_tok_per_s": max(rates),
+            "bound_tok_per_s": statistics.median(bounds),
+            "of_bound": statistics.median(r / b for r, b in zip(rates, bounds, strict=True)),
+            "rounds_of_bound": [r / b for r, b in zip(rates, bounds, strict=True)],
+            "best_bound_tok_per_s": max(bandwidth.best().values()) / n_bytes}  # fmt: skip
 
 
 PACKAGE_ROW = "rwkv package 0.8.32 (cpu fp32)"
@@ -287,11 +308,12 @@ def _run(args: argparse.Namespace) -> int:
         runners, bytes_per_token = _runners(args, model, pth, clock)
         bandwidth = ReadBandwidth(clock=clock)
         try:
-            rates = _measure(runners, args.tokens, args.rounds, bandwidth)
+            rounds_of = _measure(runners, args.tokens, args.rounds, bandwidth)
         finally:
             for r in runners.values():
                 if isinstance(r, _Package):
                     r.close()
+    rates = {name: _rates(r, args.tokens, bytes_per_token[name], bandwidth) for name, r in rounds_of.items()}
     rows = _report(args, model, rates, bytes_per_token, bandwidth)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -307,34 +329,31 @@ def _report(args, model, rates: dict, bytes_per_token: dict, bandwidth: ReadBand
     cfg = model.config
     best_readers = bandwidth.best()
     best_bw, median_bw = max(best_readers.values()), bandwidth.median()
-    package = rates.get(PACKAGE_ROW, (None, None))[0]
+    package = rates[PACKAGE_ROW]["tok_per_s"] if PACKAGE_ROW in rates else None
     threads = f"{torch.get_num_threads()}{'' if args.threads else ' (auto: fastest)'}"
     print(
         f"decode, batch 1, {args.size} (L{cfg.n_layer} C{cfg.n_embd} V{cfg.vocab_size}), CPU threads {threads}, "
         f"{args.rounds} rounds x {args.tokens} tokens, {args.clock} clock"
     )
     readers = ", ".join(f"{name} {bw / 1e9:.1f}" for name, bw in best_readers.items())
-    print(f"read bandwidth: best {best_bw / 1e9:.1f} GB/s ({readers}), fastest reader's median pass "
-          f"{median_bw / 1e9:.1f} GB/s (median of each pass's fastest: {bandwidth.median_of_pass_best() / 1e9:.1f})")
-    print(f"{'implementation':30s} {'tok/s':>7s} {'ms/tok':>7s} {'bound':>7s} {'% bound':>8s} {'best':>7s} "
-          f"{'bound':>7s} {'best %':>7s} {'vs pkg':>7s}")  # fmt: skip
+    print(
+        f"read bandwidth: best {best_bw / 1e9:.1f} GB/s ({readers}); fastest reader: {bandwidth.fastest()}, "
+        f"median pass {median_bw / 1e9:.1f} GB/s (median of each pass's fastest: "
+        f"{bandwidth.median_of_pass_best() / 1e9:.1f})"
+    )
+    print(f"{'implementation':30s} {'tok/s':>7s} {'ms/tok':>7s} {'bound':>7s} {'% bound':>8s} {'% med':>6s} "
+          f"{'best':>7s} {'bound':>7s} {'best %':>7s} {'vs pkg':>7s}")  # fmt: skip
     rows = []
-    for name, (rate, best) in rates.items():
-        bound, best_bound = median_bw / bytes_per_token[name], best_bw / bytes_per_token[name]
+    for name, r in rates.items():
+        rate, best, best_bound = r["tok_per_s"], r["best_tok_per_s"], r["best_bound_tok_per_s"]
+        of_median = rate * bytes_per_token[name] / median_bw
         ratio = rate / package if package else float("nan")
-        print(f"{name:30s} {rate:7.2f} {1e3 / rate:7.1f} {bound:7.1f} {100 * rate / bound:7.0f}% {best:7.2f} "
-              f"{best_bound:7.1f} {100 * best / best_bound:6.0f}% {ratio:6.2f}x")  # fmt: skip
-        rows.append(
-            {
-                "name": name,
-                "tok_per_s": rate,
-                "bound_tok_per_s": bound,
-                "best_tok_per_s": best,
-                "best_bound_tok_per_s": best_bound,
-                "vs_package": ratio,
-                "weight_bytes_per_token": bytes_per_token[name],
-            }
-        )
-    print("tok/s: median round, against the fastest reader's median pass; best: best round against the best pass of")
-    print("any reader; vs pkg: medians. Rounds and bandwidth passes interleave; a shared machine adds noise (uptime).")
+        print(f"{name:30s} {rate:7.2f} {1e3 / rate:7.1f} {r['bound_tok_per_s']:7.1f} {100 * r['of_bound']:7.0f}% "
+              f"{100 * of_median:5.0f}% {best:7.2f} {best_bound:7.1f} {100 * best / best_bound:6.0f}% "
+              f"{ratio:6.2f}x")  # fmt: skip
+        rows.append({"name": name, **r, "of_median_pass": of_median, "vs_package": ratio,
+                     "weight_bytes_per_token": bytes_per_token[name]})  # fmt: skip
+    print("tok/s: median round. bound, % bound: each round against the fastest reader's passes just before and after")
+    print("it (medians over rounds); % med: the median round against that reader's median pass over the whole run;")
+    print("best: the best round against the best pass of any reader; vs pkg: medians. A shared machine adds noise.")
     return rows

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the native
 
 def _model(dtype=torch.float32, *, column_major=False, seed=3, head_size=20):
     # odd widths on purpose: C = 100 (H = 5 of N = 20), F = 400, LoRA widths 16/12/5/19 (vector tails, remainders);
-    # head_size=16: C = 80, whole vectors per state row (the WKV state's streaming stores)
+    # head_size=16 or 64: C = 80 or 320, whole vectors per state row (wkv.h's vector path, streaming stores)
     torch.manual_seed(seed)
     C = 100 if head_size == 20 else 5 * head_size
     cfg = config_for("v7-tiny", n_layer=3, n_embd=C, head_size=head_size, dim_w=16, dim_a=12, dim_v=5, dim_g=19)
@@ -62,7 +62,7 @@ def calls(monkeypatch):
     return counter
 
 
-@pytest.mark.parametrize("head_size", [20, 16])
+@pytest.mark.parametrize("head_size", [20, 16, 64])
 @pytest.mark.parametrize("column_major", [False, True], ids=["row-major", "column-major"])
 def test_native_steps_equal_sequence_mode_and_the_torchscript_step(column_major, head_size, calls, monkeypatch):
     model = _model(column_major=column_major, head_size=head_size)
@@ -78,6 +78,24 @@ def test_native_steps_equal_sequence_mode_and_the_torchscript_step(column_major,
     for name in ("att_x_prev", "wkv", "ffn_x_prev"):
         _assert_close(getattr(state, name), getattr(seq_state, name))
         _assert_close(getattr(state, name), getattr(ts_state, name))
+
+
+def test_native_steps_agree_where_the_gates_and_decay_saturate(calls):
+    """Decay, in-context rate, value residual and gate biases far out on both sides (sigmoid near 0 and 1, decay
+    near 0 and 1, e^x of large arguments): the vectorised e^x and sigmoid of vmath.h agree with torch's."""
+    model = _model(head_size=16)
+    with torch.no_grad():
+        for block in model.blocks:
+            for name, p in block.named_parameters():
+                if name.split(".")[-1] in ("w0", "a0", "v0"):
+                    p.copy_(torch.linspace(-60, 60, p.numel()).view_as(p))
+    ids = torch.randint(0, 256, (1, 5))
+    with torch.no_grad():
+        seq, seq_state = model(ids)
+    steps, state = _steps(model, ids)
+    assert calls["tokens"] == 5 and torch.isfinite(steps).all()
+    _assert_close(steps, seq)
+    _assert_close(state.wkv, seq_state.wkv)
 
 
 def _assert_close(actual, expected):
