@@ -275,13 +275,14 @@ def _checked(config: RWKVConfig, meta: dict[str, tuple], sd: dict, expected: dic
 
 def _ln0_fold_dtype(config: RWKVConfig, sd: dict[str, torch.Tensor]) -> torch.dtype | None:
     """The dtype the authors' package computes ln0 in for these stored weights: for RWKV-4/5/6 it folds ln0 into
-    the embedding before any cast (`F.layer_norm` on the stored tensors; in fp32 only when that fails on mixed
-    dtypes), so a bf16/fp16 file's `cpu fp32` logits carry ln0's output rounded to bf16/fp16. RWKV-7 casts first."""
-    stored = {sd[k].dtype for k in ("emb.weight", "blocks.0.ln0.weight", "blocks.0.ln0.bias")}
-    if config.generation > 6 or len(stored) != 1:
+    the embedding before any cast (`F.layer_norm` on the stored tensors, which works for a bf16/fp16 embedding with
+    ln0 in the same dtype or in fp32; in fp32 when that fails), so a bf16/fp16 file's `cpu fp32` logits carry ln0's
+    output rounded to bf16/fp16. RWKV-7 casts first."""
+    emb = sd["emb.weight"].dtype
+    ln0 = {sd["blocks.0.ln0.weight"].dtype, sd["blocks.0.ln0.bias"].dtype}
+    if config.generation > 6 or emb not in (torch.bfloat16, torch.float16) or ln0 not in ({emb}, {torch.float32}):
         return None
-    dtype = stored.pop()
-    return dtype if dtype in (torch.bfloat16, torch.float16) else None
+    return emb
 
 
 def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -86,7 +86,9 @@ class RWKV(nn.Module):
         ln0, dtype = self.blocks[0].ln0, self.ln0_dtype
         if dtype is None or x.dtype == dtype:
             return ln0(x)
-        weight, bias = ln0.weight.to(dtype), ln0.bias.to(dtype)
+        # bf16/fp16 input with fp32 affine: the same numbers as all-bf16/fp16 (fp32 inside, one rounding at the end)
+        # and as the package's fold of a bf16 embedding with an fp32 ln0
+        weight, bias = ln0.weight.float(), ln0.bias.float()
         return F.layer_norm(x.to(dtype), ln0.normalized_shape, weight, bias, ln0.eps).to(x.dtype)
 
     def init_state(self, batch_size: int, *, device=None) -> State:

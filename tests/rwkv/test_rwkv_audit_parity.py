@@ -60,6 +60,16 @@ def _tied(sd):
     return {**sd, "head.weight": sd["emb.weight"]}
 
 
+def _ln0_fp32(sd):
+    # the package folds a bf16 embedding with an fp32 ln0 in one mixed-dtype layer_norm (bf16 out)
+    return {k: t.float() if k.startswith("blocks.0.ln0.") else t for k, t in sd.items()}
+
+
+def _ln0_fp16(sd):
+    # ... and falls back to fp32 when the dtypes cannot mix (bf16 embedding, fp16 ln0)
+    return {k: t.half() if k.startswith("blocks.0.ln0.") else t for k, t in sd.items()}
+
+
 def _cast(sd, dtype):
     return {k: t.to(dtype) for k, t in sd.items()}
 
@@ -79,6 +89,8 @@ CASES = {
     "4-tied-head": ("4", lambda: _tied(_small("4"))),
     "7-tied-head": ("7", lambda: _tied(_small("7"))),
     "7-no-layer0-v": ("7", lambda: _small("7", layer0_v=False)),
+    "6-bf16-ln0-fp32": ("6", lambda: _ln0_fp32(_cast(_small("6"), torch.bfloat16))),
+    "5.2-bf16-ln0-fp16": ("5.2", lambda: _ln0_fp16(_cast(_small("5.2"), torch.bfloat16))),
 }
 
 
