@@ -97,9 +97,13 @@ def load_for_generation(args: argparse.Namespace):
     # inference only: the weight layout that batch-1 decoding streams fastest (no extra memory)
     column_major_linears(model)
     tokenizer = load_tokenizer(tokenizer_spec(args.checkpoint, args.tokenizer, model.config.vocab_size))
-    if tokenizer.vocab_size > model.config.vocab_size:
+    # text ids must have rows; the reserved ids (media, roles) may lie past them: a Hugging Face file that fills the
+    # model's vocabulary (the Pile models' 20B_tokenizer.json, 50277 ids) gets its reserved tokens appended
+    reserved = tokenizer.special.ids()
+    text_ids = max((i for i in range(tokenizer.vocab_size) if i not in reserved), default=-1) + 1
+    if text_ids > model.config.vocab_size:
         raise TokenizerError(
-            f"tokenizer has {tokenizer.vocab_size} ids but {args.checkpoint} embeds only {model.config.vocab_size}"
+            f"tokenizer has {text_ids} text ids but {args.checkpoint} embeds only {model.config.vocab_size}"
         )
     return model, tokenizer
 
