@@ -113,7 +113,13 @@ def text_pieces(args: argparse.Namespace, model, tokenizer, sampling) -> Iterato
     from mmrwkv.generate import generate
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    return generate(model, tokenizer, prompt, sampling)
+    try:
+        ids = tokenizer.encode(prompt)
+    except TokenizerError as err:
+        raise TokenizerError(f"--prompt: {err} (bytes that are not UTF-8 in the argument?)") from err
+    if not ids:
+        raise TokenizerError("--prompt: empty; the model needs at least one token to continue")
+    return generate(model, tokenizer, ids, sampling)
 
 
 def stream_to(pieces: Iterator[str], out=None) -> str:

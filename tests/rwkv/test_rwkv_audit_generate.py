@@ -183,3 +183,18 @@ def test_seed_reproduces_a_sampled_generation_and_batched_greedy_equals_single()
         single = GenerationResult()
         assert result.text == "".join(generate(model, tokenizer, prompt, greedy, result=single))
         assert result.tokens == single.tokens and len(set(single.tokens)) > 1
+
+
+def test_cli_generate_refuses_an_empty_prompt_and_undecodable_argument_bytes(tmp_path, capsys):
+    from mmrwkv.cli import main
+
+    from .conftest import make_official
+
+    path = tmp_path / "m.pth"
+    torch.save(make_official("7", vocab=V, n_embd=64, head_size=32, n_layer=1), path)
+    base = ["generate", "--checkpoint", str(path), "--max-tokens", "2", "--prompt"]
+    assert main([*base, ""]) == 2
+    assert "--prompt: empty" in capsys.readouterr().err
+    assert main([*base, "ab\udcffcd"]) == 2  # how Python hands over an argument byte 0xff
+    assert "--prompt: text is not encodable as UTF-8 at position 2" in capsys.readouterr().err
+    assert main([*base, "ab"]) == 0
