@@ -18,15 +18,25 @@ from pathlib import Path
 
 import torch
 
+from mmrwkv.checkpoint_files import (
+    CONFIG_FILE,
+    FORMAT,
+    WEIGHTS_FILE,
+    check_replaceable,
+    cut_zip,
+    replace_dir,
+    resolve,
+    safetensors_meta,
+    torch_load,
+    unpickling_reason,
+    unshared,
+)
 from mmrwkv.errors import CheckpointError, ConfigError, missing_checkpoint
 from mmrwkv.lora import merged_state_dict
 from mmrwkv.rwkv.config import RWKVConfig
 from mmrwkv.rwkv.model import RWKV
 from mmrwkv.rwkv.state import State
 
-FORMAT = "mmrwkv"
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 # layer 0 computes v_first and never uses these; some official RWKV-7 checkpoints carry them
 _DROPPED = ("blocks.0.att.v0", "blocks.0.att.v1", "blocks.0.att.v2")
 # state-tuned checkpoints (RWKV-5/6) carry each layer's tuned start state, stored [H, value, key]
@@ -44,7 +54,7 @@ V7_TIME_STATE_WHY = (
 
 def load_rwkv(path: str | Path, *, dtype: torch.dtype | None = None, device=None) -> RWKV:
     """Load ours (a directory) or an official `.pth`; `dtype` defaults to the stored embedding's dtype."""
-    path = _resolve(Path(path))
+    path = resolve(Path(path))
     if path.is_dir():
         model = _load_ours(path, dtype)
     elif path.is_file():
@@ -109,7 +119,7 @@ def load_tuned_state(model: RWKV, path: str | Path) -> RWKV:
     """Start `model` from the tuned state of a state-tuning file (only `blocks.N.att.time_state` tensors, the
     output of state tuning) or of a checkpoint that carries one; in place."""
     path = Path(path)
-    sd = _torch_load(path) if path.is_file() else None
+    sd = torch_load(path) if path.is_file() else None
     tensors = {k: v for k, v in (sd or {}).items() if _TIME_STATE.match(str(k)) and isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(f"{path}: no blocks.N.att.time_state tensors (not a state-tuning file)")
@@ -123,13 +133,13 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise missing_checkpoint(path, "checkpoint file")
     try:
-        data = _torch_load(path)
+        data = torch_load(path)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: refused to load: {_unpickling_reason(err)}") from err
+        raise CheckpointError(f"{path}: refused to load: {unpickling_reason(err)}") from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         # first sentence only (torch's zip reader goes on about miniz and how files get corrupted)
         detail = str(err).splitlines()[0].split(". ")[0] if str(err) else "unexpected end of file"
-        if _cut_zip(path):
+        if cut_zip(path):
             detail = f"a zip archive without its end (central directory): cut short at {path.stat().st_size:,} bytes"
         raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint (truncated or corrupt?): {detail}") from err
     except Exception as err:  # e.g. a text file: torch's unpickler fails with KeyError / IndexError inside
@@ -154,31 +164,6 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
             )
         raise CheckpointError(f"{path}: not an RWKV checkpoint: no 'emb.weight' among {len(data)} keys")
     return data
-
-
-def _cut_zip(path: Path) -> bool:
-    """A file that starts as a zip archive (torch's format) but whose end record is missing."""
-    with open(path, "rb") as f:
-        return f.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path)
-
-
-def _unpickling_reason(err: Exception) -> str:
-    """The one useful line of torch's weights-only refusal (its advice to disable the check is left out)."""
-    match = re.search(r"GLOBAL ([\w.]+)", str(err))
-    if match:
-        return f"the pickle calls or builds {match.group(1)!r}, not only tensors (code is never run)"
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip() and "weights_only" not in ln]
-    return f"not a plain pickle of tensors ({lines[0] if lines else type(err).__name__})"
-
-
-def _torch_load(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as err:
-        # files saved with the legacy (non-zip) format cannot be memory-mapped
-        if "mmap" not in str(err) or zipfile.is_zipfile(path):
-            raise
-        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def detect_config(sd: dict[str, torch.Tensor], *, source: str = "checkpoint") -> RWKVConfig:
@@ -247,7 +232,7 @@ def _build(config: RWKVConfig, sd: dict[str, torch.Tensor], dtype, *, source: st
     expected = model.state_dict()
     sd, unused = _checked(config, {k: (tuple(v.shape), v.dtype) for k, v in sd.items()}, sd, expected, source)
     mapped = {k: _fit(sd[k], tuple(want.shape), k, source).to(dtype) for k, want in expected.items()}
-    model.load_state_dict(_unshared(mapped), assign=True)
+    model.load_state_dict(unshared(mapped), assign=True)
     model.ln0_dtype = _ln0_fold_dtype(config, sd)
     # kept only so that a conversion writes them back: official files with and without them round-trip bit-exact
     model.unused_official = {k: v.to(dtype) for k, v in unused.items()}
@@ -285,17 +270,6 @@ def _ln0_fold_dtype(config: RWKVConfig, sd: dict[str, torch.Tensor]) -> torch.dt
     return emb
 
 
-def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each tensor with memory of its own: a file may store two keys over one storage (an embedding tied to the
-    head, slices of one flat buffer); as parameters they would train as one, and safetensors refuses to save them."""
-    seen, out = set(), {}
-    for key, tensor in tensors.items():
-        ptr = tensor.untyped_storage().data_ptr() if tensor.numel() else None
-        out[key] = tensor.clone() if ptr in seen else tensor
-        seen.add(ptr)
-    return out
-
-
 def _fit(tensor: torch.Tensor, shape: tuple[int, ...], key: str, source: str) -> torch.Tensor:
     if tuple(tensor.shape) == shape:
         return tensor
@@ -314,12 +288,13 @@ def save_rwkv(model: RWKV, directory: str | Path) -> Path:
     LoRA adapters are merged into the saved weights (a plain checkpoint); the model is not changed."""
     from safetensors.torch import save_file
 
-    directory = Path(directory)
+    directory = Path(directory).resolve()
+    check_replaceable(directory)
     tmp = directory.parent / f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     try:
         tensors = {k: v.detach().contiguous().cpu() for k, v in merged_state_dict(model).items()}
-        tensors = _unshared({**tensors, **_unused_official(model)})
+        tensors = unshared({**tensors, **_unused_official(model)})
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         if model.tuned_state is not None:
             model.tuned_state.save(tmp / TUNED_STATE_FILE)
@@ -330,20 +305,10 @@ def save_rwkv(model: RWKV, directory: str | Path) -> Path:
             "dtype": str(model.emb.weight.dtype).removeprefix("torch."),
         }
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        _replace_dir(tmp, directory)
+        replace_dir(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    if not dst.exists():
-        os.replace(src, dst)
-        return
-    old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(dst, old)
-    os.replace(src, dst)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_config(directory: str | Path) -> RWKVConfig:
@@ -419,6 +384,9 @@ def save_official(model: RWKV, path: str | Path) -> Path:
         # back to the official [H, value, key] layout, in the weights' dtype
         wkv = model.tuned_state.wkv[:, 0].transpose(-1, -2).to(model.emb.weight.dtype).cpu()
         tensors.update({f"blocks.{i}.att.time_state": wkv[i].contiguous() for i in range(len(wkv))})
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory; an official checkpoint is one .pth file")
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         torch.save(tensors, tmp)
@@ -439,11 +407,11 @@ def convert(src: str | Path, dst: str | Path, *, dtype: torch.dtype | None = Non
 def describe(path: str | Path) -> dict:
     """Format, config, parameter count and whether a tuned start state comes with a checkpoint, without loading
     its weights into a model; the stored keys, shapes and dtypes are checked as loading checks them."""
-    path = _resolve(Path(path))
+    path = resolve(Path(path))
     if path.is_dir():
         fmt, config = FORMAT, read_config(path)
         tuned = (path / TUNED_STATE_FILE).is_file()
-        source, meta = path / WEIGHTS_FILE, _safetensors_meta(path / WEIGHTS_FILE)
+        source, meta = path / WEIGHTS_FILE, safetensors_meta(path / WEIGHTS_FILE)
     else:
         sd = read_official(path)
         fmt, config = "official", detect_config(_bonus_as_faaaa(sd), source=str(path))
@@ -455,34 +423,3 @@ def describe(path: str | Path) -> dict:
     _checked(config, meta, meta, model.state_dict(), str(source))
     n_params = model.num_parameters()
     return {"path": str(path), "format": fmt, "config": config, "parameters": n_params, "tuned_state": tuned}
-
-
-_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
-
-
-def _safetensors_meta(weights: Path) -> dict[str, tuple]:
-    """key -> (shape, dtype) from a safetensors header (non-float dtypes read as int8), without reading data."""
-    from safetensors import safe_open
-
-    if not weights.is_file():
-        raise CheckpointError(f"{weights.parent}: missing {weights.name}")
-    try:
-        with safe_open(str(weights), "pt") as f:
-            slices = {k: f.get_slice(k) for k in f.keys()}
-            return {
-                k: (tuple(v.get_shape()), _SAFETENSORS_DTYPES.get(v.get_dtype(), torch.int8)) for k, v in slices.items()
-            }
-    except Exception as err:
-        raise CheckpointError(f"{weights}: cannot read safetensors (truncated or corrupt?): {err}") from err
-
-
-def _resolve(path: Path) -> Path:
-    """A path to one of our checkpoint's files means its directory; a bare .safetensors file is refused."""
-    if path.is_file() and path.name in (CONFIG_FILE, WEIGHTS_FILE) and (path.parent / CONFIG_FILE).is_file():
-        return path.parent
-    if path.is_file() and path.suffix == ".safetensors":
-        raise CheckpointError(
-            f"{path}: a .safetensors file alone has no config: pass the checkpoint directory that holds it with "
-            f"{CONFIG_FILE} (ours), or an official .pth"
-        )
-    return path

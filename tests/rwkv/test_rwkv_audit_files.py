@@ -192,3 +192,25 @@ def test_a_missing_g1_series_file_names_its_size_for_mmrwkv_init(tmp_path, capsy
     path = tmp_path / "rwkv7-g1-0.4b-20250324-ctx4096.pth"
     assert main(["info", str(path)]) == 2
     assert f"mmrwkv init v7-0.4b {path}" in capsys.readouterr().err
+
+
+def test_convert_never_replaces_a_directory_or_file_that_is_not_one_of_our_checkpoints(tmp_path, capsys):
+    src = _save(tmp_path / "m.pth", _small("7"))
+    user = tmp_path / "notes"
+    user.mkdir()
+    (user / "thesis.txt").write_text("precious")
+    assert main(["convert", str(src), str(user)]) == 2
+    assert "exists and is not an mmrwkv checkpoint directory" in capsys.readouterr().err
+    assert (user / "thesis.txt").read_text() == "precious" and sorted(p.name for p in user.iterdir()) == ["thesis.txt"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["convert", str(src), str(afile)]) == 2
+    assert afile.read_text() == "x" and "is a file" in capsys.readouterr().err
+    (tmp_path / "d.pth").mkdir()
+    assert main(["convert", str(src), str(tmp_path / "d.pth")]) == 2
+    assert "is a directory; an official checkpoint is one .pth file" in capsys.readouterr().err
+    # an empty directory, one of ours (again), and a .pth in a directory still to be made are fine
+    (tmp_path / "empty").mkdir()
+    for dst in (tmp_path / "empty", tmp_path / "empty", tmp_path / "new" / "sub" / "m.pth"):
+        assert main(["convert", str(src), str(dst)]) == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp or old copies left
