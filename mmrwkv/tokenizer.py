@@ -236,7 +236,8 @@ class WorldTokenizer:
         self._rust = _compiled_encoder(path) if backend != "python" and all_bytes else None
         if backend == "rust" and self._rust is None:
             raise TokenizerError(
-                "backend 'rust' needs the `pyrwkv-tokenizer` package" if all_bytes
+                "backend 'rust' needs the `pyrwkv-tokenizer` package"
+                if all_bytes
                 else f"{path}: backend 'rust' needs a vocabulary with every single byte as a token"
             )
         self._py: _PyLongestMatch | None = None
@@ -337,11 +338,10 @@ class HFTokenizer:
     def _ensure(self, content: str) -> int:
         from tokenizers import AddedToken
 
-        existing = self._tok.token_to_id(content)
-        if existing is None:
-            self._tok.add_special_tokens([AddedToken(content, special=True, normalized=False)])
-            existing = self._tok.token_to_id(content)
-        return existing
+        # also when the file has it already: an added token that is not special would still be matched in user
+        # text (encode_special_tokens only keeps *special* tokens from matching), so it is made special
+        self._tok.add_special_tokens([AddedToken(content, special=True, normalized=False)])
+        return self._tok.token_to_id(content)
 
     def _eos_id(self) -> int:
         for content in _HF_EOS_CANDIDATES:

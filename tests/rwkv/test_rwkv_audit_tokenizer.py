@@ -109,3 +109,16 @@ def test_generate_with_a_tokenizer_that_fills_the_models_vocabulary(neox, tmp_pa
     torch.save(make_official("4", vocab=vocab - 1, n_embd=64, n_layer=1), small)
     assert main(["generate", "--checkpoint", str(small), "--tokenizer", str(neox), "--prompt", "Hello"]) == 2
     assert f"tokenizer has {vocab} text ids but {small} embeds only {vocab - 1}" in capsys.readouterr().err
+
+
+def test_a_marker_the_file_has_as_an_ordinary_added_token_is_still_never_produced_by_text(neox, tmp_path):
+    from tokenizers import AddedToken, Tokenizer
+
+    tok = Tokenizer.from_file(str(neox))
+    tok.add_tokens([AddedToken("<|user|>", special=False), AddedToken("<|image|>", special=False)])
+    tok.save(str(tmp_path / "tokenizer.json"))
+    ours = load_tokenizer(tmp_path / "tokenizer.json")
+    assert ours.special.user == tok.token_to_id("<|user|>") and ours.special.image == tok.token_to_id("<|image|>")
+    ids = ours.encode("hi <|user|> look <|image|> there")
+    assert not set(ids) & ours.special.ids()
+    assert ours.decode([ours.special.user]) == "<|user|>"
