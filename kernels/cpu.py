@@ -212,11 +212,41 @@ def token_step(
     return tuple(out) if out else None
 
 
+def token_plan(H: int, params: list[dict[str, Tensor]], ends: tuple[Tensor, ...], threads: int = 0) -> Any:
+    """`token_step`'s parameters taken once (a native object; `plan_step` runs one token on it): the per-token call
+    then builds and converts no list of ~400 tensors, ~0.3 ms per token with the caches cold from streaming the
+    weights. The plan holds the tensors themselves, so it reads what they hold at each call (in-place updates, new
+    `.data`, another dtype); a module or parameter swapped for another is the caller's to notice (`mmrwkv.rwkv.v7`
+    takes a new plan whenever one is registered anywhere)."""
+    return load().Plan(layer_args(params), list(ends), H, threads)
+
+
+def plan_step(plan: Any, x: Tensor, att_prev: Tensor, wkv: Tensor, ffn_prev: Tensor) -> tuple | None:
+    """`token_step` on a `token_plan`; None where token_step would decline."""
+    if not (att_prev.dtype in _DTYPES and ffn_prev.dtype in _DTYPES and applies(x, wkv)):
+        return None
+    out = plan.step(x, att_prev, wkv, ffn_prev)
+    return tuple(out) if out else None
+
+
+def step_pick(logits: Tensor) -> int | None:
+    """The argmax (torch's ties and NaN rule) that the last native token step found while computing `logits` (the
+    tensor it returned or any view of all of it), without reading the 65536 logits again; None for other logits.
+    Logits changed in place since are refused where torch counts versions; an inference tensor has no count, so
+    only a caller that has not changed them may ask (a greedy sampler that reads them as they came)."""
+    if logits.device.type != "cpu" or not enabled():
+        return None
+    pick = load().step_pick(logits)
+    return None if pick < 0 else pick
+
+
 def argmax(logits: Tensor) -> Tensor:
     """The greedy token of one row of logits (V,) as a (1,) int64 tensor: one native pass (~10x faster than
-    torch.argmax on 65536 fp32 logits, same ties and NaN rule) where it applies, else torch.argmax."""
+    torch.argmax on 65536 fp32 logits, same ties and NaN rule) where it applies, else torch.argmax. The logits the
+    last native token step returned, unchanged since, need no pass: it picked their argmax as it computed them."""
     if logits.dtype == torch.float32 and logits.device.type == "cpu" and logits.is_contiguous() and enabled():
-        return torch.tensor([load().argmax(logits)])
+        index = None if logits.is_inference() else step_pick(logits)  # (an inference tensor's changes are unseen)
+        return torch.tensor([load().argmax(logits) if index is None else index])
     return logits.argmax().view(1)
 
 

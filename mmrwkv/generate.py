@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mmrwkv.errors import ConfigError, TokenizerError
+from mmrwkv.kernels import cpu as native
 
 
 @dataclass
@@ -105,6 +106,10 @@ class Sampler:
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         """logits (B, V) -> token ids (B,)."""
         cfg = self.cfg
+        if cfg.temperature == 0 and self.counts is None and not cfg.banned_ids and logits.shape[0] == 1:
+            pick = native.step_pick(logits)  # found by the native step as it computed these logits (or None)
+            if pick is not None:
+                return torch.tensor([pick], device=logits.device)
         logits = logits.float().clone()
         if self.counts is not None:
             logits -= self.seen * cfg.presence_penalty + self.counts * cfg.frequency_penalty

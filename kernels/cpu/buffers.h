@@ -35,23 +35,25 @@ void store(const float* v, Row r, int64_t i0, int64_t i1) {
   for (int64_t i = i0; i < i1; ++i) static_cast<at::BFloat16*>(r.data)[i] = at::BFloat16(v[i]);
 }
 
-// An empty contiguous tensor shaped like `like`, on the memory of one that an earlier call returned when nobody holds
-// that one any more. A fresh wkv state (MBs) is a new mmap whose pages fault in on first touch: ~100 page faults
+// An empty contiguous tensor of these sizes and options, on the memory of one that an earlier call returned when
+// nobody holds that one any more. A fresh wkv state (MBs) is a new mmap whose pages fault in on first touch: ~100 page faults
 // and ~0.3 ms of kernel time per decoded token (1-2% of it) without this. The pool keeps its own tensor and hands
 // out another on the same storage, so the storage's count is 1 exactly when every handed-out tensor is gone (a
 // tensor that has been to Python keeps a count of 2 after Python lets it go, so its own count cannot tell).
-at::Tensor recycled_like(const at::Tensor& like) {
+at::Tensor recycled(at::IntArrayRef sizes, const at::TensorOptions& options) {
   static std::mutex lock;
   static auto* pool = new std::vector<at::Tensor>();  // never destroyed: may outlive torch at exit
-  constexpr size_t kPool = 4;
+  constexpr size_t kPool = 8;                         // a decode loop holds 2 states and 2 logits at most
   const std::lock_guard<std::mutex> hold(lock);
   const at::Tensor* free = nullptr;
   for (const auto& t : *pool)
-    if (t.storage().use_count() == 1 && t.sizes() == like.sizes() && t.dtype() == like.dtype()) free = &t;
+    if (t.storage().use_count() == 1 && t.sizes() == sizes && t.dtype() == options.dtype()) free = &t;
   if (!free) {
     if (pool->size() == kPool) pool->erase(pool->begin());
-    pool->push_back(at::empty(like.sizes(), like.options()));
+    pool->push_back(at::empty(sizes, options));
     free = &pool->back();
   }
-  return at::empty({0}, like.options()).set_(free->storage(), 0, like.sizes(), free->strides());
+  return at::empty({0}, options).set_(free->storage(), 0, sizes, free->strides());
 }
+
+at::Tensor recycled_like(const at::Tensor& like) { return recycled(like.sizes(), like.options()); }

@@ -69,8 +69,9 @@ struct Shared {
   float *lora, *att;     // [threads][4 D], [threads][C]
   float *r, *k, *v, *u;  // (C): receptance, key, value (then changed in place by each head's owner), W_o's input
   float *hid, *out;      // (F), (C): the feed-forward's hidden units; the output of W_o, then of the feed-forward
+  std::vector<Greedy> greedy;  // each thread's pick among the logits it computed
 
-  Shared(int threads, int64_t C, int64_t D, int64_t F) : C(C), D(D) {
+  Shared(int threads, int64_t C, int64_t D, int64_t F) : C(C), D(D), greedy(threads) {
     mem = at::empty({threads * (4 * D + C) + 5 * C + F}, at::kFloat);
     lora = mem.data_ptr<float>(), att = lora + threads * 4 * D;
     r = att + threads * C, k = r + C, v = k + C, u = v + C, out = u + C, hid = out + C;
@@ -274,6 +275,7 @@ struct Ends {
   const std::vector<at::Tensor>* tensors = nullptr;  // ln0 weight and bias, ln_out weight and bias, head [V, C]
   float* logits = nullptr;                           // (V) fp32
   at::BFloat16* logits16 = nullptr;                  // (V): the logits rounded, for bf16 weights (else absent)
+  int64_t* greedy = nullptr;                         // the argmax of fp32 logits (else absent)
 };
 
 // v[0, n) rounded to bf16 and back where the Python path holds it in a bf16 tensor (ln0 and ln_out outputs, the
@@ -325,10 +327,13 @@ void run_job(const Team& team, const Job& job, Shared& parts, Own& z) {
   const Mat<T> head = mat<T>(e[4]);
   float* logits = job.ends.logits;
   at::BFloat16* logits16 = job.ends.logits16;
+  Greedy best;
   split_rows(team, head, head.out, [&](int64_t b, int64_t e) {
     rows_times(head, z.h, logits, b, e);
     if (logits16) std::copy(logits + b, logits + e, logits16 + b);
+    if (job.ends.greedy) best.add(logits, b, e);  // while the block is in cache
   });
+  parts.greedy[team.me] = best;
 }
 
 // The team's size: `threads` when positive, else torch's thread count for a model whose layer is worth splitting
@@ -379,6 +384,11 @@ std::vector<at::Tensor> steps(const at::Tensor& x_in, int64_t T, const at::Tenso
     else
       run_job<float>(team, job, parts, own[team.me]);
   });
+  if (ends.greedy) {
+    Greedy pick;
+    for (const Greedy& g : parts.greedy) pick.merge(g);
+    *ends.greedy = pick.index;
+  }
   const int last = (T - 1) % 2;
   return {x_out, job.att[last], job.next[last], job.ffn[last]};
 }
@@ -400,8 +410,9 @@ std::vector<at::Tensor> layers_prefill(const at::Tensor& x_in, const at::Tensor&
 
 // One decoded token in one call: x_raw (1, C) the token's embedding row (before ln0) -> (logits (1, V) in the model's
 // dtype, att, wkv, ffn): ln0, every block (`steps`), ln_out and the head, with what the Python path rounds to the
-// model's dtype rounded the same way. ends: ln0 weight and bias, ln_out weight and bias, head [V, C] (row- or
-// column-major). Nothing when a parameter is not `readable`.
+// model's dtype rounded the same way; the argmax of fp32 logits, found on the way, is remembered (`step_pick`). ends:
+// ln0 weight and bias, ln_out weight and bias, head [V, C] (row- or column-major). Nothing when a parameter is not
+// `readable`.
 std::vector<at::Tensor> token_step(const at::Tensor& x_raw, const at::Tensor& att_prev, const at::Tensor& wkv,
                                    const at::Tensor& ffn_prev, int64_t H, const std::vector<at::Tensor>& params,
                                    const std::vector<at::Tensor>& ends, int64_t threads) {
@@ -417,13 +428,51 @@ std::vector<at::Tensor> token_step(const at::Tensor& x_raw, const at::Tensor& at
       !stored_as_matrix(head, head.size(0), C) || x_raw.scalar_type() != dtype)
     return {};
   const bool bf16 = dtype == at::kBFloat16;
-  auto logits = at::empty({1, head.size(0)}, x_raw.options().dtype(at::kFloat));
+  // the logits on recycled memory too (a fresh 256 KB buffer per token faults its pages in each time)
+  auto logits = bf16 ? at::empty({1, head.size(0)}, x_raw.options().dtype(at::kFloat))
+                     : recycled({1, head.size(0)}, x_raw.options().dtype(at::kFloat));
   auto logits16 = bf16 ? at::empty({1, head.size(0)}, x_raw.options()) : logits;
-  const Ends all{&ends, logits.data_ptr<float>(), bf16 ? logits16.data_ptr<at::BFloat16>() : nullptr};
+  int64_t greedy = -1;
+  const Ends all{&ends, logits.data_ptr<float>(), bf16 ? logits16.data_ptr<at::BFloat16>() : nullptr,
+                 bf16 ? nullptr : &greedy};
   auto out = steps(x_raw, 1, att_prev, wkv, ffn_prev, H, params, threads, all);
   if (out.empty()) return {};
+  if (greedy >= 0) remember_pick(logits, greedy);
   return {logits16, out[1], out[2], out[3]};
 }
+
+// A model's parameters for `token_step`, taken once: the per-token call then converts no Python list of ~400
+// tensors (~0.2 ms per token, with the caches cold from streaming the weights). It reads what the tensors hold at
+// each call (in-place updates, new data, another dtype) and holds them weakly: it keeps no parameter alive (torch's
+// swap-style conversions need to be the only holders), and declines once one is gone. A module or parameter swapped
+// for another is for the caller to notice.
+class Plan {
+  using Weak = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
+
+ public:
+  Plan(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& ends, int64_t H, int64_t threads)
+      : n_params_(params.size()), H_(H), threads_(threads) {
+    for (const auto* list : {&params, &ends})
+      for (const auto& t : *list) taken_.emplace_back(t.getIntrusivePtr());
+  }
+
+  std::vector<at::Tensor> step(const at::Tensor& x_raw, const at::Tensor& att_prev, const at::Tensor& wkv,
+                               const at::Tensor& ffn_prev) const {
+    std::vector<at::Tensor> params, ends;
+    params.reserve(n_params_), ends.reserve(taken_.size() - n_params_);
+    for (size_t i = 0; i < taken_.size(); ++i) {
+      auto held = taken_[i].lock();
+      if (!held) return {};
+      (i < n_params_ ? params : ends).emplace_back(std::move(held));
+    }
+    return token_step(x_raw, att_prev, wkv, ffn_prev, H_, params, ends, threads_);
+  }
+
+ private:
+  std::vector<Weak> taken_;  // the parameters, then the ends
+  size_t n_params_;
+  int64_t H_, threads_;
+};
 
 // x (1, in) -> x W^T (1, out) fp32, for W [out, in] fp32 or bf16 stored row- or column-major.
 at::Tensor linear(const at::Tensor& x_in, const at::Tensor& w) {
@@ -444,6 +493,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("layers_step", &layers_step, "RWKV-7 one-token step through every block (batch 1, CPU)");
   m.def("layers_prefill", &layers_prefill, "RWKV-7 steps over T tokens through every block in one call (batch 1, CPU)");
   m.def("token_step", &token_step, "RWKV-7 one token: ln0, every block, ln_out and the head in one call (batch 1, CPU)");
+  pybind11::class_<Plan>(m, "Plan", "a model's parameters for token_step, taken once (`Plan.step`: one token)")
+      .def(pybind11::init<std::vector<at::Tensor>, std::vector<at::Tensor>, int64_t, int64_t>())
+      .def("step", &Plan::step, "token_step on the plan's parameters (nothing where token_step declines)");
+  m.def("step_pick", &step_pick, "the last token_step's argmax of these logits, or -1 (see argmax.h)");
   m.def("argmax", &argmax, "index of the largest fp32 logit (torch.argmax's ties and NaN rule)");
   m.def("linear", &linear, "x W^T for one row x (CPU, fp32 math)");
   m.attr("n_params") = static_cast<int>(N_PARAMS);

@@ -172,7 +172,8 @@ class _Ours:
         with self._switch():
             start = self.clock()
             for _ in range(n):
-                token = native.argmax(self.logits[0])  # greedy; torch.argmax where the native build is off
+                pick = native.step_pick(self.logits[0])  # greedy: the pick the native step made on the way
+                token = native.argmax(self.logits[0]) if pick is None else torch.tensor([pick])
                 self.logits, self.state = self.step(token, self.state)
             return self.clock() - start
 

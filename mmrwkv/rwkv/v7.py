@@ -13,6 +13,7 @@ as a large mat-vec.
 from __future__ import annotations
 
 import functools
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -219,14 +220,65 @@ def run_token_step(model: nn.Module, x: Tensor, state: State) -> tuple[Tensor, S
     # an adapter (LoRA) on the head: its own forward is cheaper than the effective 65536 x C weight per token
     if state.batch_size != 1 or type(head) is not nn.Linear or not native.applies(x[:, 0], state.wkv):
         return None
-    ln0, ln_out = blocks[0].ln0, model.ln_out
-    ends = (ln0.weight, ln0.bias, ln_out.weight, ln_out.bias, head.weight)
-    params = [block_params(block, packed=False) for block in blocks]
-    out = native.token_step(x[:, 0], state.att_x_prev, state.wkv, state.ffn_x_prev, blocks[0].att.n_head, params, ends)
+    args = (x[:, 0], state.att_x_prev, state.wkv, state.ffn_x_prev)
+    plan = _plans.get(model)
+    current = plan is not None and plan[0] == _registrations[0] and not _conversions_replace_parameters()
+    out = native.plan_step(plan[1], *args) if current else None
+    if out is None:
+        ln0, ln_out = blocks[0].ln0, model.ln_out
+        ends = (ln0.weight, ln0.bias, ln_out.weight, ln_out.bias, head.weight)
+        params = [block_params(block, packed=False) for block in blocks]
+        out = native.token_step(*args, blocks[0].att.n_head, params, ends)
+        if out is not None and _plannable(blocks) and not _conversions_replace_parameters():
+            _watch_registrations()
+            _plans[model] = (_registrations[0], native.token_plan(blocks[0].att.n_head, params, ends))
     if out is None:
         return None
     logits, att, wkv, ffn = out
     return logits.unsqueeze(1), type(state)(att, wkv, ffn)
+
+
+# The native plan of each model (`mmrwkv.kernels.cpu.token_plan`): its parameters taken once, with the count of
+# module and parameter registrations (anywhere, torch's global hooks) when taken: a block, linear layer or parameter
+# swapped for another since (an adapter put in, a layer replaced) makes the next token take a new plan.
+_plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_registrations = [0]
+
+
+def release_plans(model: nn.Module | None = None) -> None:
+    """Drop the native plan of `model` (of every model when None). A plan refers to the parameters (weakly: it keeps
+    none alive), which torch's opt-in swap-style conversion (`torch.__future__.set_swap_module_params_on_conversion`)
+    refuses, as it refuses any other holder (an optimizer): release before such a conversion."""
+    if model is None:
+        _plans.clear()
+    else:
+        _plans.pop(model, None)
+
+
+def _count_registration(*_args) -> None:
+    _registrations[0] += 1
+
+
+@functools.cache
+def _watch_registrations() -> None:
+    from torch.nn.modules import module
+
+    module.register_module_module_registration_hook(_count_registration)
+    module.register_module_parameter_registration_hook(_count_registration)
+    module.register_module_buffer_registration_hook(_count_registration)
+
+
+def _conversions_replace_parameters() -> bool:
+    """torch's opt-in conversions (`model.to(...)`) that put new tensors in place of the parameters without
+    registering them (no hook sees them): with either on, no plans are taken."""
+    future = torch.__future__
+    return future.get_overwrite_module_params_on_conversion() or future.get_swap_module_params_on_conversion()
+
+
+def _plannable(blocks: nn.ModuleList) -> bool:
+    """Whether every linear layer is a plain one (an adapter's effective weight is computed per token instead)."""
+    linears = [(b.att.receptance, b.att.key, b.att.value, b.att.output, b.ffn.key, b.ffn.value) for b in blocks]
+    return all(type(m) is nn.Linear for group in linears for m in group)
 
 
 _LINEARS = ("W_r", "W_k", "W_v", "W_o", "ffn_W_k", "ffn_W_v")

@@ -45,19 +45,20 @@ def _steps(model, ids, *, native_on=True, monkeypatch=None):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts the native steps taken (proves the native path ran): blocks only, or the whole token in one call."""
+    """Counts the native steps taken (proves the native path ran): blocks only, or the whole token in one call (on
+    the parameters of the call, or on a plan taken once)."""
     counter = {"layers": 0, "tokens": 0}
 
     def counting(name, real):
         def run(*args):
             out = real(*args)
             counter["layers"] += out is not None
-            counter["tokens"] += out is not None and name == "token_step"
+            counter["tokens"] += out is not None and name in ("token_step", "plan_step")
             return out
 
         return run
 
-    for name in ("layers_step", "token_step"):
+    for name in ("layers_step", "token_step", "plan_step"):
         monkeypatch.setattr(native, name, counting(name, getattr(native, name)))
     return counter
 
