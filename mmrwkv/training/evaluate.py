@@ -66,7 +66,8 @@ def _decode(model, logits: torch.Tensor, state, sampling) -> list[str]:
 
     tokenizer = model.tokenizer
     eos = set(sampling.eos_ids) if sampling.eos_ids is not None else {tokenizer.special.eos}
-    sampler = Sampler(sampling, logits.shape[0], logits.shape[-1], device=logits.device)
+    # the tokenizer finds the whitespace/digit tokens that count 0 for the frequency penalty, as in generate()
+    sampler = Sampler(sampling, logits.shape[0], logits.shape[-1], device=logits.device, tokenizer=tokenizer)
     streams = [TextStream(sampling.stop) for _ in range(logits.shape[0])]
     texts = [""] * logits.shape[0]
     active = set(range(logits.shape[0]))
