@@ -233,7 +233,8 @@ def _build(config: RWKVConfig, sd: dict[str, torch.Tensor], dtype, *, source: st
     sd, unused = _checked(config, {k: (tuple(v.shape), v.dtype) for k, v in sd.items()}, sd, expected, source)
     mapped = {k: _fit(sd[k], tuple(want.shape), k, source).to(dtype) for k, want in expected.items()}
     model.load_state_dict(unshared(mapped), assign=True)
-    model.ln0_dtype = _ln0_fold_dtype(config, sd)
+    # ours records it in the config (an fp32 save of a bf16 file keeps it); else it follows the stored dtypes
+    model.ln0_dtype = model.ln0_dtype or _ln0_fold_dtype(config, sd)
     # kept only so that a conversion writes them back: official files with and without them round-trip bit-exact
     model.unused_official = {k: v.to(dtype) for k, v in unused.items()}
     return model
@@ -360,10 +361,12 @@ def load_backbone_weights(model: RWKV, path: str | Path) -> RWKV:
     source = load_rwkv(path, dtype=model.emb.weight.dtype)
     for name, want in model.config.to_dict().items():
         got = getattr(source.config, name)
-        if got != want:
+        if got != want and name != "ln0_dtype":
             raise CheckpointError(f"{path}: checkpoint has {name}={got!r}, the model was built with {name}={want!r}")
     with torch.no_grad():
         model.load_state_dict(source.state_dict())
+    # how the weights' source computes ln0 goes with them
+    model.ln0_dtype = source.ln0_dtype
     return model
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from mmrwkv.errors import ConfigError
 
 VERSIONS = ("4", "5.0", "5.1", "5.2", "6", "7")
+LN0_DTYPES = (None, "bfloat16", "float16")
 
 
 @dataclass
@@ -20,6 +21,8 @@ class RWKVConfig:
     version: "4" | "5.0" | "5.1" | "5.2" | "6" | "7".
     dim_ffn: ChannelMix hidden width (4C for v4/v7, 3.5C rounded down to 32 for v5/v6).
     v6 LoRA widths: dim_maa (per ddlerp branch), dim_decay. v7 LoRA widths: dim_w, dim_a, dim_v, dim_g.
+    ln0_dtype: "bfloat16" | "float16" | None: the dtype ln0's output is rounded to (`RWKV.apply_ln0`), as the
+    authors' package computes ln0 for an RWKV-4/5/6 file stored in that dtype; kept so that our format round-trips.
     """
 
     version: str
@@ -34,6 +37,7 @@ class RWKVConfig:
     dim_a: int | None = None
     dim_v: int | None = None
     dim_g: int | None = None
+    ln0_dtype: str | None = None
 
     def __post_init__(self) -> None:
         self.version = str(self.version)
@@ -46,6 +50,10 @@ class RWKVConfig:
         if self.version != "4" and self.n_embd % self.head_size:
             raise ConfigError(
                 f"RWKVConfig.head_size: {self.head_size} does not divide n_embd {self.n_embd} (version {self.version})"
+            )
+        if self.ln0_dtype not in LN0_DTYPES:
+            raise ConfigError(
+                f"RWKVConfig.ln0_dtype: {self.ln0_dtype!r} is not one of {', '.join(map(repr, LN0_DTYPES))}"
             )
         self._fill_defaults()
 
@@ -113,16 +121,29 @@ _V6_CARD = "BlinkDL/rwkv-6-world model card"
 _SIZE_LIST = [
     ModelSize("v4-tiny", _TINY, dict(version="4", n_layer=2, n_embd=64, vocab_size=256)),
     ModelSize("v5-tiny", _TINY, dict(version="5.2", n_layer=2, n_embd=64, vocab_size=256, head_size=16)),
-    ModelSize("v6-tiny", _TINY, dict(version="6", n_layer=2, n_embd=64, vocab_size=256, head_size=16,
-                                     dim_maa=8, dim_decay=16)),
-    ModelSize("v7-tiny", _TINY, dict(version="7", n_layer=2, n_embd=64, vocab_size=256, head_size=16,
-                                     dim_w=16, dim_a=16, dim_v=8, dim_g=16)),
-    ModelSize("v7-0.1b", _V7_CARD, dict(version="7", n_layer=12, n_embd=768, vocab_size=65536,
-                                        dim_w=64, dim_a=64, dim_v=32, dim_g=128)),
-    ModelSize("v7-0.4b", _V7_CARD, dict(version="7", n_layer=24, n_embd=1024, vocab_size=65536,
-                                        dim_w=64, dim_a=64, dim_v=32, dim_g=128)),
-    ModelSize("v7-1.5b", _V7_CARD, dict(version="7", n_layer=24, n_embd=2048, vocab_size=65536,
-                                        dim_w=96, dim_a=96, dim_v=64, dim_g=256)),
+    ModelSize(
+        "v6-tiny", _TINY, dict(version="6", n_layer=2, n_embd=64, vocab_size=256, head_size=16, dim_maa=8, dim_decay=16)
+    ),
+    ModelSize(
+        "v7-tiny",
+        _TINY,
+        dict(version="7", n_layer=2, n_embd=64, vocab_size=256, head_size=16, dim_w=16, dim_a=16, dim_v=8, dim_g=16),
+    ),
+    ModelSize(
+        "v7-0.1b",
+        _V7_CARD,
+        dict(version="7", n_layer=12, n_embd=768, vocab_size=65536, dim_w=64, dim_a=64, dim_v=32, dim_g=128),
+    ),
+    ModelSize(
+        "v7-0.4b",
+        _V7_CARD,
+        dict(version="7", n_layer=24, n_embd=1024, vocab_size=65536, dim_w=64, dim_a=64, dim_v=32, dim_g=128),
+    ),
+    ModelSize(
+        "v7-1.5b",
+        _V7_CARD,
+        dict(version="7", n_layer=24, n_embd=2048, vocab_size=65536, dim_w=96, dim_a=96, dim_v=64, dim_g=256),
+    ),
     ModelSize("v7-2.9b", _V7_CFG, dict(version="7", n_layer=32, n_embd=2560, vocab_size=65536)),
     ModelSize("v7-7.2b", _V7_CFG, dict(version="7", n_layer=32, n_embd=4096, vocab_size=65536)),
     ModelSize("v4-world-0.1b", _V4_CARD, dict(version="4", n_layer=12, n_embd=768, vocab_size=65536)),

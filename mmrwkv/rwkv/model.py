@@ -68,13 +68,24 @@ class RWKV(nn.Module):
         self.tuned_state: State | None = None
         # fp16 rescaling period in blocks (0: off), see FP16_RESCALE_EVERY; only a float16 stream is rescaled
         self.fp16_rescale_every = FP16_RESCALE_EVERY if config.generation <= 6 else 0
-        # RWKV-4/5/6 weights stored in bf16/fp16: the rwkv package folds ln0 into the embedding in that dtype, so
-        # its `cpu fp32` logits carry ln0's output rounded to it; the checkpoint loader sets this (see `apply_ln0`)
-        self.ln0_dtype: torch.dtype | None = None
         if not self.emb.weight.is_meta:
             from mmrwkv.rwkv.init import init_weights
 
             init_weights(self)
+
+    @property
+    def ln0_dtype(self) -> torch.dtype | None:
+        """RWKV-4/5/6 weights stored in bf16/fp16: the rwkv package folds ln0 into the embedding in that dtype, so
+        its `cpu fp32` logits carry ln0's output rounded to it; the checkpoint loader sets this (see `apply_ln0`).
+        Kept in `config.ln0_dtype`, so that it is saved with the config."""
+        name = self.config.ln0_dtype
+        return None if name is None else getattr(torch, name)
+
+    @ln0_dtype.setter
+    def ln0_dtype(self, dtype: torch.dtype | None) -> None:
+        if dtype not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"RWKV.ln0_dtype: {dtype} is not None, torch.bfloat16 or torch.float16")
+        self.config.ln0_dtype = None if dtype is None else str(dtype).removeprefix("torch.")
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Raw embedding rows (B, T) -> (B, T, C), without ln0."""
