@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmrwkv.checkpoint_files import check_replaceable, replace_dir
 from mmrwkv.errors import CheckpointError, ConfigError, MediaError, missing_checkpoint
 
 MODALITIES = ("image", "audio")
@@ -197,18 +198,22 @@ class MultimodalRWKV(nn.Module):
 
         if self.config is None:
             raise ConfigError("this model was not built by MultimodalRWKV.from_config: no config to save")
-        target = Path(directory)
+        target = Path(directory).resolve()
+        # only an empty directory or one of our checkpoints is replaced (one error line naming it otherwise)
+        check_replaceable(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             meta = {"format": "mmrwkv", "kind": "multimodal", **self.config}
+            # the backbone as it is now (e.g. `ln0_dtype` set after the model was built)
+            meta["backbone"] = asdict(self.backbone.config)
             meta["tokenizer"] = _bundle_tokenizer(meta.get("tokenizer", "world"), tmp)
             lora = lora_summary(self)
             if lora is not None:
                 meta["lora"] = {"merged": True, **lora}
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
             save_file(_unshared(merged_state_dict(self)), str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-            _replace_dir(tmp, target)
+            replace_dir(tmp, target)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
@@ -329,14 +334,3 @@ def _read_config(path: Path) -> dict:
             f"{path}: not a multimodal mmrwkv checkpoint (format {config.get('format')!r}, kind {config.get('kind')!r})"
         )
     return config
-
-
-def _replace_dir(src: Path, target: Path) -> None:
-    # rename is atomic; an existing target is moved aside first and removed after the swap
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(src, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

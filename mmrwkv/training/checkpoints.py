@@ -19,6 +19,7 @@ from pathlib import Path
 
 import lightning as L
 
+from mmrwkv.checkpoint_files import replace_dir
 from mmrwkv.errors import CheckpointError
 
 LAST = "last"
@@ -60,8 +61,15 @@ class StepCheckpoint(L.Callback):
     `recipe_text` is the resolved recipe (YAML) stored beside every checkpoint.
     """
 
-    def __init__(self, ckpt_dir: str | Path, recipe_text: str, *, every_n_steps: int = 0, keep: int = 2,
-                 on_saved: Callable[[Path], None] | None = None):
+    def __init__(
+        self,
+        ckpt_dir: str | Path,
+        recipe_text: str,
+        *,
+        every_n_steps: int = 0,
+        keep: int = 2,
+        on_saved: Callable[[Path], None] | None = None,
+    ):
         self.ckpt_dir = Path(ckpt_dir)
         self.recipe_text = recipe_text
         self.every_n_steps = every_n_steps
@@ -96,8 +104,8 @@ class StepCheckpoint(L.Callback):
         # weights_only=False: the optimizer, scheduler and loop state too, which --resume needs
         trainer.save_checkpoint(tmp / "trainer.ckpt", weights_only=False)
         if trainer.is_global_zero:
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+            # the step's earlier copy (if any) stays until the new one is in place
+            replace_dir(tmp, final)
             _write_text_atomic(self.ckpt_dir / LAST, final.name)
             self._prune()
         trainer.strategy.barrier("mmrwkv-checkpoint")

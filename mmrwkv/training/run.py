@@ -6,14 +6,16 @@ import json
 import math
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import yaml
 
+from mmrwkv.checkpoint_files import check_replaceable, replace_dir
 from mmrwkv.config import RecipeConfig, config_to_dict, diff_raw, expand_stages
-from mmrwkv.errors import ConfigError
+from mmrwkv.errors import CheckpointError, ConfigError
 from mmrwkv.training.checkpoints import StepCheckpoint, checkpoint_step, last_checkpoint
 from mmrwkv.training.data import RecipeDataModule
 from mmrwkv.training.module import MultimodalLM, OptimSettings
@@ -39,15 +41,30 @@ def recipe_text(cfg: RecipeConfig) -> str:
 def optim_settings(cfg: RecipeConfig, total_steps: int) -> OptimSettings:
     """The optimizer settings of a stage, from the recipe's `train` section."""
     t = cfg.train
-    return OptimSettings(lr=t.lr.backbone, lr_projector=t.lr.projector, lr_encoder=t.lr.encoder,
-                         weight_decay=t.weight_decay, warmup_steps=t.warmup_steps, total_steps=total_steps,
-                         min_lr_ratio=t.min_lr_ratio if t.cosine else 1.0, grad_clip=t.grad_clip,
-                         aux_bow=t.aux_bow, lm_weight=t.lm_weight)
+    return OptimSettings(
+        lr=t.lr.backbone,
+        lr_projector=t.lr.projector,
+        lr_encoder=t.lr.encoder,
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps,
+        total_steps=total_steps,
+        min_lr_ratio=t.min_lr_ratio if t.cosine else 1.0,
+        grad_clip=t.grad_clip,
+        aux_bow=t.aux_bow,
+        lm_weight=t.lm_weight,
+    )
 
 
 # settings that do not change what a stage trains: a finished or interrupted stage is reused or resumed across them
-NOT_TRAINING = ("name", "description", "eval", "generation", "train.log_every", "train.num_workers",
-                "train.checkpoint_every")
+NOT_TRAINING = (
+    "name",
+    "description",
+    "eval",
+    "generation",
+    "train.log_every",
+    "train.num_workers",
+    "train.checkpoint_every",
+)
 
 
 def training_changes(saved: Path, cfg: RecipeConfig) -> list[str]:
@@ -55,8 +72,11 @@ def training_changes(saved: Path, cfg: RecipeConfig) -> list[str]:
     (the recipe.yaml beside a checkpoint); evaluation-only settings (NOT_TRAINING) are left out."""
     old = yaml.safe_load(saved.read_text())
     changes = diff_raw(old, config_to_dict(cfg))
-    return [f"{path}: {a!r} -> {b!r}" for path, a, b in changes
-            if not any(path == p or path.startswith(p + ".") for p in NOT_TRAINING)]
+    return [
+        f"{path}: {a!r} -> {b!r}"
+        for path, a, b in changes
+        if not any(path == p or path.startswith(p + ".") for p in NOT_TRAINING)
+    ]
 
 
 def _prepare_output(out: Path, cfg: RecipeConfig, *, resume: bool, fresh: bool) -> Path | None:
@@ -65,21 +85,58 @@ def _prepare_output(out: Path, cfg: RecipeConfig, *, resume: bool, fresh: bool) 
         # a process launched by a multi-device strategy: the first process has already checked and prepared
         last = last_checkpoint(out / "checkpoints") if resume and out.exists() else None
         return None if last is None else last / "trainer.ckpt"
+    check_stage_dir(out)
     if fresh and out.exists():
         shutil.rmtree(out)
     last = last_checkpoint(out / "checkpoints") if out.exists() else None
     if last is None:
         return None
     if not resume:
-        raise ConfigError(f"train.output_dir: {out} already holds checkpoints (last {last.name}); "
-                          "pass --resume to continue it or --fresh to start over")
+        raise ConfigError(
+            f"train.output_dir: {out} already holds checkpoints (last {last.name}); "
+            "pass --resume to continue it or --fresh to start over"
+        )
     changes = training_changes(last / "recipe.yaml", cfg)
     if changes:
         shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
-        raise ConfigError(f"{out}: the recipe differs from the one its checkpoint {last.name} was trained with "
-                          f"({last / 'recipe.yaml'}): {shown}. Use the same recipe and overrides to continue it, "
-                          "or pass --fresh to start this stage over")
+        raise ConfigError(
+            f"{out}: the recipe differs from the one its checkpoint {last.name} was trained with "
+            f"({last / 'recipe.yaml'}): {shown}. Use the same recipe and overrides to continue it, "
+            "or pass --fresh to start this stage over"
+        )
     return last / "trainer.ckpt"
+
+
+# what a stage writes into its output directory (eval-<split>: `mmrwkv run`'s default report directory)
+STAGE_ENTRIES = ("checkpoints", FINAL, "logs", "curves.png", "tokenizer.json")
+
+
+def _ours(name: str) -> bool:
+    # hidden names: our files and directories written aside before they are renamed into place
+    aside = name.startswith(".") and (name.endswith(".tmp") or ".tmp-" in name or ".old-" in name)
+    return name in STAGE_ENTRIES or name.startswith("eval-") or aside
+
+
+def check_stage_dir(out: Path) -> None:
+    """A stage trains into (and `--fresh` deletes) `out`: it must be absent, empty or hold only what a stage writes,
+    so that neither ever replaces or deletes anything else. Raises ConfigError naming the path otherwise."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"train.output_dir: {out} is a file, not a directory")
+    if not out.is_dir():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if not _ours(p.name))
+    if foreign:
+        more = f" (+{len(foreign) - 5} more)" if len(foreign) > 5 else ""
+        raise ConfigError(
+            f"train.output_dir: {out} holds files a training stage does not write ({', '.join(foreign[:5])}{more}); "
+            "training (and --fresh, which deletes the directory) would mix with or destroy them: choose a new "
+            "train.output_dir"
+        )
+    if (out / FINAL).exists():
+        try:
+            check_replaceable(out / FINAL)
+        except CheckpointError as err:
+            raise ConfigError(f"train.output_dir: {err}") from err
 
 
 def _say(message: str) -> None:
@@ -93,13 +150,17 @@ def _launched_rank() -> int:
 
 
 def _save_final(module: MultimodalLM, out: Path, text: str, steps: int) -> Path:
+    """The final model with its summary and recipe, written aside and then renamed into place: whole or absent."""
     final = out / FINAL
-    module.model.save(final)
-    summary = json.dumps({"steps": steps, "last_loss": module.last_loss})
-    for name, content in (("summary.json", summary), ("recipe.yaml", text)):
-        tmp = final / (name + ".tmp")
-        tmp.write_text(content)
-        os.replace(tmp, final / name)
+    check_replaceable(final)
+    tmp = out / f".{FINAL}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        module.model.save(tmp)
+        (tmp / "summary.json").write_text(json.dumps({"steps": steps, "last_loss": module.last_loss}))
+        (tmp / "recipe.yaml").write_text(text)
+        replace_dir(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -109,8 +170,7 @@ def read_summary(final: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"steps": None, "last_loss": None}
 
 
-def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False, progress: bool = True
-                ) -> StageResult:
+def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False, progress: bool = True) -> StageResult:
     """Train one (already expanded) stage; a finished stage being resumed returns its result at once."""
     from mmrwkv.training.build import build_datasets, build_model
     from mmrwkv.training.plots import plot_curves
@@ -123,20 +183,35 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
     final = out / FINAL
     if ckpt is not None and (final / "recipe.yaml").is_file() and not training_changes(final / "recipe.yaml", cfg):
         summary = read_summary(final)
-        _say(f"stage '{cfg.train.stage}': reusing the finished stage in {final} ({summary['steps']} steps, same "
-             "training settings); pass --fresh to train it again")
+        _say(
+            f"stage '{cfg.train.stage}': reusing the finished stage in {final} ({summary['steps']} steps, same "
+            "training settings); pass --fresh to train it again"
+        )
         return StageResult(final, log_dir, summary["steps"], summary["last_loss"])
     if ckpt is not None:
         _say(f"stage '{cfg.train.stage}': resuming from {ckpt.parent}")
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     model = build_model(cfg)
     train_set, val_set, collate = build_datasets(cfg, model)
-    data = RecipeDataModule(train_set, collate, batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum,
-                            epochs=cfg.train.epochs, seed=cfg.train.seed, num_workers=cfg.train.num_workers)
+    data = RecipeDataModule(
+        train_set,
+        collate,
+        batch_size=cfg.train.batch_size,
+        grad_accum=cfg.train.grad_accum,
+        epochs=cfg.train.epochs,
+        seed=cfg.train.seed,
+        num_workers=cfg.train.num_workers,
+    )
     saver = StepCheckpoint(out / "checkpoints", text, every_n_steps=cfg.train.checkpoint_every)
     max_steps = cfg.train.max_steps or -1
-    trainer = build_trainer(cfg.train, max_steps=max_steps, callbacks=[saver], log_dir=log_dir, progress=progress,
-                            resume_step=checkpoint_step(ckpt.parent) if ckpt else None)
+    trainer = build_trainer(
+        cfg.train,
+        max_steps=max_steps,
+        callbacks=[saver],
+        log_dir=log_dir,
+        progress=progress,
+        resume_step=checkpoint_step(ckpt.parent) if ckpt else None,
+    )
     per_epoch = data.batches_per_epoch(trainer.world_size)
     if max_steps > 0:
         data.epochs = math.ceil(max_steps * cfg.train.grad_accum / per_epoch)
@@ -151,7 +226,8 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
     return StageResult(final, log_dir, trainer.global_step, module.last_loss)
 
 
-def train_recipe(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False, progress: bool = True
-                 ) -> list[StageResult]:
+def train_recipe(
+    cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False, progress: bool = True
+) -> list[StageResult]:
     """Train every stage of a recipe in order; each stage starts from the previous one's final model."""
     return [train_stage(stage, resume=resume, fresh=fresh, progress=progress) for stage in expand_stages(cfg)]
