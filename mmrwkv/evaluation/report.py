@@ -6,11 +6,15 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from mmrwkv.checkpoint_files import replace_dir
 from mmrwkv.data.sample import Sample
-from mmrwkv.errors import DataError
+from mmrwkv.errors import CheckpointError, DataError
 
 THUMB_SIZE = 128
 _INFO_KEYS = ("split", "decoding", "normalization", "tokenizer", "scale", "num_samples")
@@ -96,23 +100,62 @@ def write_report(
     metrics_csv: str | Path | None = None,
 ) -> dict[str, Path]:
     """Write predictions.json, metrics.json, report.md (+ thumbs/) and, given a metrics CSV, curves.png.
-    `result` is a `score_samples` result. Returns the written paths by kind."""
+    `result` is a `score_samples` result. Returns the written paths by kind.
+
+    `out_dir` must be absent, empty or an earlier report (CheckpointError naming it otherwise): nothing else is
+    overwritten. Each file is written aside and renamed into place, report.md last."""
     out = Path(out_dir)
+    check_report_dir(out)
     out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".report.tmp-", dir=out))
+    try:
+        names = _write_report_files(tmp, samples, predictions, result, title, num_examples, thumbnails, metrics_csv)
+        for kind, name in names.items():
+            if kind == "thumbs":
+                replace_dir(tmp / name, out / name)
+            else:
+                os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {kind: out / name for kind, name in names.items() if kind != "thumbs"}
+
+
+# what a report directory holds; metrics.json is written first, so a report directory always has it
+REPORT_NAMES = ("metrics.json", "predictions.json", "thumbs", "curves.png", "report.md")
+
+
+def check_report_dir(out: Path) -> None:
+    """Raise CheckpointError unless `out` is absent, empty or an earlier report (only report files, metrics.json
+    among them), so that writing a report never overwrites anything else."""
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out}: is a file; an evaluation report is written to a directory")
+    names = {p.name for p in out.iterdir() if not p.name.startswith(".report.tmp-")} if out.is_dir() else set()
+    if names and (not names <= set(REPORT_NAMES) or "metrics.json" not in names):
+        others = sorted(names - set(REPORT_NAMES)) or sorted(names)
+        raise CheckpointError(
+            f"{out}: exists and is not an evaluation report directory (it holds {', '.join(others[:5])}); "
+            "writing the report would overwrite files in it: choose a new directory (eval --out / eval.report.dir)"
+        )
+
+
+def _write_report_files(out, samples, predictions, result, title, num_examples, thumbnails, metrics_csv) -> dict:
+    """The report's files in `out` -> {kind: file name}, in the order they should be moved into place."""
     records = prediction_records(samples, predictions)
-    paths = {"predictions": out / "predictions.json", "metrics": out / "metrics.json", "report": out / "report.md"}
-    _write_json(paths["predictions"], records)
-    _write_json(paths["metrics"], {k: v for k, v in result.items() if k != "per_sample"})
+    names = {"metrics": "metrics.json", "predictions": "predictions.json"}
+    _write_json(out / names["metrics"], {k: v for k, v in result.items() if k != "per_sample"})
+    _write_json(out / names["predictions"], records)
     thumbs = None
     if thumbnails and any(r["images"] for r in records[:num_examples]):
         thumbs = out / "thumbs"
-        thumbs.mkdir(exist_ok=True)
+        thumbs.mkdir()
+        names["thumbs"] = thumbs.name
     markdown = _markdown(title, result, records, thumbs, num_examples)
     if metrics_csv is not None:
-        paths["curves"] = plot_curves(metrics_csv, out / "curves.png")
+        names["curves"] = plot_curves(metrics_csv, out / "curves.png").name
         markdown += "\n## Curves\n\n![curves](curves.png)\n"
-    paths["report"].write_text(markdown, encoding="utf-8")
-    return paths
+    (out / "report.md").write_text(markdown, encoding="utf-8")
+    names["report"] = "report.md"
+    return names
 
 
 def read_metrics_csv(path: str | Path) -> dict[str, tuple[list[float], list[float]]]:

@@ -85,7 +85,9 @@ def _prepare_output(out: Path, cfg: RecipeConfig, *, resume: bool, fresh: bool) 
         # a process launched by a multi-device strategy: the first process has already checked and prepared
         last = last_checkpoint(out / "checkpoints") if resume and out.exists() else None
         return None if last is None else last / "trainer.ckpt"
-    check_stage_dir(out)
+    report = Path(cfg.eval.report.dir).absolute() if cfg.eval.report.dir else None
+    # a report directory the recipe itself puts inside the stage directory is the run's too
+    check_stage_dir(out, also=(report.name,) if report and report.parent == out.absolute() else ())
     if fresh and out.exists():
         shutil.rmtree(out)
     last = last_checkpoint(out / "checkpoints") if out.exists() else None
@@ -117,14 +119,15 @@ def _ours(name: str) -> bool:
     return name in STAGE_ENTRIES or name.startswith("eval-") or aside
 
 
-def check_stage_dir(out: Path) -> None:
-    """A stage trains into (and `--fresh` deletes) `out`: it must be absent, empty or hold only what a stage writes,
-    so that neither ever replaces or deletes anything else. Raises ConfigError naming the path otherwise."""
+def check_stage_dir(out: Path, *, also: tuple[str, ...] = ()) -> None:
+    """A stage trains into (and `--fresh` deletes) `out`: it must be absent, empty or hold only what a stage writes
+    (and the names in `also`), so that neither ever replaces or deletes anything else. Raises ConfigError naming the
+    path otherwise."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"train.output_dir: {out} is a file, not a directory")
     if not out.is_dir():
         return
-    foreign = sorted(p.name for p in out.iterdir() if not _ours(p.name))
+    foreign = sorted(p.name for p in out.iterdir() if not _ours(p.name) and p.name not in also)
     if foreign:
         more = f" (+{len(foreign) - 5} more)" if len(foreign) > 5 else ""
         raise ConfigError(

@@ -68,3 +68,14 @@ def test_a_failed_final_save_leaves_the_previous_final_whole(tmp_path, monkeypat
     assert {p.name: p.read_bytes() for p in final.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
     assert isinstance(MultimodalRWKV.load(final), MultimodalRWKV)
+
+
+def test_the_recipes_own_report_directory_inside_the_stage_is_accepted(tmp_path, tiny):
+    (tmp_path / "my-report").mkdir()
+    (tmp_path / "my-report" / "report.md").write_text("# old report")
+    cfg = load_config(RECIPE, tiny(tmp_path, **{"eval.report.dir": str(tmp_path / "my-report")}))
+    run._prepare_output(tmp_path, cfg, resume=True, fresh=False)
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ConfigError, match=r"holds files a training stage does not write \(other\)"):
+        run._prepare_output(tmp_path, cfg, resume=True, fresh=True)
+    assert (tmp_path / "my-report" / "report.md").is_file()
