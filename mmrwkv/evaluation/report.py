@@ -129,7 +129,7 @@ def check_report_dir(out: Path) -> None:
     among them), so that writing a report never overwrites anything else."""
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out}: is a file; an evaluation report is written to a directory")
-    names = {p.name for p in out.iterdir() if not p.name.startswith(".report.tmp-")} if out.is_dir() else set()
+    names = {p.name for p in out.iterdir() if not p.name.startswith(".report")} if out.is_dir() else set()
     if names and (not names <= set(REPORT_NAMES) or "metrics.json" not in names):
         others = sorted(names - set(REPORT_NAMES)) or sorted(names)
         raise CheckpointError(

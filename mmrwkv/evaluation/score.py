@@ -73,6 +73,11 @@ def score_for_recipe(cfg, samples: Sequence[Sample], predictions: Mapping[str, s
     )
 
 
+def report_dir(cfg) -> Path:
+    """Where a recipe's evaluation report goes: `eval.report.dir`, else `<train.output_dir>/eval-<split>`."""
+    return Path(cfg.eval.report.dir) if cfg.eval.report.dir else Path(cfg.train.output_dir) / f"eval-{cfg.eval.split}"
+
+
 def report_for_recipe(
     cfg, samples: Sequence[Sample], predictions: Mapping[str, str], result: dict, *, metrics_csv=None
 ) -> dict[str, Path]:
@@ -81,9 +86,8 @@ def report_for_recipe(
     from mmrwkv.evaluation.report import write_report
 
     report = cfg.eval.report
-    out = Path(report.dir) if report.dir else Path(cfg.train.output_dir) / f"eval-{cfg.eval.split}"
     return write_report(
-        out,
+        report_dir(cfg),
         samples,
         predictions,
         result,

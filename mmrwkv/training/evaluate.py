@@ -130,15 +130,19 @@ def evaluate_recipe(
     """Generate on the eval split with the model at `checkpoint`, score, write predictions/metrics JSON and
     report.md (+ curves.png given a metrics CSV)."""
     from mmrwkv.evaluation import report_for_recipe, score_for_recipe
+    from mmrwkv.evaluation.report import check_report_dir
+    from mmrwkv.evaluation.score import report_dir
     from mmrwkv.multimodal import MultimodalRWKV
 
     start = time.perf_counter()
+    if out_dir is not None:
+        cfg.eval.report.dir = str(out_dir)
+    # a directory the report may not be written to is refused before the model generates
+    check_report_dir(report_dir(cfg))
     model = MultimodalRWKV.load(resolve_checkpoint(checkpoint))
     samples = eval_samples(cfg)
     predictions = predict(model, samples, cfg, progress=progress)
     result = score_for_recipe(cfg, samples, predictions)
-    if out_dir is not None:
-        cfg.eval.report.dir = str(out_dir)
     paths = report_for_recipe(cfg, samples, predictions, result, metrics_csv=metrics_csv)
     result["seconds"] = round(time.perf_counter() - start, 1)
     return EvalReport(

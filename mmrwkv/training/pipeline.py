@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from mmrwkv.config import RecipeConfig
+from mmrwkv.evaluation.report import check_report_dir
+from mmrwkv.evaluation.score import report_dir
 from mmrwkv.training.evaluate import EvalReport, evaluate_recipe
 from mmrwkv.training.plots import CSV_NAME, read_metrics
 from mmrwkv.training.run import train_recipe
@@ -14,6 +17,8 @@ def run_recipe(cfg: RecipeConfig, *, fresh: bool = False, progress: bool = True)
     """Train all stages, then evaluate the last stage's final model on `eval.split`; the report gets the
     timings of both phases."""
     start = time.perf_counter()
+    # a report directory that may not be written to is refused before any training
+    check_report_dir(report_dir(_last_stage(cfg)))
     results = train_recipe(cfg, resume=True, fresh=fresh, progress=progress)
     trained = time.perf_counter()
     last = results[-1]
@@ -27,7 +32,9 @@ def run_recipe(cfg: RecipeConfig, *, fresh: bool = False, progress: bool = True)
         f"{report.seconds:.0f} s, total {total:.0f} s.\n"
     )
     report.markdown += timing
-    report.paths["report"].write_text(report.markdown, encoding="utf-8")
+    tmp = report.paths["report"].with_name(".report.md.tmp")
+    tmp.write_text(report.markdown, encoding="utf-8")
+    os.replace(tmp, report.paths["report"])
     return report
 
 

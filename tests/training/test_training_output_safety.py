@@ -79,3 +79,21 @@ def test_the_recipes_own_report_directory_inside_the_stage_is_accepted(tmp_path,
     with pytest.raises(ConfigError, match=r"holds files a training stage does not write \(other\)"):
         run._prepare_output(tmp_path, cfg, resume=True, fresh=True)
     assert (tmp_path / "my-report" / "report.md").is_file()
+
+
+def test_eval_and_run_refuse_a_report_directory_before_any_work(tmp_path, tiny):
+    from mmrwkv.errors import CheckpointError
+    from mmrwkv.training.evaluate import evaluate_recipe
+    from mmrwkv.training.pipeline import run_recipe
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "report.md").write_text("my report")
+    cfg = load_config(RECIPE, tiny(tmp_path / "run"))
+    # the checkpoint does not exist: the report directory is refused first, before any model is loaded
+    with pytest.raises(CheckpointError, match=rf"{docs}: exists and is not an evaluation report directory"):
+        evaluate_recipe(cfg, tmp_path / "no-model", out_dir=docs)
+    cfg = load_config(RECIPE, tiny(tmp_path / "run", **{"eval.report.dir": str(docs)}))
+    with pytest.raises(CheckpointError, match=rf"{docs}: exists and is not an evaluation report directory"):
+        run_recipe(cfg, progress=False)
+    assert not (tmp_path / "run").exists() and (docs / "report.md").read_text() == "my report"
