@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mmrwkv.checkpoint_files import replace_dir
 from mmrwkv.data.sample import BadRecords, Dataset, Sample
 from mmrwkv.errors import DataError
 
@@ -34,14 +35,18 @@ def prepare(root: str | Path, split: str, params: dict[str, Any], generate: Gene
                 return folder
         except json.JSONDecodeError:
             pass
+    # regenerating replaces the folder whole: only an empty one or one we generated (it has a manifest)
+    if folder.is_file() or (folder.is_dir() and any(folder.iterdir()) and not manifest.is_file()):
+        raise DataError(
+            f"{folder}: exists and is not a generated split (no {MANIFEST}); generating would replace it: "
+            "point data.root at another folder"
+        )
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=folder.parent))
     try:
         items = generate(tmp, params)
         (tmp / MANIFEST).write_text(json.dumps({"params": params, "items": items}, indent=1), encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
+        replace_dir(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
