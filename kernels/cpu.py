@@ -27,7 +27,8 @@ ENV_VAR = "MMRWKV_NATIVE_DECODE"
 _NAME = "mmrwkv_decode_cpu"
 SOURCE = Path(__file__).resolve().parent / "cpu" / "decode7.cpp"
 # included by SOURCE: part of the build's digest
-HEADERS = tuple(SOURCE.parent / name for name in ("matvec.h", "team.h", "buffers.h", "argmax.h", "vmath.h", "wkv.h"))
+_HEADER_NAMES = ("matvec.h", "team.h", "buffers.h", "argmax.h", "vmath.h", "wkv.h", "plan.h")
+HEADERS = tuple(SOURCE.parent / name for name in _HEADER_NAMES)
 # one layer's parameters in the order decode7.cpp reads them (names as in `mmrwkv.rwkv.v7.block_params`)
 LAYER_PARAMS = (
     "ln1_w", "ln1_b", "x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "w1", "w2", "a0", "a1", "a2", "v0", "v1", "v2",

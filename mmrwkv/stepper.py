@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from mmrwkv.rwkv.model import GENERATIONS
 from mmrwkv.rwkv.state import State
 
 
@@ -19,9 +20,16 @@ class RWKVStepper:
 
     def __init__(self, model):
         self.model = model
+        # one token of one sequence straight on the native plan where the generation has one (mmrwkv.rwkv.v7)
+        config = getattr(model, "config", None)
+        self._native = getattr(GENERATIONS.get(getattr(config, "generation", None)), "native_step", None)
 
     @torch.inference_mode()
     def __call__(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        if self._native is not None and ids.numel() == 1:
+            out = self._native(self.model, ids, state)
+            if out is not None:
+                return out
         logits, state = self.model(ids.view(-1, 1), state)  # (B, 1, V)
         return logits[:, 0], state
 

@@ -441,38 +441,7 @@ std::vector<at::Tensor> token_step(const at::Tensor& x_raw, const at::Tensor& at
   return {logits16, out[1], out[2], out[3]};
 }
 
-// A model's parameters for `token_step`, taken once: the per-token call then converts no Python list of ~400
-// tensors (~0.2 ms per token, with the caches cold from streaming the weights). It reads what the tensors hold at
-// each call (in-place updates, new data, another dtype) and holds them weakly: it keeps no parameter alive (torch's
-// swap-style conversions need to be the only holders), and declines once one is gone. A module or parameter swapped
-// for another is for the caller to notice.
-class Plan {
-  using Weak = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
-
- public:
-  Plan(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& ends, int64_t H, int64_t threads)
-      : n_params_(params.size()), H_(H), threads_(threads) {
-    for (const auto* list : {&params, &ends})
-      for (const auto& t : *list) taken_.emplace_back(t.getIntrusivePtr());
-  }
-
-  std::vector<at::Tensor> step(const at::Tensor& x_raw, const at::Tensor& att_prev, const at::Tensor& wkv,
-                               const at::Tensor& ffn_prev) const {
-    std::vector<at::Tensor> params, ends;
-    params.reserve(n_params_), ends.reserve(taken_.size() - n_params_);
-    for (size_t i = 0; i < taken_.size(); ++i) {
-      auto held = taken_[i].lock();
-      if (!held) return {};
-      (i < n_params_ ? params : ends).emplace_back(std::move(held));
-    }
-    return token_step(x_raw, att_prev, wkv, ffn_prev, H_, params, ends, threads_);
-  }
-
- private:
-  std::vector<Weak> taken_;  // the parameters, then the ends
-  size_t n_params_;
-  int64_t H_, threads_;
-};
+#include "plan.h"
 
 // x (1, in) -> x W^T (1, out) fp32, for W [out, in] fp32 or bf16 stored row- or column-major.
 at::Tensor linear(const at::Tensor& x_in, const at::Tensor& w) {

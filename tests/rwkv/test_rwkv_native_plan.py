@@ -183,3 +183,44 @@ def test_a_greedy_sampler_takes_the_steps_pick_and_torch_argmax_otherwise(monkey
     banned = Sampler(SamplingConfig(temperature=0, banned_ids=[int(logits.argmax())]), 1, 256)
     asked.clear()
     assert banned(logits).tolist() != [int(logits.argmax())] and not asked  # a ban changes the pick: not asked
+
+
+def test_the_stepper_runs_straight_on_the_plan_and_agrees_with_sequence_mode(monkeypatch):
+    from mmrwkv.stepper import RWKVStepper
+
+    model, ids = _model(seed=6), [5, 9, 2, 7, 7, 1]
+    straight = []
+    real = v7.native_step
+    monkeypatch.setattr(v7, "native_step", lambda *a: straight.append(real(*a)) or straight[-1])
+    stepper = RWKVStepper(model)
+    state, got = model.init_state(1), []
+    for i in ids:
+        logits, state = stepper(torch.tensor([i]), state)
+        got.append(logits[0])
+    with torch.no_grad():
+        seq, seq_state = model(torch.tensor([ids]))
+    _close(torch.stack(got), seq[0])
+    _close(state.wkv, seq_state.wkv)
+    assert straight[0] is None and all(out is not None for out in straight[1:])  # the first token takes the plan
+    with pytest.raises(IndexError):  # an id past the vocabulary: RWKV.forward's embedding error, not a wrong row
+        stepper(torch.tensor([256]), state)
+    assert straight[-1] is None
+    with pytest.raises(IndexError):
+        stepper(torch.tensor([-1]), state)
+
+
+def test_the_stepper_leaves_hooked_or_replaced_forwards_their_call():
+    from mmrwkv.stepper import RWKVStepper
+
+    model = _model(seed=7)
+    stepper = RWKVStepper(model)
+    state = model.init_state(1)
+    _, state = stepper(torch.tensor([1]), state)  # takes the plan
+    seen = []
+    handle = model.register_forward_hook(lambda module, args, out: seen.append(out[0].shape))
+    _, state = stepper(torch.tensor([2]), state)
+    handle.remove()
+    assert seen == [torch.Size([1, 1, 256])]
+    model.forward = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("replaced"))
+    with pytest.raises(RuntimeError, match="replaced"):
+        stepper(torch.tensor([3]), state)
