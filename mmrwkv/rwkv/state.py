@@ -10,6 +10,7 @@ The wkv index order is the kernel's: [key, value] for v5/v6, [value, key] for v7
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -105,12 +106,21 @@ class State:
         return self._map(lambda t: t[:, index])
 
     def save(self, path: str | Path) -> None:
-        """Write a safetensors file with the generation and shapes as metadata."""
+        """Write a safetensors file with the generation and shapes as metadata; written aside and renamed into
+        place, so an earlier file at `path` is whole until the new one is."""
         from safetensors.torch import save_file
 
+        path = Path(path)
+        if path.is_dir():
+            raise CheckpointError(f"{path}: is a directory; a state is saved as one .safetensors file")
         shapes = {k: list(v.shape) for k, v in self.tensors().items()}
         meta = {"generation": str(self.generation), "shapes": json.dumps(shapes)}
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.tensors().items()}, str(path), metadata=meta)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.tensors().items()}, str(tmp), metadata=meta)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | Path, *, config=None, device=None) -> State:
