@@ -55,6 +55,9 @@ class RWKVConfig:
             raise ConfigError(
                 f"RWKVConfig.ln0_dtype: {self.ln0_dtype!r} is not one of {', '.join(map(repr, LN0_DTYPES))}"
             )
+        if self.ln0_dtype is not None and self.version == "7":
+            # the package casts RWKV-7 weights before ln0, and the native one-token step has no such rounding
+            raise ConfigError(f"RWKVConfig.ln0_dtype: {self.ln0_dtype!r} is for RWKV-4/5/6; RWKV-7 takes None")
         self._fill_defaults()
 
     def _fill_defaults(self) -> None:

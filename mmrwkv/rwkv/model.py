@@ -83,8 +83,8 @@ class RWKV(nn.Module):
 
     @ln0_dtype.setter
     def ln0_dtype(self, dtype: torch.dtype | None) -> None:
-        if dtype not in (None, torch.bfloat16, torch.float16):
-            raise ValueError(f"RWKV.ln0_dtype: {dtype} is not None, torch.bfloat16 or torch.float16")
+        if dtype not in (None, torch.bfloat16, torch.float16) or (dtype is not None and self.config.generation == 7):
+            raise ValueError(f"RWKV.ln0_dtype: {dtype} is not None, torch.bfloat16 or torch.float16 (RWKV-4/5/6)")
         self.config.ln0_dtype = None if dtype is None else str(dtype).removeprefix("torch.")
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:

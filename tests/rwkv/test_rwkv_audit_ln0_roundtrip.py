@@ -124,6 +124,8 @@ def test_load_backbone_weights_takes_the_files_ln0_dtype(oracle):
 def test_ln0_dtype_other_than_bf16_or_fp16_is_refused():
     with pytest.raises(ConfigError, match=r"RWKVConfig.ln0_dtype: 'float32'"):
         RWKVConfig(version="6", n_layer=1, n_embd=64, vocab_size=16, head_size=32, ln0_dtype="float32")
+    with pytest.raises(ConfigError, match=r"RWKVConfig.ln0_dtype: 'bfloat16' is for RWKV-4/5/6"):
+        RWKVConfig(version="7", n_layer=1, n_embd=64, vocab_size=16, head_size=32, ln0_dtype="bfloat16")
     model = RWKV(RWKVConfig(version="6", n_layer=1, n_embd=64, vocab_size=16, head_size=32))
     with pytest.raises(ValueError, match="ln0_dtype"):
         model.ln0_dtype = torch.float32
