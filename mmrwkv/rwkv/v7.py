@@ -246,6 +246,8 @@ def native_step(model: nn.Module, ids: Tensor, state: State) -> tuple[Tensor, St
     plan = _plans.get(model)
     if plan is None or plan[0] != _registrations[0] or ids.numel() != 1 or torch.is_grad_enabled():
         return None
+    if not native.enabled():  # switched off since the plan was taken (MMRWKV_NATIVE_DECODE=0)
+        return None
     if _called_with_more(model):
         return None
     emb = model.emb

@@ -224,3 +224,16 @@ def test_the_stepper_leaves_hooked_or_replaced_forwards_their_call():
     model.forward = lambda *a, **k: (_ for _ in ()).throw(RuntimeError("replaced"))
     with pytest.raises(RuntimeError, match="replaced"):
         stepper(torch.tensor([3]), state)
+
+
+def test_switching_the_native_decode_off_stops_the_planned_steps_too(monkeypatch):
+    from mmrwkv.stepper import RWKVStepper
+
+    model = _model(seed=8)
+    stepper = RWKVStepper(model)
+    _, state = stepper(torch.tensor([1]), model.init_state(1))  # takes the plan
+    ran = []
+    monkeypatch.setattr(v7, "compiled", lambda fn: ran.append(fn) or fn)
+    monkeypatch.setenv(native.ENV_VAR, "0")
+    stepper(torch.tensor([2]), state)
+    assert ran  # the TorchScript/eager step ran, not the plan
