@@ -52,7 +52,7 @@ for line in sys.stdin:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default="v7-0.1b", help="named model size (RWKV-7)")
     parser.add_argument("--tokens", type=int, default=24, help="tokens per timing round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median round counts")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median round counts")
     parser.add_argument("--no-package", action="store_true", help="skip the rwkv package comparison")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bf16-weights row")
     parser.add_argument(
