@@ -1,0 +1,83 @@
+"""Batched greedy generation gives exactly the tokens, logits and states of one-at-a-time generation, in fp32 and in
+bf16 (an official .pth loads in bf16): rows of a batch take the same one-token step one sequence takes."""
+
+import pytest
+import torch
+
+from mmrwkv.generate import GenerationResult, SamplingConfig, generate, generate_batch
+from mmrwkv.kernels import cpu as native
+from mmrwkv.stepper import RWKVStepper
+
+# different lengths; with the tiny model below, row 0 ("a") flipped a bf16 near-tie when the batch ran the
+# TorchScript step at (B, 1) while one sequence ran the native step
+PROMPTS = ["a", "a much longer prompt here", "mid length", "xyz 123"]
+GREEDY = SamplingConfig(temperature=0, max_tokens=24, eos_ids=[])
+PENALIZED = SamplingConfig(temperature=0, max_tokens=24, eos_ids=[], presence_penalty=0.5, frequency_penalty=0.5)
+
+
+@pytest.fixture(scope="module", params=[torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def model(request, tiny_model):
+    # a copy: the session's tiny model stays fp32 for the other tests
+    import copy
+
+    return copy.deepcopy(tiny_model).to(request.param)
+
+
+def _one_at_a_time(model, tokenizer, prompt, sampling) -> GenerationResult:
+    result = GenerationResult()
+    result.text = "".join(generate(model, tokenizer, prompt, sampling, result=result))
+    return result
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, PENALIZED], ids=["greedy", "penalties"])
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 4])
+def test_batched_greedy_equals_one_at_a_time_exactly(model, byte_tokenizer, sampling, batch_size):
+    prompts = PROMPTS[:batch_size]
+    batched = generate_batch(model, byte_tokenizer, prompts, sampling)
+    for prompt, got in zip(prompts, batched, strict=True):
+        single = _one_at_a_time(model, byte_tokenizer, prompt, sampling)
+        assert got.tokens == single.tokens, f"prompt {prompt!r}"
+        assert got.text == single.text
+        assert got.finish_reason == single.finish_reason == "length"
+        assert got.logits.dtype == single.logits.dtype == model.head.weight.dtype
+        assert torch.equal(got.logits, single.logits)
+        for name in ("att_x_prev", "wkv", "ffn_x_prev"):
+            assert torch.equal(getattr(got.state, name), getattr(single.state, name)), name
+
+
+def test_batched_prefill_equals_one_at_a_time_prefill(model, byte_tokenizer):
+    nothing = SamplingConfig(temperature=0, max_tokens=0, eos_ids=[])
+    batched = generate_batch(model, byte_tokenizer, PROMPTS, nothing)
+    for prompt, got in zip(PROMPTS, batched, strict=True):
+        single = _one_at_a_time(model, byte_tokenizer, prompt, nothing)
+        assert got.tokens == single.tokens == []
+        assert torch.equal(got.logits, single.logits)
+        assert torch.equal(got.state.wkv, single.state.wkv)
+        assert torch.equal(got.state.att_x_prev, single.state.att_x_prev)
+
+
+def test_stepper_batch_rows_equal_batch_one_steps(model):
+    step = RWKVStepper(model)
+    state = model.init_state(3)
+    ids = torch.tensor([5, 70, 200])
+    for _ in range(3):  # a few tokens, so the rows' states differ and the row states are cut from a joined one
+        logits, new = step(ids, state)
+        assert logits.shape == (3, model.config.vocab_size) and new.batch_size == 3
+        for row in range(3):
+            one_logits, one = step(ids[row : row + 1], state[row].clone())
+            assert torch.equal(logits[row], one_logits[0])
+            assert torch.equal(new.wkv[:, row], one.wkv[:, 0])
+            assert torch.equal(new.ffn_x_prev[:, row], one.ffn_x_prev[:, 0])
+        state, ids = new, logits.float().argmax(dim=-1)
+
+
+def test_rows_are_stepped_natively_only_where_one_sequence_is(model, monkeypatch):
+    step = RWKVStepper(model)
+    state, ids = model.init_state(2), torch.tensor([1, 2])
+    assert step._rows_native(ids, state) == native.enabled()
+    monkeypatch.setenv(native.ENV_VAR, "0")
+    assert not step._rows_native(ids, state)
+    # switched off: the batch takes the model's (B, 1) step, which still agrees with one row at a time closely
+    logits, _ = step(ids, state)
+    one, _ = step(ids[:1], state[0].clone())
+    torch.testing.assert_close(logits[0].float(), one[0].float(), rtol=2e-2, atol=2e-2)
