@@ -4,6 +4,7 @@
 BENCHMARKS = {
     "wkv": ("mmrwkv.bench.wkv", "forward+backward time of each WKV backend, per op"),
     "decode": ("mmrwkv.bench.decode", "RNN-mode decode tokens/s vs the rwkv package and the bandwidth bound"),
+    "batch": ("mmrwkv.bench.batch", "batched RNN-mode decode: rows stepped one at a time (exact) vs one batched step"),
     "context": ("mmrwkv.bench.context", "per-token decode time and memory vs context: RWKV vs a KV-cache Transformer"),
     "chat": ("mmrwkv.bench.chat", "multi-turn chat latency with state reuse and the image prefix cache"),
     "train": ("mmrwkv.bench.train", "training tokens/s of the default recipe, chunked vs reference WKV"),
