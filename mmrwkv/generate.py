@@ -348,7 +348,8 @@ def generate_batch(
 ) -> list[GenerationResult]:
     """Generate for several prompts of different lengths at once: prefill each, join the states, step the batch.
 
-    With temperature 0 the tokens equal those of one-at-a-time `generate`.
+    With temperature 0 the tokens equal those of one-at-a-time `generate`: each prompt is prefilled alone, and on
+    CPU each row takes the one-sequence native step (`mmrwkv.stepper`), so they are equal in bf16 too.
     """
     from mmrwkv.rwkv import State
 
