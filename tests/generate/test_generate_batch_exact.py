@@ -23,6 +23,16 @@ def model(request, tiny_model):
     return copy.deepcopy(tiny_model).to(request.param)
 
 
+def _assert_same(got: torch.Tensor, want: torch.Tensor) -> None:
+    """Bit for bit where the rows take the native step; where it is off or not built, both run TorchScript (B rows
+    vs one), whose fp32 sums may differ in the last bits: close then (the tokens are still compared exactly)."""
+    if native.enabled():
+        assert torch.equal(got, want)
+    else:
+        tol = 2e-2 if want.dtype == torch.bfloat16 else 1e-4
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol * max(1.0, want.abs().max().item()))
+
+
 def _one_at_a_time(model, tokenizer, prompt, sampling) -> GenerationResult:
     result = GenerationResult()
     result.text = "".join(generate(model, tokenizer, prompt, sampling, result=result))
@@ -40,9 +50,9 @@ def test_batched_greedy_equals_one_at_a_time_exactly(model, byte_tokenizer, samp
         assert got.text == single.text
         assert got.finish_reason == single.finish_reason == "length"
         assert got.logits.dtype == single.logits.dtype == model.head.weight.dtype
-        assert torch.equal(got.logits, single.logits)
+        _assert_same(got.logits, single.logits)
         for name in ("att_x_prev", "wkv", "ffn_x_prev"):
-            assert torch.equal(getattr(got.state, name), getattr(single.state, name)), name
+            _assert_same(getattr(got.state, name), getattr(single.state, name))
 
 
 def test_batched_prefill_equals_one_at_a_time_prefill(model, byte_tokenizer):
@@ -65,9 +75,9 @@ def test_stepper_batch_rows_equal_batch_one_steps(model):
         assert logits.shape == (3, model.config.vocab_size) and new.batch_size == 3
         for row in range(3):
             one_logits, one = step(ids[row : row + 1], state[row].clone())
-            assert torch.equal(logits[row], one_logits[0])
-            assert torch.equal(new.wkv[:, row], one.wkv[:, 0])
-            assert torch.equal(new.ffn_x_prev[:, row], one.ffn_x_prev[:, 0])
+            _assert_same(logits[row], one_logits[0])
+            _assert_same(new.wkv[:, row], one.wkv[:, 0])
+            _assert_same(new.ffn_x_prev[:, row], one.ffn_x_prev[:, 0])
         state, ids = new, logits.float().argmax(dim=-1)
 
 
