@@ -313,15 +313,17 @@ def stepper_for(model):
 
 
 @torch.inference_mode()
-def _forward_step(model, ids: torch.Tensor, state):
+def _forward_step(model, ids: torch.Tensor, state, *, by_rows: bool = True):  # (by_rows: RWKVStepper's; no rows here)
     logits, state = model(ids.view(-1, 1), state)
     return logits[:, -1], state
 
 
-def _step(model, tokens: list[int], state):
-    """Feed one token per row in RNN mode -> (logits (V,) for one row or (B, V), state)."""
+def _step(model, tokens: list[int], state, *, exact: bool = True):
+    """Feed one token per row in RNN mode -> (logits (V,) for one row or (B, V), state); exact=False lets a batch
+    take the batched step rather than each row the one-sequence step (`mmrwkv.stepper.RWKVStepper`)."""
     ids = torch.tensor(tokens, dtype=torch.long, device=_device(model))
-    logits, state = stepper_for(model)(ids, state)
+    step = stepper_for(model)
+    logits, state = step(ids, state) if exact or len(tokens) == 1 else step(ids, state, by_rows=False)
     return (logits[0] if len(tokens) == 1 else logits), state
 
 
@@ -349,7 +351,9 @@ def generate_batch(
     """Generate for several prompts of different lengths at once: prefill each, join the states, step the batch.
 
     With temperature 0 the tokens equal those of one-at-a-time `generate`: each prompt is prefilled alone, and on
-    CPU each row takes the one-sequence native step (`mmrwkv.stepper`), so they are equal in bf16 too.
+    CPU each row takes the one-sequence native step (`mmrwkv.stepper`), so they are equal in bf16 too. Sampled rows
+    (temperature > 0) cannot equal one-at-a-time draws anyway (one generator serves the batch): they take the
+    batched step, which reads the weights once for all rows.
     """
     from mmrwkv.rwkv import State
 
@@ -376,7 +380,7 @@ def generate_batch(
         if not fed:
             break
         # finished rows ride along with their token; their snapshot was taken before this step
-        logits, state = _step(model, tokens, state)
+        logits, state = _step(model, tokens, state, exact=sampling.temperature == 0)
         logits = logits.view(len(prompts), -1)
         active = {row for row in fed if results[row].finish_reason is None}
         for row in set(fed) - active:

@@ -253,7 +253,7 @@ def native_step(model: nn.Module, ids: Tensor, state: State) -> tuple[Tensor, St
     emb = model.emb
     if type(emb) is not nn.Embedding or emb.max_norm is not None or _conversions_replace_parameters():
         return None
-    token, weight = int(ids.view(-1)[0]), emb.weight
+    token, weight = int(ids.reshape(-1)[0]), emb.weight
     if not 0 <= token < weight.shape[0]:
         return None  # RWKV.forward's embedding says what is wrong
     out = plan[1].step(weight[token], state.att_x_prev, state.wkv, state.ffn_x_prev)

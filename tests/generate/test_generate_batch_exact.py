@@ -91,3 +91,16 @@ def test_rows_are_stepped_natively_only_where_one_sequence_is(model, monkeypatch
     logits, _ = step(ids, state)
     one, _ = step(ids[:1], state[0].clone())
     torch.testing.assert_close(logits[0].float(), one[0].float(), rtol=2e-2, atol=2e-2)
+
+
+def test_sampled_batches_take_the_batched_step(model, byte_tokenizer, monkeypatch):
+    # sampled rows cannot equal one-at-a-time draws (one generator serves the batch): they keep the step that reads
+    # the weights once for all rows
+    by_rows = []
+    real = RWKVStepper._by_rows
+    monkeypatch.setattr(RWKVStepper, "_by_rows", lambda self, *a: by_rows.append(1) or real(self, *a))
+    sampled = SamplingConfig(temperature=0.8, top_p=0.9, max_tokens=4, eos_ids=[], seed=1)
+    results = generate_batch(model, byte_tokenizer, PROMPTS[:3], sampled)
+    assert [r.finish_reason for r in results] == ["length"] * 3 and not by_rows
+    generate_batch(model, byte_tokenizer, PROMPTS[:3], GREEDY)
+    assert by_rows == [1] * GREEDY.max_tokens or not native.enabled()
