@@ -79,8 +79,11 @@ class Sampler:
     """Draws next tokens for B rows from logits (B, V), keeping the per-row penalty counts."""
 
     def __init__(self, sampling: SamplingConfig, batch_size: int, vocab_size: int, device=None, *, tokenizer=None):
-        """`tokenizer` (optional) finds the whitespace/digit tokens that count 0 for the frequency penalty."""
+        """`tokenizer` (optional) finds the whitespace/digit tokens that count 0 for the frequency penalty, and the
+        ids it cannot turn into text (never drawn)."""
         self.cfg = sampling
+        self.never = _undecodable_ids(tokenizer, vocab_size) if tokenizer is not None else []
+        self._never = set(self.never)
         self.device = device or "cpu"
         self._generator: torch.Generator | None = None
         self.counts = self.seen = self.weight = None
@@ -108,13 +111,13 @@ class Sampler:
         cfg = self.cfg
         if cfg.temperature == 0 and self.counts is None and not cfg.banned_ids and logits.shape[0] == 1:
             pick = native.step_pick(logits)  # found by the native step as it computed these logits (or None)
-            if pick is not None:
+            if pick is not None and pick not in self._never:
                 return torch.tensor([pick], device=logits.device)
         logits = logits.float().clone()
         if self.counts is not None:
             logits -= self.seen * cfg.presence_penalty + self.counts * cfg.frequency_penalty
-        if cfg.banned_ids:
-            logits[:, cfg.banned_ids] = float("-inf")
+        if cfg.banned_ids or self.never:
+            logits[:, list(cfg.banned_ids) + self.never] = float("-inf")
         if cfg.temperature == 0:
             token = logits.argmax(dim=-1)
         else:
@@ -134,7 +137,29 @@ class Sampler:
 
 # the authors' chat tool counts a generated token 0 (frequency) when its text is `in ' \t0123456789'`
 _UNCOUNTED_TEXT = " \t0123456789"
+_UNDECODABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _UNCOUNTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _undecodable_ids(tokenizer, vocab_size: int) -> list[int]:
+    """Ids of the model's vocabulary that the tokenizer cannot turn into text (the World vocabulary's unused 65535, a
+    model's rows past a smaller tokenizer's last id): a random or lightly trained model may rank one first, and
+    generation would stop on a decode error. Scanned once per tokenizer and vocabulary size."""
+    try:
+        return _UNDECODABLE[tokenizer][vocab_size]
+    except (KeyError, TypeError):
+        pass
+    ids = []
+    for i in range(vocab_size):
+        try:
+            tokenizer.decode_bytes([i])
+        except (TokenizerError, KeyError, IndexError, ValueError):
+            ids.append(i)
+    try:
+        _UNDECODABLE.setdefault(tokenizer, {})[vocab_size] = ids
+    except TypeError:  # a tokenizer that cannot be weakly referenced: scanned again next time
+        pass
+    return ids
 
 
 def _uncounted_ids(tokenizer) -> list[int]:
