@@ -22,6 +22,7 @@ PATH_ROLES = {
     "easy_vqa": (),
     "shapes": (),
     "tones": (),
+    "streams": (),
 }
 # where the files of each reader kind come from (nothing is downloaded: a missing file names its source)
 SOURCES = {
@@ -86,12 +87,14 @@ def _read(cfg, split: str) -> Dataset:
 
 def _generated(cfg, split: str) -> Dataset:
     from mmrwkv.data.shapes import load_shapes, prepare_shapes
+    from mmrwkv.data.streams import load_streams, prepare_streams
     from mmrwkv.data.tones import load_tones, prepare_tones
 
     size = cfg.sizes.get(split, DEFAULT_SIZES.get(split, DEFAULT_EVAL_SIZE))
     root = cfg.root or f"data/{cfg.kind}"
     task = "both" if cfg.task == "auto" else cfg.task
-    load, prepare = (load_shapes, prepare_shapes) if cfg.kind == "shapes" else (load_tones, prepare_tones)
+    load, prepare = {"shapes": (load_shapes, prepare_shapes), "tones": (load_tones, prepare_tones),
+                     "streams": (load_streams, prepare_streams)}[cfg.kind]
     valid = [p for p in inspect.signature(prepare).parameters if p not in ("root", "split", "size", "seed")]
     unknown = sorted(set(cfg.generator) - set(valid))
     if unknown:
@@ -103,6 +106,6 @@ def build_dataset(cfg, split: str) -> Dataset:
     """The samples of `split` for a `DataConfig`: generated kinds are prepared under `root` (default
     `data/<kind>`) once; reader kinds read `paths[split]` (relative to `root`) and keep a seeded subset of
     `sizes[split]` samples when given."""
-    if cfg.kind in ("shapes", "tones"):
+    if cfg.kind in ("shapes", "tones", "streams"):
         return _generated(cfg, split)
     return _read(cfg, split).subset(cfg.sizes.get(split), cfg.seed)
