@@ -1,4 +1,5 @@
-"""`mmrwkv train`, `mmrwkv eval` and `mmrwkv run`: a YAML recipe plus `a.b.c=value` overrides."""
+"""`mmrwkv train`, `mmrwkv eval`, `mmrwkv run` (a recipe file or a packaged recipe's name, plus `a.b.c=value`
+overrides) and `mmrwkv recipes list | show | copy | validate`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ example:
 
 
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="recipe YAML file (see recipes/)")
+    parser.add_argument("recipe", help="recipe YAML file, or a packaged recipe's name (`mmrwkv recipes list`)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. train.lr.backbone=3e-4")
 
 
@@ -45,7 +46,7 @@ def register(sub) -> None:
         epilog=EVAL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("recipe", help="recipe YAML file (see recipes/)")
+    p.add_argument("recipe", help="recipe YAML file, or a packaged recipe's name (`mmrwkv recipes list`)")
     # REMAINDER keeps overrides that follow --checkpoint (argparse cannot interleave positionals); parsed below
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=_eval)
@@ -60,13 +61,37 @@ def register(sub) -> None:
     p.add_argument("--fresh", action="store_true", help="delete the stages' output directories first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
+    _register_recipes(sub)
+
+
+def _register_recipes(sub) -> None:
+    p = sub.add_parser("recipes", help="packaged recipes: list, show, copy, validate")
+    rsub = p.add_subparsers(dest="action", required=True)
+    q = rsub.add_parser("list", help="the packaged recipes by name, with their descriptions")
+    q.set_defaults(func=_recipes_list)
+    q = rsub.add_parser("show", help="print a recipe (packaged name or file)")
+    q.add_argument("name")
+    q.set_defaults(func=_recipes_show)
+    q = rsub.add_parser("copy", help="copy a packaged recipe to DEST (a file or a directory) to edit it")
+    q.add_argument("name")
+    q.add_argument("dest")
+    q.add_argument("--force", action="store_true", help="overwrite DEST when it exists")
+    q.set_defaults(func=_recipes_copy)
+    q = rsub.add_parser(
+        "validate",
+        help="check a recipe without loading weights: types, files that exist, media tokens vs max_text_tokens",
+    )
+    q.add_argument("recipe", help="recipe file or packaged name")
+    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    q.set_defaults(func=_recipes_validate)
 
 
 def _train(args) -> int:
     from mmrwkv.config import load_config
+    from mmrwkv.recipe_catalog import resolve_recipe
     from mmrwkv.training.run import train_recipe
 
-    cfg = load_config(args.recipe, args.overrides)
+    cfg = load_config(resolve_recipe(args.recipe), args.overrides)
     for result in train_recipe(cfg, resume=args.resume, fresh=args.fresh, progress=not args.no_progress):
         print(f"final model: {result.final}  (last train loss {result.last_loss})")
     return 0
@@ -86,10 +111,11 @@ def _eval_options(rest: list[str]) -> argparse.Namespace:
 
 def _eval(args) -> int:
     from mmrwkv.config import load_config
+    from mmrwkv.recipe_catalog import resolve_recipe
     from mmrwkv.training.evaluate import evaluate_recipe
 
     options = _eval_options(args.rest)
-    cfg = load_config(args.recipe, options.overrides)
+    cfg = load_config(resolve_recipe(args.recipe), options.overrides)
     report = evaluate_recipe(cfg, options.checkpoint, out_dir=options.out)
     print(report.markdown)
     return 0
@@ -97,9 +123,49 @@ def _eval(args) -> int:
 
 def _run(args) -> int:
     from mmrwkv.config import load_config
+    from mmrwkv.recipe_catalog import resolve_recipe
     from mmrwkv.training.pipeline import run_recipe
 
-    cfg = load_config(args.recipe, args.overrides)
+    cfg = load_config(resolve_recipe(args.recipe), args.overrides)
     report = run_recipe(cfg, fresh=args.fresh, progress=not args.no_progress)
     print(report.markdown)
     return 0
+
+
+def _recipes_list(args) -> int:
+    from mmrwkv.recipe_catalog import packaged_recipes, recipe_summary
+
+    recipes = packaged_recipes()
+    width = max(map(len, recipes), default=0)
+    for name, path in recipes.items():
+        print(f"{name:<{width}}  {recipe_summary(path)}")
+    return 0
+
+
+def _recipes_show(args) -> int:
+    from mmrwkv.recipe_catalog import resolve_recipe
+
+    path = resolve_recipe(args.name)
+    print(f"# {path}")
+    print(path.read_text(encoding="utf-8"), end="")
+    return 0
+
+
+def _recipes_copy(args) -> int:
+    from mmrwkv.recipe_catalog import copy_recipe
+
+    target = copy_recipe(args.name, args.dest, force=args.force)
+    print(f"copied to {target}; run it with: mmrwkv run {target}")
+    return 0
+
+
+def _recipes_validate(args) -> int:
+    from mmrwkv.recipe_catalog import validate_recipe
+
+    result = validate_recipe(args.recipe, args.overrides)
+    for note in result.notes:
+        print(f"note: {note}")
+    for problem in result.problems:
+        print(f"problem: {problem}")
+    print(f"{result.path}: {'ok' if result.ok else f'{len(result.problems)} problem(s)'}")
+    return 0 if result.ok else 1
