@@ -10,4 +10,5 @@ BENCHMARKS = {
     "train": ("mmrwkv.bench.train", "training tokens/s of the default recipe, chunked vs reference WKV"),
     "tokenizer": ("mmrwkv.bench.tokenizer", "World tokenizer load time and encode MB/s vs the authors' TRIE_TOKENIZER"),
     "demo": ("mmrwkv.bench.demo", "time to first token and streaming tokens/s of the chat demo"),
+    "stream": ("mmrwkv.bench.stream", "an hour of live audio: per-window time, RTF and RSS vs a Transformer"),
 }
