@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmrwkv.errors import CheckpointError, ConfigError, MediaError, missing_checkpoint
+from mmrwkv.checkpoint_files import missing_checkpoint
+from mmrwkv.errors import CheckpointError, ConfigError, MediaError
 
 RANDOM_TINY = "random-tiny"
 DEFAULT_RUNS_DIR = "runs"

@@ -39,12 +39,11 @@ from torch import Tensor
 
 from mmrwkv.errors import DataError, MediaError
 from mmrwkv.generate import GenerationResult, SamplingConfig, sample_stream
-from mmrwkv.multimodal import MODALITIES, Media
+from mmrwkv.multimodal import Media
+from mmrwkv.names import IGNORE, MODALITIES, PLACEMENTS
 from mmrwkv.prefill import prefill_embeddings
 from mmrwkv.prefix_cache import PrefixCache, Prepared, content_key, model_key
 
-IGNORE = -100
-PLACEMENTS = ("first", "inline", "sandwich", "last")
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 _MARKER = re.compile(r"<(image|audio)>")
 # the template remembers the ids of texts up to MEMO_CHARS long, the MEMO_ENTRIES most recent ones
@@ -226,7 +225,6 @@ def collate(samples: Sequence[Encoded], *, pad_id: int = 0, meta: list[dict] | N
 
 def ban_media_ids(sampling: SamplingConfig, tokenizer) -> SamplingConfig:
     """`sampling` that never draws a media placeholder id: fed back, one would be a media slot with no media."""
-    from mmrwkv.multimodal import MODALITIES
 
     media = {int(getattr(tokenizer.special, m)) for m in MODALITIES if getattr(tokenizer.special, m, None) is not None}
     if media <= set(sampling.banned_ids):

@@ -24,6 +24,7 @@ from mmrwkv.checkpoint_files import (
     WEIGHTS_FILE,
     check_replaceable,
     cut_zip,
+    missing_checkpoint,
     replace_dir,
     resolve,
     safetensors_meta,
@@ -31,7 +32,7 @@ from mmrwkv.checkpoint_files import (
     unpickling_reason,
     unshared,
 )
-from mmrwkv.errors import CheckpointError, ConfigError, missing_checkpoint
+from mmrwkv.errors import CheckpointError, ConfigError
 from mmrwkv.lora import merged_state_dict
 from mmrwkv.rwkv.config import RWKVConfig
 from mmrwkv.rwkv.model import RWKV

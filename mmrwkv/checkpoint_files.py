@@ -14,6 +14,9 @@ from pathlib import Path
 import torch
 
 from mmrwkv.errors import CheckpointError
+from mmrwkv.rwkv.config import SIZES
+
+OFFICIAL_WEIGHTS = "https://huggingface.co/BlinkDL (rwkv-7-world, rwkv-6-world, ...)"
 
 FORMAT = "mmrwkv"
 CONFIG_FILE = "config.json"
@@ -112,3 +115,29 @@ def resolve(path: Path) -> Path:
             f"{CONFIG_FILE} (ours), or an official .pth"
         )
     return path
+
+
+def missing_checkpoint(path: str | os.PathLike, what: str = "checkpoint file or directory") -> CheckpointError:
+    """The error for a checkpoint path that does not exist, saying where one comes from: an official `.pth`
+    is downloaded (or `mmrwkv init` writes random weights of a size), a directory is what training writes."""
+    path = Path(path)
+    if path.suffix == ".pth":
+        how = (
+            f"official RWKV weights are at {OFFICIAL_WEIGHTS}; `mmrwkv init {_size_of(path.name)} {path}` writes "
+            "random weights of a named size"
+        )
+    else:
+        how = (
+            "training writes one: `make run` (= `mmrwkv run recipes/easy_vqa.yaml`) leaves "
+            "runs/easy_vqa/all/final; a recipe writes <train.output_dir>/final, with stages "
+            "<train.output_dir>/<last stage>/final; `mmrwkv init v7-tiny DIR` writes a random text model"
+        )
+    return CheckpointError(f"{path}: no such {what} ({how})")
+
+
+def _size_of(name: str) -> str:
+    """The named size an official RWKV-7 file name implies (RWKV-x070-World-1.5B-... or the G1 series'
+    rwkv7-g1-0.4b-... -> v7-1.5b / v7-0.4b), else SIZE."""
+    match = re.search(r"(?:x070|rwkv7)-.*?(\d+(?:\.\d+)?)[bB]", name)
+    size = f"v7-{match.group(1)}b" if match else ""
+    return size if size in SIZES else "SIZE"

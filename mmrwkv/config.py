@@ -29,6 +29,8 @@ from mmrwkv.config_convert import (
     to_raw,
 )
 from mmrwkv.errors import ConfigError
+from mmrwkv.names import MODALITIES, PLACEMENTS, VERSIONS
+from mmrwkv.sampling import SamplingConfig
 
 __all__ = [
     "CAPTION_TOKENIZERS", "DATA_KINDS", "DATA_TASKS", "METRICS", "MODALITIES", "PLACEMENTS", "PRECISIONS",
@@ -39,8 +41,6 @@ __all__ = [
     "parse_override", "save_config",
 ]
 
-VERSIONS = ("4", "5.0", "5.1", "5.2", "6", "7")
-MODALITIES = ("image", "audio")
 TRAINABLE_MODES = ("frozen", "full", "lora")
 DATA_TASKS = ("auto", "vqa", "caption", "both")
 DATA_KINDS = ("easy_vqa", "coco_captions", "coco_karpathy", "vqav2", "llava", "audiocaps", "clotho", "shapes", "tones",
@@ -50,7 +50,6 @@ STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
 WKV_BACKENDS = ("reference", "chunked", "cuda")
 METRICS = ("vqa_accuracy", "exact_match", "bleu", "meteor", "rouge_l", "cider", "spice", "spider")
 CAPTION_TOKENIZERS = ("auto", "java", "python")
-PLACEMENTS = ("inline", "first", "sandwich", "last")
 _PROJECTOR_KIND = re.compile(r"^(linear|mlp\d+x_gelu)$")
 _REDUCTION = re.compile(r"^(avgpool|conv):[1-9]\d*$")
 
@@ -276,44 +275,24 @@ class EvalConfig:
 
 
 @dataclass
-class GenerationConfig:
-    """Decoding settings; the same fields as `mmrwkv.generate.SamplingConfig`."""
+class GenerationConfig(SamplingConfig):
+    """Decoding settings of a recipe: `SamplingConfig` with recipe defaults (short answers that end a turn)."""
 
-    temperature: float = 1.0  # 0 = greedy
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1.0 = off (SamplingConfig requires 0 < top_p <= 1)
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    penalty_decay: float = 0.996
     max_tokens: int = 64
     stop: list[str] = field(default_factory=lambda: ["\n\n"])
-    seed: int | None = None
+
+    def __post_init__(self):
+        # checked by `_check`, which names the recipe path
+        pass
 
     def _check(self, path: str) -> None:
-        checks = [
-            ("temperature", self.temperature >= 0, ">= 0"),
-            ("top_k", self.top_k >= 0, ">= 0"),
-            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-            ("penalty_decay", 0 <= self.penalty_decay <= 1, "in [0, 1]"),
-            ("max_tokens", self.max_tokens >= 0, ">= 0"),
-        ]
-        for name, ok, rule in checks:
-            if not ok:
-                raise ConfigError(f"{path}.{name}: must be {rule}, got {getattr(self, name)!r}")
+        problem = self.problem()
+        if problem:
+            raise ConfigError(f"{path}.{problem}")
 
-    def to_sampling(self):
-        """Build the generator's `SamplingConfig` from these fields."""
-        from mmrwkv.generate import SamplingConfig
-
-        known = {f.name for f in dataclasses.fields(SamplingConfig)}
-        return SamplingConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in known})
-
-    @property
-    def decoding(self) -> str:
-        """A label for reports: "greedy" or the sampling settings."""
-        if self.top_k == 1 or self.temperature == 0.0:
-            return "greedy"
-        return f"sampling (temperature {self.temperature}, top_p {self.top_p}, top_k {self.top_k})"
+    def to_sampling(self) -> SamplingConfig:
+        """The generator's `SamplingConfig` with these values."""
+        return SamplingConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SamplingConfig)})
 
 
 @dataclass

@@ -15,48 +15,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mmrwkv.errors import ConfigError, TokenizerError
+from mmrwkv.errors import TokenizerError
 from mmrwkv.kernels import cpu as native
 
-
-@dataclass
-class SamplingConfig:
-    """How to pick each next token. Penalties follow the authors' chat tool (`rwkv.utils.PIPELINE.generate`):
-    every generated token's occurrence count is decayed by `penalty_decay` each step, and a token's logit is
-    lowered by `presence_penalty` (if it was ever generated) plus `frequency_penalty * count`; a token whose text
-    is a run of ' \t0123456789' (a space, tab, digit, '12', ...) counts 0, so it gets the presence penalty only.
-    """
-
-    temperature: float = 1.0  # 0 = greedy
-    top_k: int = 0  # 0 = no limit
-    top_p: float = 1.0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    penalty_decay: float = 0.996
-    max_tokens: int = 256
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    banned_ids: list[int] = field(default_factory=list)
-    # None: the tokenizer's `special.eos`; [] never stops on a token
-    eos_ids: list[int] | None = None
-
-    def __post_init__(self):
-        checks = [
-            ("temperature", self.temperature >= 0, "must be >= 0"),
-            ("top_k", self.top_k >= 0, "must be >= 0"),
-            ("top_p", 0 < self.top_p <= 1, "must be in (0, 1]"),
-            ("penalty_decay", 0 <= self.penalty_decay <= 1, "must be in [0, 1]"),
-            ("max_tokens", self.max_tokens >= 0, "must be >= 0"),
-        ]
-        for name, ok, problem in checks:
-            if not ok:
-                raise ConfigError(f"SamplingConfig.{name} = {getattr(self, name)!r} {problem}")
-        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
-            raise ConfigError(f"SamplingConfig.stop = {self.stop!r} must be a list of non-empty strings")
-
-    @property
-    def penalized(self) -> bool:
-        return self.presence_penalty != 0 or self.frequency_penalty != 0
+# defined in a torch-free module so that recipe configs (their `generation` section) share it
+from mmrwkv.sampling import SamplingConfig
 
 
 @dataclass

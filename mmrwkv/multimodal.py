@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmrwkv.checkpoint_files import check_replaceable, replace_dir
-from mmrwkv.errors import CheckpointError, ConfigError, MediaError, missing_checkpoint
+from mmrwkv.checkpoint_files import check_replaceable, missing_checkpoint, replace_dir
+from mmrwkv.errors import CheckpointError, ConfigError, MediaError
+from mmrwkv.names import MODALITIES
 
-MODALITIES = ("image", "audio")
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"

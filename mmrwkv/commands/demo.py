@@ -32,8 +32,9 @@ def register(sub) -> None:
 
 def build(args: argparse.Namespace):
     """The Gradio Blocks the flags describe (not launched)."""
+    from mmrwkv.checkpoint_files import missing_checkpoint
     from mmrwkv.demos.common import ModelRegistry
-    from mmrwkv.errors import CheckpointError, missing_checkpoint
+    from mmrwkv.errors import CheckpointError
     from mmrwkv.multimodal import is_multimodal_checkpoint
 
     for path in args.checkpoint:

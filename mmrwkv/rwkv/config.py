@@ -9,8 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from mmrwkv.errors import ConfigError
+from mmrwkv.names import VERSIONS
 
-VERSIONS = ("4", "5.0", "5.1", "5.2", "6", "7")
 LN0_DTYPES = (None, "bfloat16", "float16")
 
 

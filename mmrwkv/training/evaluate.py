@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+from mmrwkv.checkpoint_files import missing_checkpoint
 from mmrwkv.config import RecipeConfig
-from mmrwkv.errors import CheckpointError, missing_checkpoint
+from mmrwkv.errors import CheckpointError
 
 
 @dataclass

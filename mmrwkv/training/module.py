@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmrwkv.errors import MMRWKVError
-
-IGNORE = -100
+from mmrwkv.names import IGNORE
 
 
 class NonFiniteLossError(MMRWKVError):

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from mmrwkv.checkpoint_files import missing_checkpoint
 from mmrwkv.cli import main
 from mmrwkv.demos.common import ModelRegistry
-from mmrwkv.errors import CheckpointError, missing_checkpoint
+from mmrwkv.errors import CheckpointError
 
 RECIPE = str(Path(__file__).resolve().parents[2] / "recipes" / "easy_vqa.yaml")
 TRAINED = "runs/easy_vqa/all/final"
