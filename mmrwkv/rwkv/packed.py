@@ -6,10 +6,14 @@ oneDNN's kernel on a weight packed once (`torch.ops.mkldnn`) reads them 1.6-2.6x
 shapes, 1 thread, AVX-512). The packed copy costs one more copy of each packed bf16 weight in memory; it is built
 on first use and rebuilt when the weight changes (in place or replaced), and it is used only without autograd
 (the packed op has no gradient). MMRWKV_PACKED_DECODE=0 turns it off.
+
+oneDNN packs bf16 weights only on CPUs with AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT and raises elsewhere, so packing
+is chosen only after `cpu_features()` reports what it needs; other CPUs take the dense path.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import weakref
 
@@ -34,12 +38,35 @@ packed_linear = _cu.packed_linear
 _CACHE: dict[int, tuple[weakref.ref, tuple, Tensor]] = {}
 
 
+# the features oneDNN's bf16 weight packing needs (either set)
+BF16_PACKING_FEATURES = (frozenset({"avx512"}), frozenset({"avx_ne_convert"}))
+
+
+@functools.cache
+def cpu_features() -> frozenset[str]:
+    """The CPU features this module may choose on, as torch detects them ("avx2", "avx512" (F, BW, VL, DQ),
+    "avx512_bf16", "vnni", "amx_tile") plus "avx_ne_convert" from /proc/cpuinfo; the one place they are read, so
+    a test can report another CPU."""
+    checks = {"avx2": "_is_avx2_supported", "avx512": "_is_avx512_supported",
+              "avx512_bf16": "_is_avx512_bf16_supported", "vnni": "_is_vnni_supported",
+              "amx_tile": "_is_amx_tile_supported"}  # fmt: skip
+    found = {name for name, check in checks.items() if getattr(torch.cpu, check, lambda: False)()}
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line.split() for line in info if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return frozenset(found | ({"avx_ne_convert"} & set(flags)))
+
+
 def supported() -> bool:
-    """Whether this build can pack weights (oneDNN present and not switched off by MMRWKV_PACKED_DECODE=0)."""
+    """Whether weights can be packed here: oneDNN present, the CPU has what its bf16 packing needs
+    (`BF16_PACKING_FEATURES`), and not switched off by MMRWKV_PACKED_DECODE=0."""
     return (
         os.environ.get(ENV_VAR, "1") != "0"
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        and any(needed <= cpu_features() for needed in BF16_PACKING_FEATURES)
     )
 
 
@@ -51,11 +78,16 @@ def packed_weight(weight: Tensor) -> Tensor | None:
     hit = _CACHE.get(id(weight))
     if hit is None or hit[0]() is not weight or hit[1] != key:
         with torch.no_grad():
-            copy = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), 1)
+            copy = _pack(weight.detach().contiguous())
         ident = id(weight)
         hit = (weakref.ref(weight, lambda _: _CACHE.pop(ident, None)), key, copy)
         _CACHE[ident] = hit
     return hit[2]
+
+
+def _pack(weight: Tensor) -> Tensor:
+    """oneDNN's packed copy of a contiguous bf16 weight (raises on a CPU without `BF16_PACKING_FEATURES`)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, 1)
 
 
 def add_packed(p: dict[str, Tensor], names: tuple[str, ...]) -> None:
