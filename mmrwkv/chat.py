@@ -263,6 +263,7 @@ class ChatSession:
         # every token the state has consumed, with its media: the whole-history equivalent of `state`
         self.history = Encoded()
         self._pending: list[int] = []
+        self.last_result: GenerationResult | None = None
         # the root of the content keys: a cache shared by two models never mixes their states
         self._key = model_key(self.model)
 
@@ -289,6 +290,21 @@ class ChatSession:
         new = Encoded(self._pending + enc.ids, [IGNORE] * len(self._pending) + enc.labels, enc.media)
         logits, state, key = self._prefill(new.ids, new.media)
         return self._answer([*head, turn], new, (logits, state, key), sampling or self.sampling)
+
+    def add_turns(self, turns: Sequence[Turn]) -> None:
+        """Consume earlier turns of a conversation (assistant replies included) without generating, e.g. a
+        history sent whole by a stateless client; the state then equals having chatted them (same template)."""
+        if not turns:
+            return
+        head = [Turn("system", self.system)] if self.system and not self.turns and turns[0].role != "system" else []
+        prepared = [replace(t, images=self._prepare("image", t.images), audio=self._prepare("audio", t.audio))
+                    for t in [*head, *turns]]
+        enc = self.template.encode_turns(prepared, train=True)
+        new = Encoded(self._pending + enc.ids, [IGNORE] * len(self._pending) + enc.labels, enc.media)
+        _, state, key = self._prefill(new.ids, new.media)
+        self.state, self._key, self._pending = state, key, []
+        self.history.extend(new)
+        self.turns += [*head, *turns]
 
     def _prepare(self, modality: str, items: Sequence) -> list:
         if self.cache is None or not items:
@@ -345,6 +361,7 @@ class ChatSession:
     def _commit(self, turns: list[Turn], new: Encoded, result: GenerationResult, key: str) -> None:
         # the state covers every token in result.tokens; with the "\n\n" stop the blank line is among them
         self.state = result.state
+        self.last_result = result
         self._key = content_key(result.tokens, parent=key)
         self.history.extend(new).extend(Encoded(list(result.tokens), list(result.tokens)))
         ended = self.template.tokenizer.decode_bytes(result.tokens).endswith(b"\n\n")

@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "mmrwkv.commands.bench",
     "mmrwkv.commands.recipe",
     "mmrwkv.commands.demo",
+    "mmrwkv.commands.serve",
 ]
 
 
@@ -31,6 +32,8 @@ EXAMPLES = """examples (from a checkout; `make run` trains the default recipe in
   mmrwkv convert RWKV-x070-World-0.1B.pth ours/    # and back: mmrwkv convert ours/ out.pth
   mmrwkv demo                                      # or: mmrwkv demo --random-tiny, mmrwkv demo --app caption
   mmrwkv bench decode --threads 1
+  mmrwkv recipes list                              # packaged recipes; `mmrwkv run llava_v7` runs one by name
+  mmrwkv serve runs/easy_vqa/all/final             # OpenAI-compatible API on 127.0.0.1:8000/v1
 `mmrwkv COMMAND --help` lists each command's options."""
 
 
