@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mmrwkv import limits
 from mmrwkv.errors import MediaError
 
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -154,19 +155,24 @@ def load_audio(
 ) -> torch.Tensor:
     """Load an audio file / bytes / (waveform, sample_rate) as a mono float32 (S,) waveform at `sample_rate`.
 
-    Refuses empty, corrupt, unsupported, silent (all-zero) and NaN/inf audio, and clips longer than
-    `max_seconds` unless `truncate=True` (then the first `max_seconds` are kept).
+    Refuses empty, corrupt, unsupported, silent (all-zero) and NaN/inf audio, clips longer than `max_seconds`
+    unless `truncate=True` (then the first `max_seconds` are kept), and sample rates outside the limits
+    (`mmrwkv.limits`), all checked from the header before the samples are decoded. Resampling goes through a
+    ratio of small integers within 0.01 % of the true one (`limits.resample_ratio`): an odd rate such as
+    48001 Hz costs what 48000 Hz does.
     """
     if isinstance(src, tuple):
         wave, rate, name = *_from_tuple(src), "<waveform>"
+        limits.check_audio_rate(rate, name)
     else:
         data, name = _read_source(src, "audio")
         wave, rate = _read_sound(data, name, max_seconds, truncate)
     wave = _check_wave(wave, rate, name, max_seconds, truncate)
-    if rate != sample_rate:
+    up, down = limits.resample_ratio(rate, sample_rate)
+    if up != down:
         import torchaudio.functional as AF
 
-        wave = AF.resample(wave, rate, sample_rate)
+        wave = AF.resample(wave, up, down)
     return wave.contiguous()
 
 
@@ -196,8 +202,16 @@ def _read_sound(data: bytes | str, name: str, max_seconds: float, truncate: bool
 
     try:
         info = sf.info(handle())
-        # duration is checked from the header before decoding the samples
-        if info.samplerate > 0 and info.frames / info.samplerate > max_seconds and not truncate:
+        # rate, size and duration are checked from the header before decoding the samples
+        limits.check_audio_rate(info.samplerate, name)
+        if info.channels <= 0 or min(info.frames, math.ceil(max_seconds * info.samplerate)) * info.channels > (
+            limits.MAX_AUDIO_SAMPLES
+        ):
+            raise MediaError(
+                f"audio {name}: {info.frames} frames x {info.channels} channels is over the limit of "
+                f"{limits.MAX_AUDIO_SAMPLES} samples"
+            )
+        if info.frames / info.samplerate > max_seconds and not truncate:
             raise MediaError(
                 f"audio {name}: {info.frames / info.samplerate:.2f} s is over the limit of {max_seconds} s "
                 "(pass truncate=True to keep the start)"

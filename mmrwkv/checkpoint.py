@@ -33,6 +33,7 @@ from mmrwkv.checkpoint_files import (
     unshared,
 )
 from mmrwkv.errors import CheckpointError, ConfigError
+from mmrwkv.limits import check_model_size
 from mmrwkv.lora import merged_state_dict
 from mmrwkv.rwkv.config import RWKVConfig
 from mmrwkv.rwkv.model import RWKV
@@ -170,10 +171,17 @@ def read_official(path: str | Path) -> dict[str, torch.Tensor]:
 def detect_config(sd: dict[str, torch.Tensor], *, source: str = "checkpoint") -> RWKVConfig:
     """Generation and every size from the tensor shapes of an official state_dict."""
     V, C = _shape(sd, "emb.weight", source, dims=2)
-    layers = [int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))]
+    layers = sorted({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
     if not layers:
         raise CheckpointError(f"{source}: no 'blocks.N.*' keys: not an RWKV checkpoint")
-    common = dict(n_layer=max(layers) + 1, n_embd=C, vocab_size=V)
+    if layers[-1] != len(layers) - 1:
+        gap = next(i for i, n in enumerate(layers) if n != i)
+        raise CheckpointError(
+            f"{source}: layer indices are not contiguous: blocks.{layers[gap]}.* follows "
+            f"{f'blocks.{layers[gap - 1]}.*' if gap else 'no blocks.0.*'} ({len(layers)} layers numbered "
+            f"0..{layers[-1]})"
+        )
+    common = dict(n_layer=len(layers), n_embd=C, vocab_size=V)
     att_c = _shape(sd, "blocks.0.att.key.weight", source, dims=2)[0]
     if att_c != C:
         raise CheckpointError(f"{source}: attention width {att_c} differs from n_embd {C}; not supported")
@@ -228,6 +236,7 @@ def _shape(sd: dict, key: str, source: str, *, dims: int | None = None) -> tuple
 def _build(config: RWKVConfig, sd: dict[str, torch.Tensor], dtype, *, source: str) -> RWKV:
     """A model whose parameters are the given tensors (mapped/reshaped, cast to `dtype`), without a copy."""
     dtype = dtype or sd["emb.weight"].dtype
+    check_model_size(config, source, bytes_per_param=dtype.itemsize)
     with torch.device("meta"):
         model = RWKV(config)
     expected = model.state_dict()
@@ -422,6 +431,7 @@ def describe(path: str | Path) -> dict:
         tuned = any(_TIME_STATE.match(k) for k in sd)
         source = path
         meta = {k: (tuple(v.shape), v.dtype) for k, v in _bonus_as_faaaa(sd).items() if not _TIME_STATE.match(k)}
+    check_model_size(config, str(source), bytes_per_param=1)
     with torch.device("meta"):
         model = RWKV(config)
     _checked(config, meta, meta, model.state_dict(), str(source))

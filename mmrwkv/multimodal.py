@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmrwkv import limits
 from mmrwkv.checkpoint_files import check_replaceable, missing_checkpoint, replace_dir
 from mmrwkv.errors import CheckpointError, ConfigError, MediaError
 from mmrwkv.names import MODALITIES
@@ -233,7 +234,10 @@ class MultimodalRWKV(nn.Module):
         if isinstance(spec, str) and spec != "world" and (directory / spec).exists():
             config["tokenizer"] = str((directory / spec).resolve())
         # "lora" only records adapters merged into the weights at save time: the model is a plain one
-        model = cls.from_config({k: v for k, v in config.items() if k not in ("format", "kind", "lora")})
+        try:
+            model = cls.from_config({k: v for k, v in config.items() if k not in ("format", "kind", "lora")})
+        except ConfigError as err:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: {err}") from None
         weights = directory / WEIGHTS_FILE
         try:
             # load_model restores tied weights that save_model stored once
@@ -309,6 +313,8 @@ def _build_backbone(spec: dict) -> nn.Module:
         cfg = config_for(size, **spec) if size else RWKVConfig(**spec)
     except TypeError as err:
         raise ConfigError(f"multimodal config: backbone: {err}") from err
+    # sizes are checked before the weights are allocated
+    limits.check_model_size(cfg, "multimodal config: backbone")
     return RWKV(cfg)
 
 
