@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "mmrwkv.commands.recipe",
     "mmrwkv.commands.demo",
     "mmrwkv.commands.serve",
+    "mmrwkv.commands.stream",
 ]
 
 

@@ -10,7 +10,12 @@ import sys
 def register(sub) -> None:
     """Add the `demo` subcommand."""
     p = sub.add_parser("demo", help="launch a Gradio demo: streaming multimodal chat, or caption/VQA side by side")
-    p.add_argument("--app", choices=["chat", "caption"], default="chat", help="which page (default: chat)")
+    p.add_argument(
+        "--app",
+        choices=["chat", "caption", "stream"],
+        default="chat",
+        help="which page (default: chat; stream: live microphone and webcam into the RNN state)",
+    )
     p.add_argument(
         "--checkpoint",
         action="append",
@@ -47,6 +52,15 @@ def build(args: argparse.Namespace):
             )
     registry = ModelRegistry(device=args.device, allow_random=args.random_tiny)
     max_bytes = int(args.max_file_mb * 2**20)
+    if args.app == "stream":
+        from mmrwkv.demos.stream import StreamDemo, StreamOptions, build_stream_app
+
+        options = StreamOptions(
+            checkpoint=args.checkpoint[0] if args.checkpoint else None,
+            runs_dir=args.runs_dir,
+            random_tiny=args.random_tiny,
+        )
+        return build_stream_app(options, StreamDemo(options, registry=registry))
     if args.app == "caption":
         from mmrwkv.demos.caption_vqa import CaptionDemo, CaptionOptions, build_caption_app
 

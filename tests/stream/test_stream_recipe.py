@@ -1,11 +1,17 @@
 """The stream recipe runs as shipped on tiny generated streams (2 steps), and its samples are the session's layout."""
 
+import json
 from pathlib import Path
 
 import pytest
 
+from mmrwkv.cli import main
 from mmrwkv.config import load_config
 from mmrwkv.data.streams import load_streams, place_events, stream_questions
+from mmrwkv.generate import SamplingConfig
+from mmrwkv.multimodal import MultimodalRWKV
+from mmrwkv.stream import StreamSession
+from mmrwkv.stream_eval import evaluate_stream
 from mmrwkv.training.pipeline import run_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,8 +35,42 @@ def test_stream_recipe_trains_and_evaluates_as_shipped_on_tiny_data(tmp_path):
     ]
     cfg = load_config(ROOT / "recipes" / "stream_qa.yaml", overrides)
     report = run_recipe(cfg, progress=False)
-    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+    final = tmp_path / "run" / "final"
+    assert (final / "model.safetensors").is_file()
     assert report.metrics["num_samples"] == 2 and "exact_match" in report.metrics["metrics"]
+
+    # the live session, fed window by window, answers as the pipeline's evaluation predicted from whole prompts
+    model = MultimodalRWKV.load(final).eval()
+    folder = tmp_path / "data" / "test"
+    items = json.loads((folder / "manifest.json").read_text())["items"]
+    session = StreamSession(model, sampling=SamplingConfig(temperature=0.0, max_tokens=8, stop=["\n\n"]))
+    live = {r["id"]: r["prediction"] for item in items for r in evaluate_stream(session, folder, item)}
+    batch = json.loads((tmp_path / "run" / "eval-test" / "predictions.json").read_text())
+    batch = {r["id"]: r["prediction"] for r in batch} if isinstance(batch, list) else batch
+    shared = set(live) & set(batch)
+    assert shared and all(live[k].strip() == batch[k].strip() for k in shared), (live, batch)
+
+    code = main(
+        [
+            "stream-eval",
+            "--checkpoint",
+            str(final),
+            "--lengths",
+            "1,2",
+            "--windows",
+            "4",
+            "--streams",
+            "2",
+            "--data-root",
+            str(tmp_path / "heldout"),
+            "--out",
+            str(tmp_path / "curve"),
+        ]
+    )
+    curve = json.loads((tmp_path / "curve" / "curve.json").read_text())["curve"]
+    assert code == 0 and set(curve) == {"1", "2"} and curve["2"]["windows"] == 8
+    assert all(0 <= curve[m]["exact_match"] <= 1 and curve[m]["questions"] == 6 for m in curve)
+    assert (tmp_path / "curve" / "curve.png").is_file()
 
 
 def test_events_keep_their_count_and_gaps_at_every_length():
