@@ -8,21 +8,31 @@ Layout of one checkpoint (the directory is written under a temporary name and re
     trainer.ckpt    Lightning state: optimizer, schedule, loop counters (what `--resume` needs)
 <run>/checkpoints/last   text file naming the newest complete checkpoint
 ```
+A checkpoint is written only when every weight is finite, so `last` names a whole, finite one. Resuming checks it
+anyway (a file cut short or replaced by hand) and falls back to the newest earlier one that passes, saying why.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import torch
+from safetensors import SafetensorError
 
-from mmrwkv.checkpoint_files import replace_dir
-from mmrwkv.errors import CheckpointError
+from mmrwkv.checkpoint_files import replace_dir, unpickling_reason
+from mmrwkv.errors import CheckpointError, MMRWKVError
 
 LAST = "last"
+
+
+class NonFiniteWeightsError(MMRWKVError):
+    """The weights became NaN or infinite: the checkpoint of that step is not written, the last good one stays."""
 
 
 def step_name(step: int) -> str:
@@ -40,19 +50,72 @@ def checkpoint_step(path: str | Path) -> int:
 
 def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def nonfinite_tensors(module: torch.nn.Module) -> list[str]:
+    """Names of the module's floating-point parameters and buffers holding a NaN or an infinity."""
+    return [
+        name
+        for name, tensor in module.state_dict().items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the step checkpoint `path` cannot be resumed from (None: it can): a part missing, a trainer.ckpt that is
+    cut short, corrupt or would run code when loaded, or weights that are not finite. The trainer state is opened
+    memory-mapped (its tensors are not read); the model's weights are read once."""
+    from safetensors import safe_open
+
+    trainer_ckpt, weights = path / "trainer.ckpt", path / "model" / "model.safetensors"
+    for part in (trainer_ckpt, weights, path / "model" / "config.json"):
+        if not part.is_file():
+            return f"{part.relative_to(path)} is missing"
+    try:
+        torch.load(trainer_ckpt, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        return f"{trainer_ckpt.relative_to(path)} refused: {unpickling_reason(err)}"
+    except Exception as err:  # torch's zip reader raises RuntimeError / ValueError / EOFError on a cut file
+        first = str(err).splitlines()[0].split(". ")[0] if str(err) else type(err).__name__
+        return f"{trainer_ckpt.relative_to(path)} is cut short or corrupt ({first})"
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            bad = [k for k in f.keys() if f.get_tensor(k).is_floating_point() and not f.get_tensor(k).isfinite().all()]
+    except (OSError, SafetensorError) as err:
+        return f"{weights.relative_to(path)} cannot be read ({err})"
+    if bad:
+        return f"{weights.relative_to(path)} has {len(bad)} non-finite tensors ({', '.join(bad[:3])})"
+    return None
 
 
 def last_checkpoint(ckpt_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint under `ckpt_dir`, or None when there is none yet."""
+    """The newest whole checkpoint under `ckpt_dir` (None when there is none yet): the one `last` names, or when
+    that one is damaged, the newest earlier one that is whole, with a line on stderr saying why. Raises
+    CheckpointError naming each problem when none is whole."""
     pointer = Path(ckpt_dir) / LAST
     if not pointer.exists():
         return None
-    path = Path(ckpt_dir) / pointer.read_text().strip()
-    if not (path / "trainer.ckpt").is_file():
-        raise CheckpointError(f"{pointer} names {path}, which has no trainer.ckpt (deleted by hand?)")
-    return path
+    named = Path(ckpt_dir) / pointer.read_text().strip()
+    if not named.is_dir():
+        raise CheckpointError(f"{pointer} names {named}, which does not exist (deleted by hand?)")
+    earlier = sorted(
+        (p for p in Path(ckpt_dir).glob("step-*") if p.is_dir() and not p.name.endswith(".tmp") and p < named),
+        reverse=True,
+    )
+    problems = []
+    for candidate in (named, *earlier):
+        problem = checkpoint_problem(candidate)
+        if problem is None:
+            if problems:
+                print(f"warning: {'; '.join(problems)}; using {candidate.name} instead", file=sys.stderr, flush=True)
+            return candidate
+        problems.append(f"{candidate}: {problem}")
+    raise CheckpointError(f"no whole checkpoint to resume from: {'; '.join(problems)} (pass --fresh to start over)")
 
 
 class StepCheckpoint(L.Callback):
@@ -94,25 +157,46 @@ class StepCheckpoint(L.Callback):
         """Write the checkpoint of the current step (collective call: every rank enters, rank 0 writes)."""
         step = trainer.global_step
         final = self.ckpt_dir / step_name(step)
+        self._check_finite(pl_module, step)
         tmp = self.ckpt_dir / (step_name(step) + ".tmp")
-        if trainer.is_global_zero:
+        try:
+            if trainer.is_global_zero:
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                pl_module.model.save(tmp / "model")
+                (tmp / "recipe.yaml").write_text(self.recipe_text)
+            # Every rank must enter save_checkpoint (sharded strategies gather there); only rank 0 writes the file.
+            # weights_only=False: the optimizer, scheduler and loop state too, which --resume needs
+            trainer.save_checkpoint(tmp / "trainer.ckpt", weights_only=False)
+            if trainer.is_global_zero:
+                # the step's earlier copy (if any) stays until the new one is in place
+                replace_dir(tmp, final)
+                _write_text_atomic(self.ckpt_dir / LAST, final.name)
+                self._prune()
+        except (OSError, RuntimeError, SafetensorError) as err:
+            # a full disk: torch.save raises RuntimeError, safetensors SafetensorError, plain writes OSError
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            pl_module.model.save(tmp / "model")
-            (tmp / "recipe.yaml").write_text(self.recipe_text)
-        # Every rank must enter save_checkpoint (sharded strategies gather there); only rank 0 writes the file.
-        # weights_only=False: the optimizer, scheduler and loop state too, which --resume needs
-        trainer.save_checkpoint(tmp / "trainer.ckpt", weights_only=False)
-        if trainer.is_global_zero:
-            # the step's earlier copy (if any) stays until the new one is in place
-            replace_dir(tmp, final)
-            _write_text_atomic(self.ckpt_dir / LAST, final.name)
-            self._prune()
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise CheckpointError(
+                f"{final}: cannot write the checkpoint ({detail}); nothing was kept of it, {self._last_name()}"
+            ) from None
         trainer.strategy.barrier("mmrwkv-checkpoint")
         self._last_saved_step = step
         if self.on_saved is not None and trainer.is_global_zero:
             self.on_saved(final)
         return final
+
+    def _last_name(self) -> str:
+        pointer = self.ckpt_dir / LAST
+        return f"{pointer} still names {pointer.read_text().strip()}" if pointer.is_file() else "no checkpoint yet"
+
+    def _check_finite(self, pl_module: L.LightningModule, step: int) -> None:
+        bad = nonfinite_tensors(pl_module.model)
+        if bad:
+            raise NonFiniteWeightsError(
+                f"weights are not finite after step {step} ({len(bad)} tensors: {', '.join(bad[:3])}); that "
+                f"checkpoint is not written, {self._last_name()} (lower train.lr or check the data)"
+            )
 
     def _prune(self) -> None:
         done = sorted(p for p in self.ckpt_dir.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
