@@ -181,6 +181,8 @@ class DataConfig:
     generator: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     skip_bad_records: bool = False
+    # media paths inside a dataset file must stay inside its data root (no absolute paths, no `..`) unless true
+    allow_outside_paths: bool = False
     max_text_tokens: int = 256
     # training only: all questions about one media item become one multi-turn conversation (LLaVA-1.5 style)
     group_by_media: bool = False

@@ -69,15 +69,16 @@ def _read(cfg, split: str) -> Dataset:
     from mmrwkv.data import audio_readers, readers
 
     skip = cfg.skip_bad_records
+    outside = {"allow_outside_paths": cfg.allow_outside_paths}
     p = _roles(cfg, split)
     if cfg.kind == "coco_captions":
-        return readers.read_coco_captions(p["annotations"], p["images"], split=split, skip_bad_records=skip)
+        return readers.read_coco_captions(p["annotations"], p["images"], split=split, skip_bad_records=skip, **outside)
     if cfg.kind == "coco_karpathy":
-        return readers.read_coco_karpathy(p["karpathy"], p["images"], split=split, skip_bad_records=skip)
+        return readers.read_coco_karpathy(p["karpathy"], p["images"], split=split, skip_bad_records=skip, **outside)
     if cfg.kind == "vqav2":
         return readers.read_vqav2(p["questions"], p["images"], p.get("annotations"), split=split, skip_bad_records=skip)
     if cfg.kind == "llava":
-        return readers.read_llava(p["conversations"], p.get("images"), split=split, skip_bad_records=skip)
+        return readers.read_llava(p["conversations"], p.get("images"), split=split, skip_bad_records=skip, **outside)
     if cfg.kind == "audiocaps":
         return audio_readers.read_audiocaps(p["csv"], p["audio"], split=split, skip_bad_records=skip)
     if cfg.kind == "clotho":

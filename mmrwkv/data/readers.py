@@ -8,6 +8,7 @@ the record (index or id), or is skipped and counted with `skip_bad_records=True`
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,61 +47,116 @@ def index_images(folder: str | Path) -> dict[int, Path]:
     return out
 
 
+def is_text(value: Any) -> bool:
+    """A non-empty string that is valid Unicode: JSON's `\\ud800` escapes give lone surrogates, which no encoder,
+    tokenizer or report can write."""
+    if not isinstance(value, str) or not value.strip():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _str_field(record: Any, key: str) -> str | None:
     value = record.get(key) if isinstance(record, Mapping) else None
-    return value if isinstance(value, str) and value.strip() else None
+    return value if is_text(value) else None
 
 
-def _coco_image_files(doc: Any, annotations: Path, folder: Path, bad: BadRecords) -> dict[Any, Path]:
-    """image id -> file of the `images` section (`id`; a Karpathy-style `filepath` sub-folder when present)."""
-    files: dict[Any, Path] = {}
+def inside(folder: Path, *parts: str, allow_outside: bool = False) -> Path | str:
+    """`folder / parts...`, or (unless `allow_outside`) what is wrong when a part is absolute or climbs out of
+    `folder` with `..`: a dataset file names media inside its data root, never elsewhere on the machine. The check is
+    on the names (symbolic links inside the root, e.g. to a shared image store, are followed as usual)."""
+    path = folder.joinpath(*parts)
+    if allow_outside:
+        return path
+    relative = os.path.normpath(os.path.join(*parts))
+    if os.path.isabs(relative) or relative == ".." or relative.startswith(".." + os.sep):
+        return (
+            f"path {os.path.join(*parts)!r:.120} leads outside the data root {folder} "
+            "(set data.allow_outside_paths: true to allow it)"
+        )
+    return path
+
+
+def record_id(value: Any) -> str | None:
+    """A record id as text when it is a JSON integer or a non-empty string (not a bool, float, list or object)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    return str(value) if isinstance(value, int) or is_text(value) else None
+
+
+def _coco_image_files(doc: Any, annotations: Path, folder: Path, bad: BadRecords, allow_outside: bool) -> dict:
+    """image id (as text) -> file of the `images` section (`id`; a Karpathy-style `filepath` sub-folder when
+    present). Ids must be integers or strings and unique (`1`, `"1"` and `true` would name one image)."""
+    files: dict[str, Path] = {}
     for i, image in enumerate(_list_field(doc, "images", annotations)):
         name = _str_field(image, "file_name")
-        image_id = image.get("id", image.get("image_id")) if isinstance(image, Mapping) else None
+        raw = image.get("id", image.get("image_id")) if isinstance(image, Mapping) else None
+        image_id = record_id(raw)
         if name is None or image_id is None:
-            bad.bad(f"images[{i}]", "needs 'id' and a string 'file_name'")
+            bad.bad(f"images[{i}]", f"needs an integer or string 'id' and a string 'file_name' (id {raw!r:.40})")
+            continue
+        if image_id in files:
+            bad.bad(f"images[{i}]", f"duplicate image id {raw!r:.40}")
             continue
         sub = _str_field(image, "filepath")
-        path = folder / name
-        files[image_id] = folder / sub / name if sub and not path.is_file() else path
+        path = inside(folder, name, allow_outside=allow_outside)
+        if sub and not isinstance(path, str) and not path.is_file():
+            path = inside(folder, sub, name, allow_outside=allow_outside)
+        if isinstance(path, str):
+            bad.bad(f"images[{i}] (id {raw!r:.40})", path)
+            continue
+        files[image_id] = path
     return files
 
 
 def read_coco_captions(
-    annotations: str | Path, images: str | Path, *, split: str = "val", skip_bad_records: bool = False
+    annotations: str | Path,
+    images: str | Path,
+    *,
+    split: str = "val",
+    skip_bad_records: bool = False,
+    allow_outside_paths: bool = False,
 ) -> Dataset:
     """COCO captions: one sample per image with all its reference captions (whitespace runs collapsed).
 
     Images without any caption are left out (logged, not bad records); a file without an `annotations`
     section (COCO's `image_info_*.json` of the test splits) gives every image with no captions, to caption.
+    Image files stay inside `images` unless `allow_outside_paths`.
     """
     annotations = Path(annotations)
     doc = read_json(annotations, "COCO captions file")
     folder = require_dir(images, "COCO image folder")
     bad = BadRecords(annotations, skip=skip_bad_records)
-    files = _coco_image_files(doc, annotations, folder, bad)
+    files = _coco_image_files(doc, annotations, folder, bad, allow_outside_paths)
     has_captions = not (isinstance(doc, Mapping) and "annotations" not in doc)
-    captions: dict[Any, list[str]] = {}
+    captions: dict[str, list[str]] = {}
     for i, ann in enumerate(_list_field(doc, "annotations", annotations) if has_captions else []):
         caption = _str_field(ann, "caption")
-        if caption is None or ann.get("image_id") not in files:
-            bad.bad(f"annotations[{i}]", f"needs a non-empty 'caption' and a known 'image_id' ({ann!r:.120})")
+        image_id = record_id(ann.get("image_id")) if isinstance(ann, Mapping) else None
+        if caption is None or image_id not in files:
+            bad.bad(
+                f"annotations[{i}]",
+                f"needs a non-empty, valid Unicode 'caption' and a known integer or string 'image_id' ({ann!r:.120})",
+            )
             continue
-        captions.setdefault(ann["image_id"], []).append(" ".join(caption.split()))
+        captions.setdefault(image_id, []).append(" ".join(caption.split()))
     samples, uncaptioned, by_number = [], 0, None
     for image_id, path in files.items():
         if has_captions and image_id not in captions:
             uncaptioned += 1
             continue
         number = _TRAILING_DIGITS.search(path.stem)
-        if not path.is_file() and number and str(image_id).isdigit() and int(number.group(1)) == int(image_id):
+        if not path.is_file() and number and image_id.isdigit() and int(number.group(1)) == int(image_id):
             # COCO 2017 folders hold the 2014 images renamed (COCO_val2014_000000000139.jpg -> 000000000139.jpg)
             by_number = index_images(folder) if by_number is None else by_number
             path = by_number.get(int(image_id), path)
         if not path.is_file():
             bad.bad(f"image id {image_id}", f"image file {path} not found")
         else:
-            samples.append(Sample(id=str(image_id), images=[path], captions=captions.get(image_id, [])))
+            samples.append(Sample(id=image_id, images=[path], captions=captions.get(image_id, [])))
     if uncaptioned:
         log.info("%s: left out %d images without captions", annotations, uncaptioned)
     return bad.finish("coco_captions", split, samples)
@@ -110,7 +166,7 @@ def read_coco_captions(
 KARPATHY_SPLITS = {"train": ("train", "restval"), "restval": ("restval",), "val": ("val",), "test": ("test",)}
 
 
-def _karpathy_image(image: Any, folder: Path) -> tuple[str, Path, str, list[str]] | str:
+def _karpathy_image(image: Any, folder: Path, allow_outside: bool) -> tuple[str, Path, str, list[str]] | str:
     """(id, image file, Karpathy split, references from `raw`) of one `images` entry, or what is wrong with it."""
     if not isinstance(image, Mapping):
         return "is not a JSON object"
@@ -126,12 +182,23 @@ def _karpathy_image(image: Any, folder: Path) -> tuple[str, Path, str, list[str]
     raws = [_str_field(s, "raw") for s in sentences]
     if None in raws:
         return f"sentences[{raws.index(None)}] needs a non-empty string 'raw'"
-    image_id = image.get("cocoid", image.get("imgid", Path(name).stem))
-    return str(image_id), folder / sub / name, split, [" ".join(raw.split()) for raw in raws]
+    raw_id = image.get("cocoid", image.get("imgid", Path(name).stem))
+    image_id = record_id(raw_id)
+    if image_id is None:
+        return f"'cocoid' must be an integer or a string, got {raw_id!r:.40}"
+    file = inside(folder, sub, name, allow_outside=allow_outside)
+    if isinstance(file, str):
+        return file
+    return image_id, file, split, [" ".join(raw.split()) for raw in raws]
 
 
 def read_coco_karpathy(
-    path: str | Path, images: str | Path, *, split: str = "test", skip_bad_records: bool = False
+    path: str | Path,
+    images: str | Path,
+    *,
+    split: str = "test",
+    skip_bad_records: bool = False,
+    allow_outside_paths: bool = False,
 ) -> Dataset:
     """COCO captions in the Karpathy split (`dataset_coco.json`, the field's standard captioning split): one sample
     per image of `split` with its references (the `raw` sentences, whitespace runs collapsed).
@@ -148,17 +215,18 @@ def read_coco_karpathy(
     folder = require_dir(images, "COCO image folder")
     bad = BadRecords(path, skip=skip_bad_records)
     wanted = KARPATHY_SPLITS[split]
-    samples = []
+    samples, seen = [], set()
     for i, image in enumerate(_list_field(doc, "images", path)):
         if isinstance(image, Mapping) and image.get("split") in KARPATHY_SPLITS and image["split"] not in wanted:
             continue
         cocoid = image.get("cocoid") if isinstance(image, Mapping) else None
-        name = f"images[{i}]" if cocoid is None else f"images[{i}] (cocoid {cocoid})"
-        parsed = _karpathy_image(image, folder)
-        if isinstance(parsed, str):
-            bad.bad(name, parsed)
+        name = f"images[{i}]" if cocoid is None else f"images[{i}] (cocoid {cocoid!r:.40})"
+        parsed = _karpathy_image(image, folder, allow_outside_paths)
+        if isinstance(parsed, str) or parsed[0] in seen:
+            bad.bad(name, parsed if isinstance(parsed, str) else f"duplicate image id {parsed[0]!r}")
             continue
         image_id, file, source, captions = parsed
+        seen.add(image_id)
         if not file.is_file():
             bad.bad(name, f"image file {file} not found")
             continue
@@ -261,11 +329,16 @@ def _lead_with_marker(turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def read_llava(
-    path: str | Path, images: str | Path | None = None, *, split: str = "train", skip_bad_records: bool = False
+    path: str | Path,
+    images: str | Path | None = None,
+    *,
+    split: str = "train",
+    skip_bad_records: bool = False,
+    allow_outside_paths: bool = False,
 ) -> Dataset:
     """LLaVA conversation JSON: `[{id, image?, conversations: [{from: human|gpt, value}]}]`, `<image>` in the
     human text exactly once per image; `image` paths (sub-folders allowed) are relative to `images` (default:
-    the JSON's folder). Records without `image` are text-only samples."""
+    the JSON's folder) and stay inside it unless `allow_outside_paths`. Records without `image` are text-only."""
     path = Path(path)
     records = read_json(path, "LLaVA conversation file")
     if not isinstance(records, list):
@@ -285,7 +358,11 @@ def read_llava(
         if markers != len(names):
             bad.bad(f"{i} (id {rid})", f"has {markers} <image> markers for {len(names)} images")
             continue
-        files = [folder / name for name in names]
+        files = [inside(folder, name, allow_outside=allow_outside_paths) for name in names]
+        outside = [f for f in files if isinstance(f, str)]
+        if outside:
+            bad.bad(f"{i} (id {rid!r:.40})", outside[0])
+            continue
         missing = [f for f in files if not f.is_file()]
         if missing:
             bad.bad(f"{i} (id {rid})", f"image file {missing[0]} not found")
