@@ -4,8 +4,9 @@ Notation: B batch, T time, H heads, N head size, C = H * N channels. States are 
 inputs are fp64). Signatures and the exact recurrences are in docs/ARCHITECTURE.md "Kernels".
 
 Backend choice: `backend=` argument > `MMRWKV_WKV_BACKEND` env > "cuda" when the tensors are on a GPU and
-the build works > "chunked". One token (T == 1) always runs the reference step. Asking for "cuda" when it
-cannot run falls back to "chunked" with a one-time warning that names the reason.
+the build works > "chunked". One token (T == 1) always runs the reference step. Asking for "cuda", "triton"
+(our chunked Triton kernels, wkv7 only) or "fla" (flash-linear-attention's chunk_rwkv7, wkv7 only, the
+`mmrwkv[fla]` extra) when it cannot run falls back to "chunked" with a one-time warning that names the reason.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from mmrwkv.errors import ConfigError
 
 __all__ = ["BACKENDS", "ENV_VAR", "resolve_backend", "scoped_env", "wkv4", "wkv6", "wkv7"]
 
-BACKENDS = ("reference", "chunked", "cuda")
+BACKENDS = ("reference", "chunked", "cuda", "triton", "fla")
+# the module of each backend whose name is not its module's
+_MODULES = {"triton": "triton_wkv", "fla": "triton_fla"}
 ENV_VAR = "MMRWKV_WKV_BACKEND"
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _warned: set[str] = set()
@@ -121,10 +124,12 @@ def resolve_backend(backend: str | None, device: torch.device, op: str = "wkv7",
         backend = "cuda" if device.type == "cuda" else "chunked"
     if backend not in BACKENDS:
         raise WKVBackendError(f"{source}={backend!r} is not a WKV backend; choose one of {', '.join(BACKENDS)}")
-    if backend == "cuda":
-        ok, reason = _cuda_status(device, op, head_size)
+    if backend in ("cuda", "triton", "fla"):
+        status = _cuda_status if backend == "cuda" else _triton_status
+        ok, reason = status(device, op, head_size) if backend == "cuda" else status(backend, device, op)
         if not ok:
-            _warn_once(f"mmrwkv.kernels: the CUDA WKV backend cannot run {op} ({reason}); using 'chunked' instead")
+            label = "CUDA" if backend == "cuda" else backend
+            _warn_once(f"mmrwkv.kernels: the {label} WKV backend cannot run {op} ({reason}); using 'chunked' instead")
             return "chunked"
     return backend
 
@@ -134,7 +139,7 @@ def _call(op: str, like: Tensor, args: tuple, backend: str | None) -> tuple[Tens
         name = "reference"
     else:
         name = resolve_backend(backend, like.device, op, like.shape[3] if op != "wkv4" else None)
-    module = importlib.import_module(f"mmrwkv.kernels.{name}")
+    module = importlib.import_module(f"mmrwkv.kernels.{_MODULES.get(name, name)}")
     y, state = getattr(module, op)(*args)
     if state.dtype != torch.float64:
         state = state.float()
@@ -154,6 +159,16 @@ def _cuda_status(device: torch.device, op: str, head_size: int | None) -> tuple[
     if head_size is not None and limit is not None and head_size > limit:
         return False, f"head size {head_size} is above the CUDA kernels' maximum {limit}"
     return cuda.is_available()
+
+
+def _triton_status(backend: str, device: torch.device, op: str) -> tuple[bool, str]:
+    if op != "wkv7":
+        return False, f"it implements wkv7 only, not {op}"
+    try:
+        module = importlib.import_module(f"mmrwkv.kernels.{_MODULES[backend]}")
+    except ImportError as err:
+        return False, f"cannot import mmrwkv.kernels.{_MODULES[backend]}: {err}"
+    return module.available(device)
 
 
 def _warn_once(message: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -33,8 +34,9 @@ __all__ = ["CHUNK", "EMULATOR", "MAX_HEAD_SIZE", "WKVKernels", "is_available", "
 SOURCE_DIR = Path(__file__).resolve().parent / "cuda"
 # steps between the state checkpoints that backward restarts from (the MMRWKV_CHUNK define)
 CHUNK = 16
-# one thread per state row and three rows in registers in backward: larger heads would spill heavily
-MAX_HEAD_SIZE = 128
+# one thread per state row and two rows in registers in backward (the state and its gradient): 128 would need
+# about 384 registers per thread and 66 KB of shared memory for the gradient's copy
+MAX_HEAD_SIZE = 64
 _V4_EMPTY_PP = -1e38
 # RWKV-4 has no heads: its kernel comes from the build of this head size
 _V4_BUILD = 64
@@ -137,6 +139,31 @@ def _build(head_size: int, emulate: bool) -> Any:
     return getattr(torch.ops, name)
 
 
+_PTXAS_ENTRY = re.compile(r"Compiling entry function '(?P<name>[^']+)' for '(?P<arch>sm_\w+)'")
+_PTXAS_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_PTXAS_USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
+
+
+def ptxas_usage(log: str) -> list[dict[str, Any]]:
+    """Per kernel entry of an `nvcc -Xptxas -v` log: name, arch, registers, stack, spill stores/loads, smem (bytes).
+
+    Names are the mangled entry names; `kernel` is the readable part (e.g. "wkv7_backward_kernel<bf16>").
+    """
+    rows: list[dict[str, Any]] = []
+    for line in log.splitlines():
+        if m := _PTXAS_ENTRY.search(line):
+            name = m["name"]
+            base = re.search(r"(wkv\d_(?:forward|backward)_kernel)", name)
+            kind = "bf16" if "bfloat16" in name else "fp32"
+            readable = f"{base[1]}<{kind}>" if base else name
+            rows.append({"kernel": readable, "arch": m["arch"], "entry": name})
+        elif rows and (m := _PTXAS_FRAME.search(line)):
+            rows[-1].update(stack=int(m[1]), spill_stores=int(m[2]), spill_loads=int(m[3]))
+        elif rows and (m := _PTXAS_USED.search(line)):
+            rows[-1].update(registers=int(m[1]), smem=int(m[2] or 0))
+    return rows
+
+
 def _register_fakes(ns: str, n: int) -> None:
     """Shape-only versions of the ops, so that torch.compile / FakeTensor tracing can pass through them."""
     lib = torch.library
@@ -190,7 +217,10 @@ def _digest(flags: list[str]) -> str:
 
 def _check_head_size(n: int) -> None:
     if not isinstance(n, int) or not 1 <= n <= MAX_HEAD_SIZE:
-        raise ValueError(f"wkv cuda: head size N={n!r} is not supported; use 1 <= N <= {MAX_HEAD_SIZE}")
+        raise ValueError(
+            f"wkv cuda: head size N={n!r} is not supported by the CUDA kernels (1 <= N <= {MAX_HEAD_SIZE}); "
+            "use backend='triton' or 'chunked'"
+        )
 
 
 class _Wkv7(torch.autograd.Function):

@@ -47,7 +47,7 @@ DATA_KINDS = ("easy_vqa", "coco_captions", "coco_karpathy", "vqav2", "llava", "a
               "streams")
 PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "bf16-true")
 STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
-WKV_BACKENDS = ("reference", "chunked", "cuda")
+WKV_BACKENDS = ("reference", "chunked", "cuda", "triton", "fla")
 METRICS = ("vqa_accuracy", "exact_match", "bleu", "meteor", "rouge_l", "cider", "spice", "spider")
 CAPTION_TOKENIZERS = ("auto", "java", "python")
 _PROJECTOR_KIND = re.compile(r"^(linear|mlp\d+x_gelu)$")

@@ -1,10 +1,13 @@
 // RWKV-5/6 WKV, forward and backward, sequential over time.
 // Per (batch, head) one block of N threads. State S [N, N] indexed [key, value]; per step t:
 //   y = r @ (u[:, None] * k[:, None] * v[None, :] + S);  S = exp(w)[:, None] * S + k[:, None] * v[None, :]
-// Forward: thread j keeps column j of S (one value channel). Backward: thread i keeps row i of S and row i
-// and column i of the state gradient G (no cross-thread reduction needed). It walks each chunk back from the
-// checkpoint at its end by inverting the update (S_{t-1} = (S_t - k v^T) / exp(w)) when all its decays are
-// >= exp(MMRWKV_BACKSTEP_MIN_W), else it replays the chunk from its start into a scratch buffer (exact).
+// Inputs are staged through shared memory MMRWKV_STAGE steps at a time (one burst of loads per stage).
+// Forward: thread j keeps column j of S (one value channel). Backward: thread i keeps row i of S and row i of
+// the state gradient G in registers, and reads column i of G from a shared copy (no cross-thread reduction;
+// registers for a third matrix would spill). It walks each chunk back from the checkpoint at its end by
+// inverting the update (S_{t-1} = (S_t - k v^T) / exp(w)) when all its decays are >= exp(MMRWKV_BACKSTEP_MIN_W),
+// else it replays the chunk from its start into a scratch buffer (exact). Rows of states go to and come from
+// memory through a shared tile (coalesced).
 #include "wkv_api.h"
 #include "wkv_common.cuh"
 
@@ -12,6 +15,8 @@ namespace {
 
 constexpr int N = MMRWKV_N;
 constexpr int K = MMRWKV_CHUNK;
+constexpr int ST = MMRWKV_STAGE;
+static_assert(N <= 64, "wkv6: the CUDA kernels support head sizes up to 64");
 
 template <class F>
 __global__ void wkv6_forward_kernel(int T, int H, const F* __restrict__ r_, const F* __restrict__ w_,
@@ -20,32 +25,39 @@ __global__ void wkv6_forward_kernel(int T, int H, const F* __restrict__ r_, cons
                                     float* __restrict__ ckpt) {
     const int bh = blockIdx.x, bi = bh / H, h = bh % H, j = threadIdx.x;
     const int slots = mmrwkv_chunks(T) + 1;  // the state before every chunk, then the final state
-    __shared__ float r[N], d[N], k[N], u[N];
+    __shared__ float r[ST][N], d[ST][N], k[ST][N], v[ST][N], u[N];
     u[j] = u_[h * N + j];
-    float S[N];  // column j: S[:, j]
+    float S[N];  // column j: S[:, j] (consecutive threads: consecutive addresses of every row)
 #pragma unroll
     for (int i = 0; i < N; i++) S[i] = s0[(size_t)bh * N * N + i * N + j];
 
-    for (int t = 0; t < T; t++) {
-        const size_t idx = ((size_t)(bi * T + t) * H + h) * N + j;
-        __syncthreads();
-        r[j] = to_f(r_[idx]);
-        d[j] = expf(to_f(w_[idx]));
-        k[j] = to_f(k_[idx]);
-        const float v = to_f(v_[idx]);
-        __syncthreads();
-        if (ckpt != nullptr && t % K == 0) {
-            float* c = ckpt + ((size_t)bh * slots + t / K) * N * N + j;
-#pragma unroll
-            for (int i = 0; i < N; i++) c[i * N] = S[i];
+    for (int ts = 0; ts < T; ts += ST) {
+        const int n = T - ts < ST ? T - ts : ST;
+        __syncthreads();  // the previous stage's readers are done
+        for (int s = 0; s < n; s++) {
+            const size_t idx = ((size_t)(bi * T + ts + s) * H + h) * N + j;
+            r[s][j] = to_f(r_[idx]);
+            d[s][j] = expf(to_f(w_[idx]));
+            k[s][j] = to_f(k_[idx]);
+            v[s][j] = to_f(v_[idx]);
         }
-        float y = 0.f;
+        __syncthreads();
+        for (int s = 0; s < n; s++) {
+            const int t = ts + s;
+            if (ckpt != nullptr && t % K == 0) {
+                float* c = ckpt + ((size_t)bh * slots + t / K) * N * N + j;
 #pragma unroll
-        for (int i = 0; i < N; i++) {
-            y += r[i] * (u[i] * k[i] * v + S[i]);
-            S[i] = S[i] * d[i] + k[i] * v;
+                for (int i = 0; i < N; i++) c[i * N] = S[i];
+            }
+            const float vj = v[s][j];
+            float y = 0.f;
+#pragma unroll
+            for (int i = 0; i < N; i++) {
+                y += r[s][i] * (u[i] * k[s][i] * vj + S[i]);
+                S[i] = S[i] * d[s][i] + k[s][i] * vj;
+            }
+            y_[((size_t)(bi * T + t) * H + h) * N + j] = from_f<F>(y);
         }
-        y_[idx] = from_f<F>(y);
     }
 #pragma unroll
     for (int i = 0; i < N; i++) sT[(size_t)bh * N * N + i * N + j] = S[i];
@@ -57,15 +69,14 @@ __global__ void wkv6_forward_kernel(int T, int H, const F* __restrict__ r_, cons
 }
 
 // Recomputes steps [t0, t1) from the checkpoint, storing row i of S_{t-1} in scratch [K, N, N] laid out
-// [step, value j, key i]; Srow is working space.
+// [step, value j, key i]; Srow is working space, v shared [N] space.
 template <class F>
 __device__ __forceinline__ void wkv6_recompute_chunk(int T, int H, int t0, int t1, const F* __restrict__ w_,
                                                      const F* __restrict__ k_, const F* __restrict__ v_,
                                                      const float* __restrict__ ck, float* __restrict__ scr,
-                                                     float* v, float (&Srow)[N]) {
+                                                     float* v, float (&Srow)[N], mmrwkv_tile<N>& tile) {
     const int bh = blockIdx.x, bi = bh / H, h = bh % H, i = threadIdx.x;
-#pragma unroll
-    for (int j = 0; j < N; j++) Srow[j] = ck[i * N + j];
+    mmrwkv_load_rows<N>(ck, Srow, tile);
     for (int t = t0; t < t1; t++) {
         const size_t idx = ((size_t)(bi * T + t) * H + h) * N + i;
         __syncthreads();
@@ -87,18 +98,16 @@ template <class F>
 __device__ __forceinline__ bool wkv6_chunk_start(int T, int H, int t0, int t1, const F* __restrict__ w_,
                                                  const F* __restrict__ k_, const F* __restrict__ v_,
                                                  const float* __restrict__ ck, float* __restrict__ scr, float* v,
-                                                 float (&Srow)[N]) {
+                                                 float (&Srow)[N], mmrwkv_tile<N>& tile) {
     const int bh = blockIdx.x, bi = bh / H, h = bh % H, i = threadIdx.x;
     bool mine = false;
     for (int t = t0; t < t1; t++) mine |= to_f(w_[((size_t)(bi * T + t) * H + h) * N + i]) < MMRWKV_BACKSTEP_MIN_W;
     // one block-wide decision, so that every thread takes the same path through the barriers below
     if (__syncthreads_or(mine)) {
-        wkv6_recompute_chunk<F>(T, H, t0, t1, w_, k_, v_, ck, scr, v, Srow);
+        wkv6_recompute_chunk<F>(T, H, t0, t1, w_, k_, v_, ck, scr, v, Srow, tile);
         return false;
     }
-    const float* end = ck + N * N;  // the next checkpoint: the state after step t1 - 1
-#pragma unroll
-    for (int j = 0; j < N; j++) Srow[j] = end[i * N + j];
+    mmrwkv_load_rows<N>(ck + N * N, Srow, tile);  // the next checkpoint: the state after step t1 - 1
     return true;
 }
 
@@ -111,72 +120,73 @@ __global__ void wkv6_backward_kernel(int T, int H, const F* __restrict__ r_, con
                                      float* __restrict__ ds0, float* __restrict__ scratch) {
     const int bh = blockIdx.x, bi = bh / H, h = bh % H, i = threadIdx.x;
     const int chunks = mmrwkv_chunks(T), slots = chunks + 1;
-    __shared__ float r[N], d[N], k[N], v[N], dy[N], u[N];
+    __shared__ float r[ST][N], d[ST][N], k[ST][N], v[ST][N], dy[ST][N], u[N];
+    __shared__ mmrwkv_tile<N> G;  // a copy of the state gradient, for its columns; also the load/store tile
     u[i] = u_[h * N + i];
-    float Srow[N], Grow[N], Gcol[N];  // S[i, :], G[i, :], G[:, i]
-    const float* g = dsT + (size_t)bh * N * N;
-#pragma unroll
-    for (int j = 0; j < N; j++) {
-        Grow[j] = g[i * N + j];
-        Gcol[j] = g[j * N + i];
-    }
+    float Srow[N], Grow[N];  // S[i, :], G[i, :]
+    mmrwkv_load_rows<N>(dsT + (size_t)bh * N * N, Grow, G);
     float* scr = scratch + (size_t)bh * K * N * N;
     float du = 0.f;
 
     for (int c = chunks - 1; c >= 0; c--) {
         const int t0 = c * K, t1 = t0 + K < T ? t0 + K : T;
         const float* ck = ckpt + ((size_t)bh * slots + c) * N * N;
-        const bool invert = wkv6_chunk_start<F>(T, H, t0, t1, w_, k_, v_, ck, scr, v, Srow);
-        for (int t = t1 - 1; t >= t0; t--) {
-            const size_t idx = ((size_t)(bi * T + t) * H + h) * N + i;
+        const bool invert = wkv6_chunk_start<F>(T, H, t0, t1, w_, k_, v_, ck, scr, v[0], Srow, G);
+        for (int ts = t0 + (t1 - 1 - t0) / ST * ST; ts >= t0; ts -= ST) {
+            const int n = t1 - ts < ST ? t1 - ts : ST;
+            __syncthreads();  // the previous stage's readers (and the chunk start's users of v and G) are done
+            for (int s = 0; s < n; s++) {
+                const size_t idx = ((size_t)(bi * T + ts + s) * H + h) * N + i;
+                r[s][i] = to_f(r_[idx]);
+                d[s][i] = expf(to_f(w_[idx]));
+                k[s][i] = to_f(k_[idx]);
+                v[s][i] = to_f(v_[idx]);
+                dy[s][i] = to_f(dy_[idx]);
+            }
             __syncthreads();
-            r[i] = to_f(r_[idx]);
-            d[i] = expf(to_f(w_[idx]));
-            k[i] = to_f(k_[idx]);
-            v[i] = to_f(v_[idx]);
-            dy[i] = to_f(dy_[idx]);
-            __syncthreads();
-            const float ri = r[i], di = d[i], ki = k[i], ui = u[i], dyi = dy[i];
-            // dyv = dy . v and ruk = r . (u * k): the bonus term's two contractions
-            float dyv = 0.f, ruk = 0.f;
+            for (int s = n - 1; s >= 0; s--) {
+                const int t = ts + s;
+                const float ri = r[s][i], di = d[s][i], ki = k[s][i], ui = u[i], dyi = dy[s][i];
+                // dyv = dy . v and ruk = r . (u * k): the bonus term's two contractions
+                float dyv = 0.f, ruk = 0.f;
 #pragma unroll
-            for (int j = 0; j < N; j++) {
-                dyv += dy[j] * v[j];
-                ruk += r[j] * u[j] * k[j];
+                for (int j = 0; j < N; j++) {
+                    dyv += dy[s][j] * v[s][j];
+                    ruk += r[s][j] * u[j] * k[s][j];
+                    G[i][j] = Grow[j];
+                }
+                // Srow becomes S_{t-1}[i, :]
+                if (invert) {
+                    const float inv_di = 1.f / di;
+#pragma unroll
+                    for (int j = 0; j < N; j++) Srow[j] = (Srow[j] - ki * v[s][j]) * inv_di;
+                } else {
+                    const float* sp = scr + (size_t)(t - t0) * N * N;
+#pragma unroll
+                    for (int j = 0; j < N; j++) Srow[j] = sp[j * N + i];
+                }
+                __syncthreads();
+                float dr = ui * ki * dyv, dk = ri * ui * dyv, dd = 0.f, dv = dyi * ruk;
+#pragma unroll
+                for (int j = 0; j < N; j++) {
+                    dr += dy[s][j] * Srow[j];
+                    dk += Grow[j] * v[s][j];
+                    dd += Grow[j] * Srow[j];
+                    dv += G[j][i] * k[s][j];  // G[j, i]: column i
+                    Grow[j] = Grow[j] * di + ri * dy[s][j];
+                }
+                du += ri * ki * dyv;
+                const size_t idx = ((size_t)(bi * T + t) * H + h) * N + i;
+                dr_[idx] = from_f<F>(dr);
+                dw_[idx] = from_f<F>(dd * di);
+                dk_[idx] = from_f<F>(dk);
+                dv_[idx] = from_f<F>(dv);
+                __syncthreads();  // G is rewritten by the next step
             }
-            // Srow becomes S_{t-1}[i, :]
-            if (invert) {
-                const float inv_di = 1.f / di;
-#pragma unroll
-                for (int j = 0; j < N; j++) Srow[j] = (Srow[j] - ki * v[j]) * inv_di;
-            } else {
-                const float* s = scr + (size_t)(t - t0) * N * N;
-#pragma unroll
-                for (int j = 0; j < N; j++) Srow[j] = s[j * N + i];
-            }
-            float dr = ui * ki * dyv, dk = ri * ui * dyv, dd = 0.f, dv = dyi * ruk;
-#pragma unroll
-            for (int j = 0; j < N; j++) {
-                dr += dy[j] * Srow[j];
-                dk += Grow[j] * v[j];
-                dd += Grow[j] * Srow[j];
-                dv += Gcol[j] * k[j];
-            }
-            du += ri * ki * dyv;
-#pragma unroll
-            for (int j = 0; j < N; j++) {
-                Grow[j] = Grow[j] * di + ri * dy[j];
-                Gcol[j] = Gcol[j] * d[j] + r[j] * dyi;
-            }
-            dr_[idx] = from_f<F>(dr);
-            dw_[idx] = from_f<F>(dd * di);
-            dk_[idx] = from_f<F>(dk);
-            dv_[idx] = from_f<F>(dv);
         }
     }
     du_[(size_t)bh * N + i] = du;
-#pragma unroll
-    for (int j = 0; j < N; j++) ds0[(size_t)bh * N * N + i * N + j] = Grow[j];
+    mmrwkv_store_rows<N>(ds0 + (size_t)bh * N * N, Grow, G);
 }
 
 template <class F>

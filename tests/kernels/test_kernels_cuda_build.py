@@ -21,7 +21,7 @@ def nvcc() -> str:
     return path
 
 
-def test_every_cu_file_compiles_with_nvcc_for_sm80_and_sm90(tmp_path):
+def test_every_cu_file_compiles_with_nvcc_for_sm80_and_sm90_without_register_spills(tmp_path):
     arch = ["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90"]
     sources = sorted(cuda.SOURCE_DIR.glob("*.cu"))
     assert [s.name for s in sources] == ["wkv4.cu", "wkv6.cu", "wkv7.cu"]
@@ -34,6 +34,8 @@ def test_every_cu_file_compiles_with_nvcc_for_sm80_and_sm90(tmp_path):
                 "-std=c++17",
                 *arch,
                 "-DMMRWKV_N=64",
+                "-Xptxas",
+                "-v",
                 f"-I{cuda.SOURCE_DIR}",
                 str(src),
                 "-o",
@@ -49,6 +51,32 @@ def test_every_cu_file_compiles_with_nvcc_for_sm80_and_sm90(tmp_path):
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, f"nvcc failed on {src.name}:\n{out}"
         assert (tmp_path / f"{src.stem}.o").stat().st_size > 0
+        usage = cuda.ptxas_usage(out)
+        # forward and backward, fp32 and bf16, two architectures
+        assert len(usage) == 8, f"{src.name}: unexpected ptxas report:\n{out}"
+        for row in usage:
+            what = f"{src.name} {row['kernel']} {row['arch']}: {row}"
+            assert row["spill_stores"] == 0 and row["spill_loads"] == 0, what
+            assert row["registers"] <= 255 and row["smem"] <= 48 * 1024, what
+
+
+def test_ptxas_report_parser_reads_registers_spills_and_shared_memory():
+    log = (
+        "ptxas info    : Compiling entry function '_ZN3_GLOBAL__20wkv7_backward_kernelI13__nv_bfloat16EEviiPKT_' "
+        "for 'sm_90'\n"
+        "ptxas info    : Function properties for _ZN3_GLOBAL__20wkv7_backward_kernelI13__nv_bfloat16EEviiPKT_\n"
+        "    704 bytes stack frame, 1060 bytes spill stores, 972 bytes spill loads\n"
+        "ptxas info    : Used 255 registers, used 1 barriers, 2432 bytes smem\n"
+    )
+    [row] = cuda.ptxas_usage(log)
+    assert row["kernel"] == "wkv7_backward_kernel<bf16>" and row["arch"] == "sm_90"
+    assert (row["registers"], row["stack"], row["spill_stores"], row["spill_loads"], row["smem"]) == (
+        255,
+        704,
+        1060,
+        972,
+        2432,
+    )
 
 
 @pytest.mark.slow

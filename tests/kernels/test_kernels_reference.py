@@ -97,8 +97,8 @@ def test_default_backend_on_cpu_is_chunked_and_one_token_uses_the_step(monkeypat
 
 
 def test_unknown_backend_names_its_source(monkeypatch):
-    monkeypatch.setenv(kernels.ENV_VAR, "triton")
-    with pytest.raises(ValueError, match="MMRWKV_WKV_BACKEND='triton'.*reference, chunked, cuda"):
+    monkeypatch.setenv(kernels.ENV_VAR, "tpu")
+    with pytest.raises(ValueError, match="MMRWKV_WKV_BACKEND='tpu'.*reference, chunked, cuda, triton, fla"):
         kernels.wkv6(**random_inputs("wkv6", 1, 3, 1, 2))
     with pytest.raises(ValueError, match="backend='fast'"):
         kernels.wkv6(**random_inputs("wkv6", 1, 3, 1, 2), backend="fast")

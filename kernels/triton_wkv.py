@@ -1,0 +1,155 @@
+"""Chunked RWKV-7 WKV in Triton (backend "triton"): forward and backward, state in and out.
+
+Notation: B batch, T time, H heads, N head size, L = `chunk` steps per chunk. State S [N, N] fp32 indexed
+[value, key], as everywhere in mmrwkv.kernels. One program per (batch, head) walks the chunks in order
+(backward: in reverse); everything inside a chunk is a handful of [L, N] x [N, N] and [L, L] products, which
+run on tensor cores. Within a chunk, with g the inclusive cumulative log decay, gx = g - w, sa_t = S_{t-1} a_t:
+
+    U  = (I - tril<(A~ B^T))^{-1} (A~_0 S0^T + tril<(A~ K^T) V)           the sa_t of every step (the UT form)
+    Y  = R~_0 S0^T + tril<=(R~ B^T) U + tril<=(R~ K^T) V
+    S' = S0 diag(e^{g_L}) + U^T (B e^{g_L - g}) + V^T (K e^{g_L - g})
+
+where A~_0 = a e^{gx}, R~_0 = r e^{g} (relative to the chunk start) and A~ = a e^{gx - g_m}, R~ = r e^{g - g_m},
+B = b e^{g_m - g}, K = k e^{g_m - g} are taken relative to the chunk's middle step m, so that the factors stay
+within fp32 range for log decays down to about -160 / L per step (RWKV-7's are >= -exp(-0.5)). The strictly
+lower triangular inverse is the product (I + A)(I + A^2)(I + A^4)... (A is nilpotent). Forward saves the state
+before every chunk; backward recomputes the chunk from it and applies the adjoint of each line above.
+
+Inputs run in bf16 when all of them are bf16 (products then use tf32), otherwise in fp32 (exact fp32 products);
+`y` comes back in the dtype of `v`. On CPU tensors it runs under the Triton interpreter (TRITON_INTERPRET=1).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ["CHUNK", "available", "wkv7"]
+
+# steps per chunk: 16, 32 or 64 (a tensor-core tile side); MMRWKV_TRITON_CHUNK overrides it
+CHUNK = 32
+_kernels: dict[bool, tuple[Any, Any]] = {}
+
+
+def available(device: torch.device) -> tuple[bool, str]:
+    """(True, "") when the Triton backend can run on `device`, else (False, the reason)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError as err:
+        return False, f"triton is not importable ({err})"
+    if device.type == "cpu" and not _interpret():
+        return False, "CPU tensors need the Triton interpreter (set TRITON_INTERPRET=1)"
+    if device.type not in ("cpu", "cuda"):
+        return False, f"the tensors are on {device}, not a CUDA GPU"
+    return True, ""
+
+
+def chunk_size() -> int:
+    """The chunk length in use: MMRWKV_TRITON_CHUNK (16, 32 or 64) or CHUNK."""
+    value = os.environ.get("MMRWKV_TRITON_CHUNK", str(CHUNK))
+    if value not in ("16", "32", "64"):
+        raise ValueError(f"MMRWKV_TRITON_CHUNK={value!r} is not a chunk length; choose 16, 32 or 64")
+    return int(value)
+
+
+def wkv7(
+    r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, state: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """RWKV-7 over [B, T, H, N] (N a power of two >= 16); w is the log decay; state [B, H, N, N] fp32.
+
+    Returns (y [B, T, H, N] in v's dtype, final state [B, H, N, N] fp32).
+    """
+    bsz, t, h, n = r.shape
+    if n < 16 or n & (n - 1):
+        raise ValueError(f"wkv7 triton: head size N={n} is not supported; use a power of two >= 16")
+    s0 = r.new_zeros(bsz, h, n, n, dtype=torch.float32) if state is None else state.float().contiguous()
+    if t == 0:
+        return v.new_zeros(v.shape), s0
+    xs = [x.contiguous() for x in (r, w, k, v, a, b)]
+    if not all(x.dtype == torch.bfloat16 for x in xs):
+        xs = [x.float() for x in xs]
+    y, s_t = _Wkv7.apply(*xs, s0)
+    return y.to(v.dtype), s_t
+
+
+class _Wkv7(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, r, w, k, v, a, b, s0):
+        save = any(ctx.needs_input_grad)
+        y, s_t, ckpt = _forward(r, w, k, v, a, b, s0, save)
+        if save:
+            ctx.save_for_backward(r, w, k, v, a, b, ckpt)
+            ctx.dtypes = [x.dtype for x in (r, w, k, v, a, b)]
+        return y, s_t
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, ds_t):
+        r, w, k, v, a, b, ckpt = ctx.saved_tensors
+        dy = torch.zeros_like(v) if dy is None else dy.to(v.dtype).contiguous()
+        bsz, _, h, n = r.shape
+        ds_t = r.new_zeros(bsz, h, n, n, dtype=torch.float32) if ds_t is None else ds_t.float().contiguous()
+        grads = _backward(r, w, k, v, a, b, ckpt, dy, ds_t)
+        return *(g.to(dt) for g, dt in zip(grads[:6], ctx.dtypes, strict=True)), grads[6]
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _launch_args(r: Tensor) -> dict[str, Any]:
+    bsz, t, h, n = r.shape
+    chunk = chunk_size()
+    bf16 = r.dtype == torch.bfloat16
+    return {
+        "T": t,
+        "H": h,
+        "NC": math.ceil(t / chunk),
+        "N": n,
+        "BT": chunk,
+        "LOG2BT": int(math.log2(chunk)),
+        "PREC": "tf32" if bf16 else "ieee",
+        "num_warps": 4,
+    }
+
+
+def _forward(r, w, k, v, a, b, s0, save: bool) -> tuple[Tensor, Tensor, Tensor]:
+    fwd, _ = _get_kernels()
+    bsz, t, h, n = r.shape
+    args = _launch_args(r)
+    y = torch.empty(r.shape, dtype=torch.float32, device=r.device)
+    s_t = torch.empty_like(s0)
+    ckpt = torch.empty((bsz, h, args["NC"], n, n) if save else (1,), dtype=torch.float32, device=r.device)
+    fwd[(bsz * h,)](r, w, k, v, a, b, s0, y, s_t, ckpt, SAVE=save, **args)
+    return y, s_t, ckpt
+
+
+def _backward(r, w, k, v, a, b, ckpt, dy, ds_t) -> list[Tensor]:
+    _, bwd = _get_kernels()
+    bsz, _, h, _ = r.shape
+    grads = [torch.empty(r.shape, dtype=torch.float32, device=r.device) for _ in range(6)]
+    ds0 = torch.empty_like(ds_t)
+    bwd[(bsz * h,)](r, w, k, v, a, b, ckpt, dy, ds_t, *grads, ds0, **_launch_args(r))
+    return [*grads, ds0]
+
+
+def _get_kernels() -> tuple[Any, Any]:
+    """The jitted kernels, made on first use: triton.jit reads TRITON_INTERPRET when it wraps a function."""
+    key = _interpret()
+    if key not in _kernels:
+        name = f"mmrwkv.kernels.triton_wkv_kernels_{'interpreted' if key else 'compiled'}"
+        path = Path(__file__).with_name("triton_wkv_kernels.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        src = importlib.util.module_from_spec(spec)
+        sys.modules[name] = src
+        spec.loader.exec_module(src)
+        _kernels[key] = (src.wkv7_fwd_kernel, src.wkv7_bwd_kernel)
+    return _kernels[key]

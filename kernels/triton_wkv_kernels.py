@@ -1,0 +1,199 @@
+"""The Triton kernels of backend "triton" (see kernels/triton_wkv.py for the chunked form they compute).
+
+Imported by `triton_wkv._get_kernels` once per mode (compiled or TRITON_INTERPRET=1), because triton.jit picks
+the mode when it wraps a function. One program per (batch, head); inputs [B, T, H, N] contiguous, any float
+dtype (computed in fp32); states and checkpoints fp32 [N, N] indexed [value, key].
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _tri_inverse(A, BT: tl.constexpr, LOG2BT: tl.constexpr):
+    """(I - A)^{-1} of a strictly lower triangular [BT, BT] A: (I + A)(I + A^2)(I + A^4)... (A^BT = 0)."""
+    ot = tl.arange(0, BT)
+    eye = tl.where(ot[:, None] == ot[None, :], 1.0, 0.0)
+    P = eye + A
+    Ak = A
+    for _ in tl.static_range(LOG2BT - 1):
+        Ak = tl.dot(Ak, Ak, input_precision="ieee")
+        P = tl.dot(P, eye + Ak, input_precision="ieee")
+    return P
+
+
+@triton.jit
+def _decays(w, BT: tl.constexpr):
+    """Cumulative log decays of a chunk: inclusive g, exclusive gx [BT, N]; middle step gm and total gL [N]."""
+    ot = tl.arange(0, BT)
+    g = tl.cumsum(w, axis=0)
+    gm = tl.sum(tl.where(ot[:, None] == BT // 2 - 1, g, 0.0), axis=0)
+    gL = tl.sum(w, axis=0)
+    return g, g - w, gm, gL
+
+
+@triton.jit
+def _load(ptr, off, m):
+    return tl.load(ptr + off, mask=m, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _chunk_sa(As, Am, Bm, Km, v, S, BT: tl.constexpr, LOG2BT: tl.constexpr, PREC: tl.constexpr):
+    """U (the sa of every step [BT, N]) and the two strictly lower matrices A_ab, A_ak [BT, BT], and (I - A_ab)^-1."""
+    ot = tl.arange(0, BT)
+    strict = ot[:, None] > ot[None, :]
+    A_ab = tl.where(strict, tl.dot(Am, tl.trans(Bm), input_precision=PREC), 0.0)
+    A_ak = tl.where(strict, tl.dot(Am, tl.trans(Km), input_precision=PREC), 0.0)
+    Z = tl.dot(As, tl.trans(S), input_precision=PREC) + tl.dot(A_ak, v, input_precision=PREC)
+    Wi = _tri_inverse(A_ab, BT, LOG2BT)
+    U = tl.dot(Wi, Z, input_precision=PREC)
+    return U, A_ak, Wi
+
+
+@triton.jit
+def wkv7_fwd_kernel(
+    r_,
+    w_,
+    k_,
+    v_,
+    a_,
+    b_,
+    s0_,
+    y_,
+    sT_,
+    ck_,
+    T,
+    H,
+    NC,
+    N: tl.constexpr,
+    BT: tl.constexpr,
+    LOG2BT: tl.constexpr,
+    PREC: tl.constexpr,
+    SAVE: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    bi, h = pid // H, pid % H
+    ot, on = tl.arange(0, BT), tl.arange(0, N)
+    mat = on[:, None] * N + on[None, :]
+    incl = ot[:, None] >= ot[None, :]
+    S = tl.load(s0_ + pid * N * N + mat)
+    base = bi * T * H * N + h * N
+    for c in range(0, NC):
+        t = c * BT + ot
+        off = base + t[:, None].to(tl.int64) * (H * N) + on[None, :]
+        m = (t < T)[:, None]
+        r, w, k = _load(r_, off, m), _load(w_, off, m), _load(k_, off, m)
+        v, a, b = _load(v_, off, m), _load(a_, off, m), _load(b_, off, m)
+        if SAVE:
+            tl.store(ck_ + (pid * NC + c) * N * N + mat, S)
+        g, gx, gm, gL = _decays(w, BT)
+        Bm, Km = b * tl.exp(gm[None, :] - g), k * tl.exp(gm[None, :] - g)
+        Rm = r * tl.exp(g - gm[None, :])
+        U, A_ak, Wi = _chunk_sa(a * tl.exp(gx), a * tl.exp(gx - gm[None, :]), Bm, Km, v, S, BT, LOG2BT, PREC)
+        M_rb = tl.where(incl, tl.dot(Rm, tl.trans(Bm), input_precision=PREC), 0.0)
+        M_rk = tl.where(incl, tl.dot(Rm, tl.trans(Km), input_precision=PREC), 0.0)
+        y = tl.dot(r * tl.exp(g), tl.trans(S), input_precision=PREC)
+        y += tl.dot(M_rb, U, input_precision=PREC) + tl.dot(M_rk, v, input_precision=PREC)
+        tl.store(y_ + off, y, mask=m)
+        tail = tl.exp(gL[None, :] - g)
+        S = S * tl.exp(gL)[None, :]
+        S += tl.dot(tl.trans(U), b * tail, input_precision=PREC) + tl.dot(tl.trans(v), k * tail, input_precision=PREC)
+    tl.store(sT_ + pid * N * N + mat, S)
+
+
+@triton.jit
+def wkv7_bwd_kernel(
+    r_,
+    w_,
+    k_,
+    v_,
+    a_,
+    b_,
+    ck_,
+    dy_,
+    dsT_,
+    dr_,
+    dw_,
+    dk_,
+    dv_,
+    da_,
+    db_,
+    ds0_,
+    T,
+    H,
+    NC,
+    N: tl.constexpr,
+    BT: tl.constexpr,
+    LOG2BT: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    bi, h = pid // H, pid % H
+    ot, on = tl.arange(0, BT), tl.arange(0, N)
+    mat = on[:, None] * N + on[None, :]
+    incl = ot[:, None] >= ot[None, :]
+    strict = ot[:, None] > ot[None, :]
+    dS = tl.load(dsT_ + pid * N * N + mat)
+    base = bi * T * H * N + h * N
+    for i in range(0, NC):
+        c = NC - 1 - i
+        t = c * BT + ot
+        off = base + t[:, None].to(tl.int64) * (H * N) + on[None, :]
+        m = (t < T)[:, None]
+        r, w, k = _load(r_, off, m), _load(w_, off, m), _load(k_, off, m)
+        v, a, b = _load(v_, off, m), _load(a_, off, m), _load(b_, off, m)
+        dy = _load(dy_, off, m)
+        S = tl.load(ck_ + (pid * NC + c) * N * N + mat)
+        # the chunk's forward, recomputed
+        g, gx, gm, gL = _decays(w, BT)
+        e_g, e_gx = tl.exp(g), tl.exp(gx)
+        e_mg, e_gm, e_xm = tl.exp(gm[None, :] - g), tl.exp(g - gm[None, :]), tl.exp(gx - gm[None, :])
+        e_tail, e_L = tl.exp(gL[None, :] - g), tl.exp(gL)
+        Rs, Rm, As, Am = r * e_g, r * e_gm, a * e_gx, a * e_xm
+        Bm, Km, Bl, Kl = b * e_mg, k * e_mg, b * e_tail, k * e_tail
+        U, A_ak, Wi = _chunk_sa(As, Am, Bm, Km, v, S, BT, LOG2BT, PREC)
+        M_rb = tl.where(incl, tl.dot(Rm, tl.trans(Bm), input_precision=PREC), 0.0)
+        M_rk = tl.where(incl, tl.dot(Rm, tl.trans(Km), input_precision=PREC), 0.0)
+        # S' = S diag(e^gL) + U^T Bl + V^T Kl
+        dS0 = dS * e_L[None, :]
+        dgL = tl.sum(S * dS0, axis=0)
+        dU = tl.dot(Bl, tl.trans(dS), input_precision=PREC)
+        dV = tl.dot(Kl, tl.trans(dS), input_precision=PREC)
+        dBl = tl.dot(U, dS, input_precision=PREC)
+        dKl = tl.dot(v, dS, input_precision=PREC)
+        # Y = Rs S^T + M_rb U + M_rk V
+        dRs = tl.dot(dy, S, input_precision=PREC)
+        dS0 += tl.dot(tl.trans(dy), Rs, input_precision=PREC)
+        dM_rb = tl.where(incl, tl.dot(dy, tl.trans(U), input_precision=PREC), 0.0)
+        dM_rk = tl.where(incl, tl.dot(dy, tl.trans(v), input_precision=PREC), 0.0)
+        dU += tl.dot(tl.trans(M_rb), dy, input_precision=PREC)
+        dV += tl.dot(tl.trans(M_rk), dy, input_precision=PREC)
+        dRm = tl.dot(dM_rb, Bm, input_precision=PREC) + tl.dot(dM_rk, Km, input_precision=PREC)
+        dBm = tl.dot(tl.trans(dM_rb), Rm, input_precision=PREC)
+        dKm = tl.dot(tl.trans(dM_rk), Rm, input_precision=PREC)
+        # U = (I - A_ab)^{-1} Z, Z = As S^T + A_ak V
+        dZ = tl.dot(tl.trans(Wi), dU, input_precision="ieee")
+        dA_ab = tl.where(strict, tl.dot(dZ, tl.trans(U), input_precision=PREC), 0.0)
+        dA_ak = tl.where(strict, tl.dot(dZ, tl.trans(v), input_precision=PREC), 0.0)
+        dAs = tl.dot(dZ, S, input_precision=PREC)
+        dS0 += tl.dot(tl.trans(dZ), As, input_precision=PREC)
+        dV += tl.dot(tl.trans(A_ak), dZ, input_precision=PREC)
+        # A_ab = tril<(Am Bm^T), A_ak = tril<(Am Km^T)
+        dAm = tl.dot(dA_ab, Bm, input_precision=PREC) + tl.dot(dA_ak, Km, input_precision=PREC)
+        dBm += tl.dot(tl.trans(dA_ab), Am, input_precision=PREC)
+        dKm += tl.dot(tl.trans(dA_ak), Am, input_precision=PREC)
+        # the decay factors: through g, gx, gm and gL to w
+        dg = dRs * Rs + dRm * Rm - dBm * Bm - dKm * Km - dBl * Bl - dKl * Kl
+        dgx = dAs * As + dAm * Am
+        dgm = tl.sum(dBm * Bm + dKm * Km - dRm * Rm - dAm * Am, axis=0)
+        dgL += tl.sum(dBl * Bl + dKl * Kl, axis=0)
+        dw = tl.cumsum(dg + dgx, axis=0, reverse=True) - dgx + dgL[None, :]
+        dw += tl.where(ot[:, None] <= BT // 2 - 1, dgm[None, :], 0.0)
+        tl.store(dr_ + off, dRs * e_g + dRm * e_gm, mask=m)
+        tl.store(dw_ + off, dw, mask=m)
+        tl.store(dk_ + off, dKm * e_mg + dKl * e_tail, mask=m)
+        tl.store(dv_ + off, dV, mask=m)
+        tl.store(da_ + off, dAs * e_gx + dAm * e_xm, mask=m)
+        tl.store(db_ + off, dBm * e_mg + dBl * e_tail, mask=m)
+        dS = dS0
+    tl.store(ds0_ + pid * N * N + mat, dS)
