@@ -1,5 +1,6 @@
 """The live stream page: microphone chunks and webcam frames feed a per-session state, questions answer from a
-copy; in a real headless Chromium a fake microphone streams, a question asked mid-stream gets a streamed answer."""
+copy; in a real headless Chromium a fake microphone and camera stream, a question asked mid-stream gets a streamed
+answer and the stream goes on."""
 
 import math
 import shutil
@@ -90,9 +91,14 @@ def test_browser_fake_microphone_streams_and_a_question_mid_stream_is_answered(t
                 page.locator("#mic button[aria-label='Start recording'], #mic button:has-text('Record')").first.click(
                     timeout=60_000
                 )
-                # the state grows by whole windows as the fake microphone streams
+                # the fake camera's frames join the same state
+                page.locator("#cam").click(timeout=60_000)
+                page.locator("#cam button[aria-label='capture photo']").click(timeout=60_000)
+                # the state grows by whole windows and frames as the fake devices stream
                 page.wait_for_function(
-                    "() => /audio windows [2-9]/.test(document.querySelector('#status').innerText)", timeout=120_000
+                    "() => { const s = document.querySelector('#status').innerText;"
+                    " return /audio windows [2-9]/.test(s) && /frames [1-9]/.test(s); }",
+                    timeout=120_000,
                 )
                 page.locator("#question textarea").fill("what do you hear?")
                 page.locator("#ask").click()
