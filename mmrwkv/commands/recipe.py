@@ -39,14 +39,18 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)
 
+    from mmrwkv.commands.eval_task import TASK_EPILOG, add_task_options
+
     p = sub.add_parser(
         "eval",
-        help="evaluate a checkpoint on the recipe's eval split (RNN-mode generation)",
-        usage="mmrwkv eval RECIPE --checkpoint CKPT [--out DIR] [KEY=VALUE ...]",
-        epilog=EVAL_EPILOG,
+        help="evaluate a checkpoint on the recipe's eval split or on benchmark tasks (RNN-mode generation)",
+        usage="mmrwkv eval RECIPE --checkpoint CKPT [--out DIR] [KEY=VALUE ...]\n"
+        "       mmrwkv eval (--task NAME | --suite A,B,C) --checkpoint CKPT --data-root DIR [options]",
+        epilog=EVAL_EPILOG + "\n\n" + TASK_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("recipe", help="recipe YAML file, or a packaged recipe's name (`mmrwkv recipes list`)")
+    p.add_argument("recipe", nargs="?", help="recipe YAML file, or a packaged recipe's name (`mmrwkv recipes list`)")
+    add_task_options(p)
     # REMAINDER keeps overrides that follow --checkpoint (argparse cannot interleave positionals); parsed below
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     p.set_defaults(func=_eval)
@@ -110,11 +114,17 @@ def _eval_options(rest: list[str]) -> argparse.Namespace:
 
 
 def _eval(args) -> int:
+    from mmrwkv.commands.eval_task import run_tasks
     from mmrwkv.config import load_config
     from mmrwkv.recipe_catalog import resolve_recipe
     from mmrwkv.training.evaluate import evaluate_recipe
 
-    options = _eval_options(args.rest)
+    if args.task or args.suite or args.list_tasks or args.recipe is None:
+        return run_tasks(args)
+    # options given before RECIPE were parsed by the subcommand; the recipe form reads them from `rest`
+    given = [x for flag, value in (("--checkpoint", args.checkpoint), ("--out", args.out)) if value
+             for x in (flag, value)]
+    options = _eval_options(given + args.rest)
     cfg = load_config(resolve_recipe(args.recipe), options.overrides)
     report = evaluate_recipe(cfg, options.checkpoint, out_dir=options.out)
     print(report.markdown)

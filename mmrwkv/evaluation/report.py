@@ -121,7 +121,7 @@ def write_report(
 
 
 # what a report directory holds; metrics.json is written first, so a report directory always has it
-REPORT_NAMES = ("metrics.json", "predictions.json", "thumbs", "curves.png", "report.md")
+REPORT_NAMES = ("metrics.json", "predictions.json", "thumbs", "curves.png", "report.md", "server_results.json")
 
 
 def check_report_dir(out: Path) -> None:

@@ -49,7 +49,7 @@ def _argv(command: str) -> list[str]:
 
 def _parse(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
-    if argv[0] == "eval":
+    if argv[0] == "eval" and not (args.task or args.suite or args.list_tasks):
         _eval_options(args.rest)
 
 
