@@ -122,8 +122,9 @@ def _eval(args) -> int:
     if args.task or args.suite or args.list_tasks or args.recipe is None:
         return run_tasks(args)
     # options given before RECIPE were parsed by the subcommand; the recipe form reads them from `rest`
-    given = [x for flag, value in (("--checkpoint", args.checkpoint), ("--out", args.out)) if value
-             for x in (flag, value)]
+    given = [
+        x for flag, value in (("--checkpoint", args.checkpoint), ("--out", args.out)) if value for x in (flag, value)
+    ]
     options = _eval_options(given + args.rest)
     cfg = load_config(resolve_recipe(args.recipe), options.overrides)
     report = evaluate_recipe(cfg, options.checkpoint, out_dir=options.out)
