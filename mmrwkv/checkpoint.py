@@ -58,7 +58,9 @@ def load_rwkv(path: str | Path, *, dtype: torch.dtype | None = None, device=None
     """Load ours (a directory) or an official `.pth`; `dtype` defaults to the stored embedding's dtype."""
     path = resolve(Path(path))
     if path.is_dir():
-        model = _load_ours(path, dtype)
+        from mmrwkv.checkpoint_hf import detect_format, load_hf
+
+        model = load_hf(path, dtype=dtype) if detect_format(path) else _load_ours(path, dtype)
     elif path.is_file():
         model = load_official(path, dtype=dtype)
     else:
@@ -69,12 +71,20 @@ def load_rwkv(path: str | Path, *, dtype: torch.dtype | None = None, device=None
 def load_official(path: str | Path, *, dtype: torch.dtype | None = None) -> RWKV:
     """Build an RWKV from an official `.pth` (ln0 kept explicit, not folded into the embedding)."""
     path = Path(path)
-    state_dict = _bonus_as_faaaa(read_official(path))
+    return model_from_official(read_official(path), dtype=dtype, source=str(path))
+
+
+def model_from_official(
+    state_dict: dict[str, torch.Tensor], *, dtype: torch.dtype | None = None, source: str = "checkpoint"
+) -> RWKV:
+    """Build an RWKV from a state dict with the official keys (read from a `.pth`, or mapped from another format
+    by `mmrwkv.checkpoint_hf`): generation and sizes from the shapes, equal-sized tensors reshaped."""
+    state_dict = _bonus_as_faaaa(dict(state_dict))
     time_state = {k: state_dict.pop(k) for k in [k for k in state_dict if _TIME_STATE.match(k)]}
-    config = detect_config(state_dict, source=str(path))
-    model = _build(config, state_dict, dtype, source=str(path))
+    config = detect_config(state_dict, source=source)
+    model = _build(config, state_dict, dtype, source=source)
     if time_state:
-        model.tuned_state = tuned_state_from_official(time_state, config, source=str(path))
+        model.tuned_state = tuned_state_from_official(time_state, config, source=source)
     return model
 
 
@@ -409,18 +419,36 @@ def save_official(model: RWKV, path: str | Path) -> Path:
     return path
 
 
-def convert(src: str | Path, dst: str | Path, *, dtype: torch.dtype | None = None) -> Path:
-    """Convert either way: a `dst` ending in `.pth` gets the official format, anything else ours."""
+def convert(src: str | Path, dst: str | Path, *, dtype: torch.dtype | None = None, to: str | None = None) -> Path:
+    """Convert any checkpoint `load_rwkv` reads (ours, official, HF/fla: detected) into `to`: "ours", "official",
+    "hf" (the generation's HF format, fla for RWKV-7) or one of `checkpoint_hf.HF_FORMATS`. Default: a `dst`
+    ending in `.pth` gets the official format, anything else ours."""
     model = load_rwkv(src, dtype=dtype)
-    if str(dst).endswith(".pth"):
+    to = to or ("official" if str(dst).endswith(".pth") else "ours")
+    if to == "official":
         return save_official(model, dst)
-    return save_rwkv(model, dst)
+    if to == "ours":
+        return save_rwkv(model, dst)
+    from mmrwkv.checkpoint_hf import save_hf
+
+    return save_hf(model, dst, None if to == "hf" else to)
 
 
 def describe(path: str | Path) -> dict:
     """Format, config, parameter count and whether a tuned start state comes with a checkpoint, without loading
     its weights into a model; the stored keys, shapes and dtypes are checked as loading checks them."""
     path = resolve(Path(path))
+    from mmrwkv.checkpoint_hf import detect_format
+
+    if path.is_dir() and detect_format(path):
+        model = load_rwkv(path)
+        return {
+            "path": str(path),
+            "format": detect_format(path),
+            "config": model.config,
+            "parameters": model.num_parameters(),
+            "tuned_state": False,
+        }
     if path.is_dir():
         fmt, config = FORMAT, read_config(path)
         tuned = (path / TUNED_STATE_FILE).is_file()

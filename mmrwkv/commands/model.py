@@ -15,9 +15,19 @@ def register(sub) -> None:
     )
     p.set_defaults(func=run_info)
 
-    p = sub.add_parser("convert", help="convert official .pth <-> ours (OUT ending in .pth gets the official format)")
-    p.add_argument("src", help="our checkpoint directory or an official .pth")
-    p.add_argument("dst", help="a .pth path (official format) or a directory (ours)")
+    p = sub.add_parser(
+        "convert",
+        help="convert between ours, official .pth and HF/fla directories (the input's format is detected)",
+    )
+    p.add_argument("src", help="our checkpoint directory, an official .pth, or a HF RWKV-4/5/6 or fla RWKV-7 directory")
+    p.add_argument("dst", help="a .pth path (official format) or a directory (ours, or with --to hf the HF/fla one)")
+    p.add_argument(
+        "--to",
+        choices=["ours", "official", "hf", "hf-rwkv4", "hf-rwkv5", "hf-rwkv6", "fla-rwkv7"],
+        default=None,
+        help="output format (default: official for a .pth name, else ours; hf: the generation's HF format, "
+        "fla-rwkv7 for RWKV-7)",
+    )
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="weight dtype (default: as stored)")
     p.set_defaults(func=run_convert)
 
@@ -135,7 +145,7 @@ def run_info(args) -> int:
 def run_convert(args) -> int:
     from mmrwkv.checkpoint import convert
 
-    out = convert(args.src, args.dst, dtype=_dtype(args.dtype))
+    out = convert(args.src, args.dst, dtype=_dtype(args.dtype), to=args.to)
     print(f"wrote {out}")
     return 0
 
