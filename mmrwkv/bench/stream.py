@@ -115,21 +115,13 @@ class TransformerSide:
     """The same windows' projected tokens appended to a Llama's KV cache, attending over the whole stream."""
 
     def __init__(self, model, window_s: float, args: argparse.Namespace):
-        from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+        from transformers import DynamicCache
 
-        heads = args.n_embd // args.head_size
-        config = LlamaConfig(
-            hidden_size=args.n_embd,
-            num_hidden_layers=args.n_layer,
-            num_attention_heads=heads,
-            num_key_value_heads=heads,
-            intermediate_size=args.n_embd * 7 // 2,
-            vocab_size=args.vocab_size,
-            max_position_embeddings=1 << 20,
-        )
-        torch.manual_seed(0)
-        self.llama = LlamaForCausalLM(config).eval()
-        self.model, self.cache = model, DynamicCache(config=config)
+        from mmrwkv.bench.context import _llama
+
+        # the Llama of `mmrwkv bench context`: same width, depth, heads and vocabulary as the RWKV side
+        self.llama = _llama(args)
+        self.model, self.cache = model, DynamicCache(config=self.llama.config)
         self.encoder = model.encoders["audio"]
         self.per = int(round(window_s * self.encoder.sample_rate))
         self.buffer = np.zeros(0, dtype=np.float32)
