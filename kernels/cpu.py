@@ -8,6 +8,11 @@ stage into one loop, updates the WKV state in one pass, and streams weights (fp3
 fp32 accumulate) with its own mat-vec loops. Built on first use (never at import) with
 `torch.utils.cpp_extension.load` into the kernels' cache directory; a failed build is remembered and the callers
 fall back to TorchScript. MMRWKV_NATIVE_DECODE=0 turns it off.
+
+One source builds to every ISA (`cpu/simd.h`: GCC vector extensions whose width follows the target): avx512,
+avx2 (+FMA), portable (x86-64 baseline) and neon (aarch64), each its own module, chosen at run time by what the CPU
+has (`isa`, /proc/cpuinfo; no higher than torch's own kernel level, which ATEN_CPU_CAPABILITY lowers);
+MMRWKV_CPU_ISA=avx512|avx2|portable|neon picks one, refused in one line where the CPU cannot run it.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import torch
 from torch import Tensor
 
 ENV_VAR = "MMRWKV_NATIVE_DECODE"
+ISA_VAR = "MMRWKV_CPU_ISA"
 _NAME = "mmrwkv_decode_cpu"
 SOURCE = Path(__file__).resolve().parent / "cpu" / "decode7.cpp"
 # included by SOURCE: part of the build's digest
-_HEADER_NAMES = ("matvec.h", "team.h", "buffers.h", "argmax.h", "vmath.h", "wkv.h", "plan.h")
+_HEADER_NAMES = ("simd.h", "matvec.h", "team.h", "buffers.h", "pick.h", "argmax.h", "vmath.h", "wkv.h", "plan.h")
 HEADERS = tuple(SOURCE.parent / name for name in _HEADER_NAMES)
 # one layer's parameters in the order decode7.cpp reads them (names as in `mmrwkv.rwkv.v7.block_params`)
 LAYER_PARAMS = (
@@ -37,54 +43,105 @@ LAYER_PARAMS = (
 )  # fmt: skip
 _DTYPES = (torch.float32, torch.bfloat16)
 _ABSENT = torch.empty(0)
+# The ISA variants, best first: the compiler's target for each (simd.h takes its vector width from it) and the CPU
+# flags (as /proc/cpuinfo names them) it needs. x86-64-v3 is AVX2 + FMA + F16C + BMI1/2 + LZCNT (abm) + MOVBE;
+# v4 adds AVX-512 F/BW/CD/DQ/VL. aarch64's NEON is its baseline; "portable" is the machine's baseline elsewhere.
+_V3 = ("avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "abm", "movbe")
+_V4 = (*_V3, "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")
+VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "avx512": (("-march=x86-64-v4", "-mtune=native"), _V4),
+    "avx2": (("-march=x86-64-v3", "-mtune=native"), _V3),
+    "neon": (("-march=armv8-a",), ()),
+    "portable": (("-march=x86-64", "-mtune=native"), ()),
+}
+_MACHINE_VARIANTS = {"x86_64": ("avx512", "avx2", "portable"), "aarch64": ("neon",)}
+# torch's own kernel level (torch.backends.cpu.get_cpu_capability, which ATEN_CPU_CAPABILITY lowers): the best variant
+# the default route takes under it, so that an emulated AVX2 machine is one for both
+_TORCH_CAP = {"AVX512": "avx512", "AVX2": "avx2", "DEFAULT": "portable"}
 
 _lock = threading.Lock()
-_module: list[Any] = []
-_failure: list[str] = []
+_modules: dict[str, Any] = {}
+_failures: dict[str, str] = {}
 
 
-def load() -> Any:
-    """The compiled module (built on first use, then cached on disk and in memory); RuntimeError if it cannot be."""
-    if _module:
-        return _module[0]
+def variants() -> tuple[str, ...]:
+    """The ISA variants this CPU can run, best first (x86-64: avx512, avx2, portable as its flags allow; aarch64:
+    neon; another machine: portable, its compiler's default target)."""
+    machine = platform.machine().lower()
+    if machine in ("amd64", "x86-64"):
+        machine = "x86_64"
+    if machine == "arm64":
+        machine = "aarch64"
+    names = _MACHINE_VARIANTS.get(machine, ("portable",))
+    flags = set(_cpu_flags().split())
+    return tuple(n for n in names if all(f in flags for f in VARIANTS[n][1]))
+
+
+def isa() -> str:
+    """The variant the native kernels run: MMRWKV_CPU_ISA when set (ValueError, one line, for a name this CPU
+    cannot run), else the best this CPU runs, no higher than torch's own kernel level."""
+    runnable = variants()
+    asked = os.environ.get(ISA_VAR, "").strip().lower()
+    if asked and asked != "auto":
+        if asked not in runnable:
+            known = asked in VARIANTS
+            why = "this CPU cannot run it" if known else f"not one of {', '.join(VARIANTS)}"
+            raise ValueError(f"{ISA_VAR}={asked}: {why} (it runs: {', '.join(runnable)})")
+        return asked
+    cap = _TORCH_CAP.get(torch.backends.cpu.get_cpu_capability().upper())
+    return cap if cap in runnable else runnable[0]
+
+
+def load(variant: str | None = None) -> Any:
+    """The compiled module of a variant (default `isa()`), built on first use, then cached on disk and in memory;
+    RuntimeError if it cannot be built here."""
+    variant = variant or isa()
+    if variant in _modules:
+        return _modules[variant]
     with _lock:
-        if _failure:
-            raise RuntimeError(_failure[0])
-        if not _module:
+        if variant in _failures:
+            raise RuntimeError(_failures[variant])
+        if variant not in _modules:
             try:
-                _module.append(_build())
+                _modules[variant] = _build(variant)
             # any compiler or loader failure becomes one clear message, remembered so it is not retried
             except Exception as err:
-                _failure.append(f"building the native CPU decode ({SOURCE.name}) failed: {str(err)[:2000]}")
-                raise RuntimeError(_failure[0]) from err
-    return _module[0]
+                what = f"building the native CPU decode ({SOURCE.name}, {variant})"
+                _failures[variant] = f"{what} failed: {str(err)[:2000]}"
+                raise RuntimeError(_failures[variant]) from err
+    return _modules[variant]
 
 
-def _build() -> Any:
+def build_flags(variant: str) -> list[str]:
+    """The compiler flags of a variant's build (-ffp-contract=fast: a*b + c as one fused multiply-add where the ISA
+    has one)."""
+    return ["-O3", *VARIANTS[variant][0], "-ffp-contract=fast", "-Wno-psabi", "-fopenmp", "-std=c++17"]
+
+
+def _build(variant: str) -> Any:
     from mmrwkv.kernels.cuda import cache_dir
 
-    # -march=native: built on the machine that runs it; the CPU's flags are part of the build directory's name
-    flags = ["-O3", "-march=native", "-fopenmp", "-std=c++17"]
-    build_dir = cache_dir() / f"mmrwkv_decode_cpu-{_digest(flags)}"
-    built = build_dir / f"{_NAME}.so"
+    flags, name = build_flags(variant), f"{_NAME}_{variant}"
+    build_dir = cache_dir() / f"{name}-{_digest(flags)}"
+    built = build_dir / f"{name}.so"
     if built.exists():
         # the directory's name hashes the source, flags, torch and CPU: a finished build is current; importing it
         # directly skips cpp_extension (its import warns about CUDA on machines without it, and it runs ninja)
         try:
-            return _import(built)
+            return _import(built, name)
         except ImportError:
             pass
     build_dir.mkdir(parents=True, exist_ok=True)
     from torch.utils import cpp_extension
 
     return cpp_extension.load(
-        name=_NAME, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+        name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
         build_directory=str(build_dir), verbose=False,
     )  # fmt: skip
 
 
-def _import(path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(_NAME, path)
+def _import(path: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -102,11 +159,40 @@ def _digest(flags: list[str]) -> str:
 def _cpu_flags() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
+            if line.startswith(("flags", "Features")):
+                return line.split(":", 1)[-1]
     except OSError:
         pass
     return platform.processor()
+
+
+def cpu_model() -> str:
+    """The CPU's model name with its family and model numbers where /proc/cpuinfo has them (a virtual machine's
+    name can be as vague as "AMD EPYC"), else what the platform reports; and the logical CPU count."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or fields.get("Model") or platform.processor() or platform.machine()
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']} model {fields.get('model', '?')})"
+    elif "CPU part" in fields:
+        name += f" (implementer {fields.get('CPU implementer', '?')} part {fields['CPU part']})"
+    return f"{name}, {os.cpu_count()} CPUs"
+
+
+def route() -> str:
+    """One line for benchmark headers: the CPU, the native kernels' variant (or why they are off) and torch's own
+    kernel level."""
+    torch_cap = torch.backends.cpu.get_cpu_capability()
+    try:
+        native = f"native {isa()} (CPU runs {', '.join(variants())})" if enabled() else "native off (TorchScript)"
+    except ValueError as err:
+        native = f"native refused: {err}"
+    return f"CPU {cpu_model()}; {native}; torch kernels {torch_cap}"
 
 
 def enabled() -> bool:

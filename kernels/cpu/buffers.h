@@ -1,6 +1,36 @@
-// Buffers of the native decode (decode7.cpp): copies between fp32 work vectors and state rows of the model's dtype,
-// and recycled state tensors. Included by decode7.cpp only (inside its anonymous namespace).
+// Tensors of the native decode (decode7.cpp): weights by address, the `linear` mat-vec, copies between fp32 work
+// vectors and state rows of the model's dtype, and recycled state tensors. Included by decode7.cpp only (inside its
+// anonymous namespace), after matvec.h.
 #pragma once
+
+template <typename T>
+const T* ptr(const at::Tensor& t) {
+  return reinterpret_cast<const T*>(t.data_ptr());
+}
+
+template <typename T>
+Mat<T> mat(const at::Tensor& w) {
+  return {ptr<T>(w), w.size(0), w.size(1), w.stride(1) == 1};
+}
+
+// y = W x on the threads of at::parallel_for (the `linear` entry point): blocks of rows per thread.
+template <typename T>
+void gemv(const at::Tensor& w, const float* x, float* y) {
+  const Mat<T> m = mat<T>(w);
+  TORCH_CHECK((w.stride(1) == 1 && w.stride(0) == m.in) || (w.stride(0) == 1 && w.stride(1) == m.out),
+              "decode7: a weight must be stored row- or column-major");
+  const bool parallel = m.out * m.in >= (1 << 18);
+  if (m.row_major) {
+    at::parallel_for(0, m.out, parallel ? 64 : m.out, [&](int64_t b, int64_t e) { rows_times(m, x, y, b, e); });
+    return;
+  }
+  // one block of outputs per thread: y's block stays in L1/L2 while every row of W^T streams past it
+  const int64_t threads = parallel ? std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), m.out / 256)) : 1;
+  const int64_t block = ((m.out + threads - 1) / threads + 15) / 16 * 16;
+  at::parallel_for(0, (m.out + block - 1) / block, 1, [&](int64_t b, int64_t e) {
+    for (int64_t blk = b; blk < e; ++blk) rows_times(m, x, y, blk * block, std::min(m.out, (blk + 1) * block));
+  });
+}
 
 // Copies between fp32 work vectors and state/output tensors of the model's dtype.
 void load(const at::Tensor& t, float* out) {

@@ -25,15 +25,14 @@
 #include <utility>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include "simd.h"  // the vector type (global: the headers below are also included by selftest.cpp)
 
 namespace {
 
 #include "matvec.h"
 #include "team.h"
 #include "buffers.h"
+#include "pick.h"
 #include "argmax.h"
 #include "vmath.h"
 #include "wkv.h"
@@ -469,4 +468,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("argmax", &argmax, "index of the largest fp32 logit (torch.argmax's ties and NaN rule)");
   m.def("linear", &linear, "x W^T for one row x (CPU, fp32 math)");
   m.attr("n_params") = static_cast<int>(N_PARAMS);
+  m.attr("isa") = MMRWKV_ISA;  // the variant this build is (simd.h)
+  m.attr("lanes") = kLanes;
 }

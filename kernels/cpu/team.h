@@ -22,12 +22,14 @@ struct Barrier {
       return;
     }
     for (int spins = 0; generation.load(std::memory_order_acquire) == g; ++spins) {
-#if defined(__x86_64__)
       if (spins < kSpins) {
+#if defined(__x86_64__)
         _mm_pause();
+#elif defined(__aarch64__)
+        asm volatile("yield");
+#endif
         continue;
       }
-#endif
       std::this_thread::yield();
     }
   }

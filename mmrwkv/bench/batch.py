@@ -127,6 +127,7 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
+    print(native.route(), flush=True)
     try:
         base = random_model(args.size)
         for dtype in dtypes:
@@ -140,7 +141,8 @@ def run(args) -> int:
                 _print(rows[-1], args.tokens)
     finally:
         torch.set_num_threads(threads)
-    summary = {"size": args.size, "threads": args.threads or threads, "native": native.enabled(), "rows": rows}
+    summary = {"size": args.size, "threads": args.threads or threads, "native": native.enabled(),
+               "route": native.route(), "rows": rows}  # fmt: skip
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=1))

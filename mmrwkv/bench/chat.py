@@ -15,8 +15,14 @@ import argparse
 import io
 import time
 
-QUESTIONS = ("What is in the picture?", "What colour is it?", "Is there anything on the left?",
-             "How many objects are there?", "Describe the background.", "What happens next?")
+QUESTIONS = (
+    "What is in the picture?",
+    "What colour is it?",
+    "Is there anything on the left?",
+    "How many objects are there?",
+    "Describe the background.",
+    "What happens next?",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement (the fastest counts)")
     parser.add_argument("--tokenizer", default="world", help="'world' or a tokenizer.json path")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for this run (1 keeps CPU times honest on a busy machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for this run (1 keeps CPU times honest on a busy machine)",
+    )
 
 
 def build_model(args: argparse.Namespace):
@@ -44,11 +54,17 @@ def build_model(args: argparse.Namespace):
 
     torch.manual_seed(args.seed)
     config = {
-        "backbone": {"size": "v7-tiny", "n_layer": args.layers, "n_embd": args.embd, "head_size": args.head_size,
-                     "vocab_size": load_tokenizer(args.tokenizer).vocab_size},
+        "backbone": {
+            "size": "v7-tiny",
+            "n_layer": args.layers,
+            "n_embd": args.embd,
+            "head_size": args.head_size,
+            "vocab_size": load_tokenizer(args.tokenizer).vocab_size,
+        },
         "tokenizer": args.tokenizer,
-        "encoders": {"image": {"name": "tiny_cnn",
-                               "kwargs": {"image_size": args.image_size, "width": 64, "grid": args.grid}}},
+        "encoders": {
+            "image": {"name": "tiny_cnn", "kwargs": {"image_size": args.image_size, "width": 64, "grid": args.grid}}
+        },
         "projectors": {"image": {"kind": "mlp2x_gelu"}},
         "placement": "first",
     }
@@ -163,8 +179,12 @@ def cached_image_costs(model, image: bytes, args: argparse.Namespace) -> dict:
     finally:
         hook.remove()
     best = {name: tuple(min(t[i][1] for t in r) for i in (0, 1)) for name, r in runs.items()}
-    return {**best, "encoder_calls": len(calls) // args.repeats, "prefill_tokens": tokens[:3],
-            "prompt_tokens": prompts[:3]}
+    return {
+        **best,
+        "encoder_calls": len(calls) // args.repeats,
+        "prefill_tokens": tokens[:3],
+        "prompt_tokens": prompts[:3],
+    }
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -177,9 +197,15 @@ def measure(args: argparse.Namespace) -> dict:
     chat_with_state_reuse(model, image, argparse.Namespace(**{**vars(args), "turns": 1, "repeats": 1}))
     reuse, reuse_tokens, session = chat_with_state_reuse(model, image, args)
     rerun, lengths = chat_rerunning_history(model, session.turns, args)
-    return {"reuse": reuse, "reuse_tokens": reuse_tokens, "rerun": rerun, "history_tokens": lengths,
-            "image_tokens": model.tokens_per_item("image", model.preprocess("image", image)),
-            "cache": cached_image_costs(model, image, args), "short_max": short_prefill_max(model.backbone)}
+    return {
+        "reuse": reuse,
+        "reuse_tokens": reuse_tokens,
+        "rerun": rerun,
+        "history_tokens": lengths,
+        "image_tokens": model.tokens_per_item("image", model.preprocess("image", image)),
+        "cache": cached_image_costs(model, image, args),
+        "short_max": short_prefill_max(model.backbone),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,10 +214,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from mmrwkv.kernels import cpu as native
+
+    print(native.route(), flush=True)
     r = measure(args)
-    print(f"chat bench: random v7 L{args.layers} C{args.embd}, tiny_cnn {args.image_size}px -> {r['image_tokens']} "
-          f"image tokens, {args.answer_tokens}-token greedy answers, {torch.get_num_threads()} threads; pieces of "
-          f"2-{r['short_max']} tokens prefill in one compiled call (measured crossover)")
+    print(
+        f"chat bench: random v7 L{args.layers} C{args.embd}, tiny_cnn {args.image_size}px -> {r['image_tokens']} "
+        f"image tokens, {args.answer_tokens}-token greedy answers, {torch.get_num_threads()} threads; pieces of "
+        f"2-{r['short_max']} tokens prefill in one compiled call (measured crossover)"
+    )
     _print_turns(r)
     _print_cache(r["cache"])
     return 0
@@ -205,16 +236,22 @@ def _print_turns(r: dict) -> None:
         print(f"{i + 1:>4} {reuse} {na:>7} {rerun} {nb:>7}")
     last = len(r["reuse"]) - 1
     for k, clock in enumerate(("wall", "cpu")):
-        print(f"turn {last + 1} / turn 1 ({clock}): state reuse {r['reuse'][last][k] / r['reuse'][0][k]:.2f}x "
-              f"(target <= 1.2), re-run history {r['rerun'][last][k] / r['rerun'][0][k]:.2f}x")
+        print(
+            f"turn {last + 1} / turn 1 ({clock}): state reuse {r['reuse'][last][k] / r['reuse'][0][k]:.2f}x "
+            f"(target <= 1.2), re-run history {r['rerun'][last][k] / r['rerun'][0][k]:.2f}x"
+        )
 
 
 def _print_cache(c: dict) -> None:
     first, second, again = c["first"], c["second"], c["again"]
-    print(f"prefix cache, same image (cpu ms): first prefill {first[0] * 1e3:.1f} (turn {first[1] * 1e3:.1f}), "
-          f"second question {second[0] * 1e3:.1f} (turn {second[1] * 1e3:.1f}), second question again "
-          f"{again[0] * 1e3:.1f} (turn {again[1] * 1e3:.1f})")
-    print(f"second / first: prefill ratio {second[0] / first[0]:.2f}x (target <= 0.3), turn ratio "
-          f"{second[1] / first[1]:.2f}x; same question again: prefill ratio {again[0] / first[0]:.2f}x; encoder "
-          f"calls per three questions {c['encoder_calls']}; prefilled tokens of the prompt: "
-          + ", ".join(f"{n} of {p}" for n, p in zip(c["prefill_tokens"], c["prompt_tokens"], strict=True)))
+    print(
+        f"prefix cache, same image (cpu ms): first prefill {first[0] * 1e3:.1f} (turn {first[1] * 1e3:.1f}), "
+        f"second question {second[0] * 1e3:.1f} (turn {second[1] * 1e3:.1f}), second question again "
+        f"{again[0] * 1e3:.1f} (turn {again[1] * 1e3:.1f})"
+    )
+    print(
+        f"second / first: prefill ratio {second[0] / first[0]:.2f}x (target <= 0.3), turn ratio "
+        f"{second[1] / first[1]:.2f}x; same question again: prefill ratio {again[0] / first[0]:.2f}x; encoder "
+        f"calls per three questions {c['encoder_calls']}; prefilled tokens of the prompt: "
+        + ", ".join(f"{n} of {p}" for n, p in zip(c["prefill_tokens"], c["prompt_tokens"], strict=True))
+    )

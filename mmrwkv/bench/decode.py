@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from mmrwkv.kernels import cpu as native
+
 # The package side: load once, then answer "N" lines with the seconds that N greedy steps took ("@" marks
 # the replies: the package prints progress lines of its own).
 _PACKAGE_SERVER = r"""
@@ -60,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--clock", choices=("wall", "cpu"), default="wall", help="wall time, or process CPU time (needs --threads 1)"
+    )
+    parser.add_argument(
+        "--isa",
+        default="",
+        help="also time these native ISA variants side by side (comma list of avx512, avx2, portable, neon, or 'all' "
+        "that this CPU runs): an fp32 and a bf16 row each; the column-major rows are then left out (memory)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
 
@@ -150,21 +158,26 @@ def read_bandwidth(n_bytes: int | None = None, repeats: int = 5, clock=time.perf
 
 
 class _Ours:
-    """Greedy decode with our RNN-mode step (the model's T = 1 path, via `RWKVStepper`): the native step, or with
-    native=False the TorchScript one (the fallback where the native build is unavailable)."""
+    """Greedy decode with our RNN-mode step (the model's T = 1 path, via `RWKVStepper`): the native step (of ISA
+    variant `isa`, default the one in use), or with native=False the TorchScript one (the fallback where the native
+    build is unavailable). A model keeps the native plan of its first step: one model object per variant."""
 
-    def __init__(self, model, clock=time.perf_counter, *, native: bool = True):
+    def __init__(self, model, clock=time.perf_counter, *, native: bool = True, isa: str | None = None):
         from mmrwkv.stepper import RWKVStepper
 
-        self.step, self.clock, self.native = RWKVStepper(model), clock, native
+        self.step, self.clock, self.native, self.isa = RWKVStepper(model), clock, native, isa
         with self._switch():
             self.logits, self.state = self.step(torch.tensor([0]), model.init_state(1))
 
     def _switch(self):
-        from mmrwkv.kernels import cpu as native
+        from contextlib import ExitStack
+
         from mmrwkv.kernels import scoped_env
 
-        return scoped_env(native.ENV_VAR, None if self.native else "0")
+        stack = ExitStack()
+        stack.enter_context(scoped_env(native.ENV_VAR, None if self.native else "0"))
+        stack.enter_context(scoped_env(native.ISA_VAR, self.isa))
+        return stack
 
     def __call__(self, n: int) -> float:
         from mmrwkv.kernels import cpu as native
@@ -252,20 +265,37 @@ def _runners(args, model, pth: Path | None, clock) -> tuple[dict, dict]:
         return m
 
     fp32_bytes = weight_bytes_per_token(model)
-    runners = {
-        ROWS[0]: _Ours(model, clock),
-        ROWS[1]: _Ours(column_major(random_model(args.size)), clock),
-        ROWS[2]: _Ours(model, clock, native=False),
-    }
+    extra = _extra_variants(args.isa)
+    runners = {ROWS[0]: _Ours(model, clock)}
+    if not extra:
+        runners[ROWS[1]] = _Ours(column_major(random_model(args.size)), clock)
+    runners[ROWS[2]] = _Ours(model, clock, native=False)
+    for isa in extra:
+        runners[f"ours, {isa} (fp32)"] = _Ours(random_model(args.size), clock, isa=isa)
     if pth is not None:
         runners[PACKAGE_ROW] = _Package(pth, torch.get_num_threads(), args.clock)
     bytes_per_token = dict.fromkeys(runners, fp32_bytes)
     if not args.no_bf16:
         bf16 = random_model(args.size).to(torch.bfloat16)
-        runners[ROWS[4]] = _Ours(bf16, clock)
-        runners[ROWS[5]] = _Ours(column_major(random_model(args.size).to(torch.bfloat16)), clock)
-        bytes_per_token[ROWS[4]] = bytes_per_token[ROWS[5]] = weight_bytes_per_token(bf16)
+        bf16_rows = {ROWS[4]: _Ours(bf16, clock)}
+        if not extra:
+            bf16_rows[ROWS[5]] = _Ours(column_major(random_model(args.size).to(torch.bfloat16)), clock)
+        for isa in extra:
+            bf16_rows[f"ours, {isa} (bf16)"] = _Ours(random_model(args.size).to(torch.bfloat16), clock, isa=isa)
+        runners.update(bf16_rows)
+        bytes_per_token.update(dict.fromkeys(bf16_rows, weight_bytes_per_token(bf16)))
     return runners, bytes_per_token
+
+
+def _extra_variants(asked: str) -> list[str]:
+    """The ISA variants of --isa other than the one in use (each checked: SystemExit names one this CPU cannot
+    run)."""
+    names = list(native.variants()) if asked.strip() == "all" else [a.strip() for a in asked.split(",") if a.strip()]
+    for name in names:
+        if name not in native.variants():
+            raise SystemExit(f"bench decode: --isa {name}: this CPU runs {', '.join(native.variants())}")
+    in_use = native.isa() if native.enabled() else None
+    return [name for name in dict.fromkeys(names) if name != in_use]
 
 
 def fastest_threads(model, tokens: int = 3) -> int:
@@ -321,7 +351,8 @@ def _run(args: argparse.Namespace) -> int:
         readers = {name: bw / 1e9 for name, bw in bandwidth.best().items()}
         summary = {"bandwidth_GBps": max(readers.values()), "median_bandwidth_GBps": bandwidth.median() / 1e9,
                    "median_of_pass_best_GBps": bandwidth.median_of_pass_best() / 1e9, "readers_GBps": readers,
-                   "threads": torch.get_num_threads(), "clock": args.clock, "rows": rows}  # fmt: skip
+                   "threads": torch.get_num_threads(), "clock": args.clock, "route": native.route(),
+                   "rows": rows}  # fmt: skip
         args.json.write_text(json.dumps(summary, indent=2))
     return 0
 
@@ -332,6 +363,7 @@ def _report(args, model, rates: dict, bytes_per_token: dict, bandwidth: ReadBand
     best_bw, median_bw = max(best_readers.values()), bandwidth.median()
     package = rates[PACKAGE_ROW]["tok_per_s"] if PACKAGE_ROW in rates else None
     threads = f"{torch.get_num_threads()}{'' if args.threads else ' (auto: fastest)'}"
+    print(native.route())
     print(
         f"decode, batch 1, {args.size} (L{cfg.n_layer} C{cfg.n_embd} V{cfg.vocab_size}), CPU threads {threads}, "
         f"{args.rounds} rounds x {args.tokens} tokens, {args.clock} clock"

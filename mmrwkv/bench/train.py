@@ -2,7 +2,9 @@
 
 Both backends train the same freshly built model on the same fixed batches (full steps: forward, masked loss,
 backward, AdamW); rounds alternate between the backends so they share the machine's load, and the median
-round counts. Tokens are the non-padding tokens of the batches.
+round counts. Tokens are the non-padding tokens of the batches. With --seq-len the batches are text-only rows of that
+many random token ids instead of the recipe's data (its rows are a few hundred tokens; the WKV backends differ most
+on long sequences).
 """
 
 from __future__ import annotations
@@ -24,10 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median counts")
     parser.add_argument("--batch-size", type=int, default=None, help="override train.batch_size")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for this run")
+    parser.add_argument(
+        "--seq-len", type=int, default=0, help="text-only batches of this many random tokens per row (0: the recipe's)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
 
 
-def _batches(cfg, model, count: int) -> list[dict]:
+def _batches(cfg, model, count: int, seq_len: int = 0) -> list[dict]:
+    if seq_len > 0:
+        gen = torch.Generator().manual_seed(0)
+        vocab = model.backbone.config.vocab_size
+        shape = (cfg.train.batch_size, seq_len)
+        ids = [torch.randint(0, vocab, shape, generator=gen) for _ in range(count)]
+        return [{"input_ids": x, "labels": x.clone()} for x in ids]
     from mmrwkv.training.build import build_datasets
 
     train_set, _, collate = build_datasets(cfg, model)
@@ -45,7 +56,7 @@ def _time_steps(module, optimizer, batches: list[dict]) -> float:
     return time.perf_counter() - start
 
 
-def measure(cfg, *, steps: int, rounds: int) -> dict[str, float]:
+def measure(cfg, *, steps: int, rounds: int, seq_len: int = 0) -> dict[str, float]:
     """Median training tokens/s per backend over `rounds` alternating rounds of `steps` steps."""
     from mmrwkv.training.build import build_model
     from mmrwkv.training.module import MultimodalLM
@@ -53,7 +64,7 @@ def measure(cfg, *, steps: int, rounds: int) -> dict[str, float]:
     from mmrwkv.training.trainer import wkv_backend
 
     model = build_model(cfg)
-    batches = _batches(cfg, model, steps)
+    batches = _batches(cfg, model, steps, seq_len)
     tokens = sum(_real_tokens(b) for b in batches)
     runs = {}
     for name in BACKENDS:
@@ -82,9 +93,15 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     overrides = list(args.overrides) + ([f"train.batch_size={args.batch_size}"] if args.batch_size else [])
     cfg = load_config(args.recipe, overrides)
-    rates = measure(cfg, steps=args.steps, rounds=args.rounds)
-    print(f"recipe {cfg.name}: batch {cfg.train.batch_size}, {args.steps} steps x {args.rounds} rounds, "
-          f"{torch.get_num_threads()} CPU threads")
+    from mmrwkv.kernels import cpu as native
+
+    print(native.route(), flush=True)
+    rates = measure(cfg, steps=args.steps, rounds=args.rounds, seq_len=args.seq_len)
+    print(
+        f"recipe {cfg.name}: batch {cfg.train.batch_size}, {args.steps} steps x {args.rounds} rounds, "
+        f"{torch.get_num_threads()} CPU threads, "
+        + (f"text-only rows of {args.seq_len} random tokens" if args.seq_len > 0 else "the recipe's data")
+    )
     print(f"{'backend':<10} {'tokens/s':>10}")
     for name, rate in rates.items():
         print(f"{name:<10} {rate:>10.0f}")

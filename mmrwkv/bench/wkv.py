@@ -31,8 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head-size", type=int, default=64)
     parser.add_argument("--dtype", choices=tuple(_DTYPES), default="fp32", help="dtype of r, w, k, v, ...")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    parser.add_argument("--ref-T", type=int, default=512,
-                        help="time the reference on this T and scale linearly to --T (0: time it at --T)")
+    parser.add_argument(
+        "--ref-T",
+        type=int,
+        default=512,
+        help="time the reference on this T and scale linearly to --T (0: time it at --T)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the median counts")
     parser.add_argument("--scaling", action="store_true", help="also time chunked at 4*T and report the ratio")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads for this run")
@@ -56,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         jobs.append(("cuda", "cuda", args.T))
     else:
         notes.append(f"cuda: not timed ({reason})")
+    from mmrwkv.kernels import cpu as native
+
+    print(native.route(), flush=True)
     times = _time_rounds(args, device, jobs)
     rows = _rows(args, jobs, times)
     _print_table(args, device, rows, notes)
@@ -77,8 +84,9 @@ def _cuda_ready(device: torch.device) -> tuple[bool, str]:
 def _inputs(args: argparse.Namespace, device: torch.device, t: int) -> dict[str, torch.Tensor]:
     from mmrwkv.kernels.reference import random_inputs
 
-    inputs = random_inputs(args.op, args.B, t, args.C // args.head_size, args.head_size,
-                           dtype=_DTYPES[args.dtype], device=device)
+    inputs = random_inputs(
+        args.op, args.B, t, args.C // args.head_size, args.head_size, dtype=_DTYPES[args.dtype], device=device
+    )
     return {name: x.requires_grad_() for name, x in inputs.items()}
 
 
@@ -113,8 +121,16 @@ def _rows(args, jobs, times) -> list[dict]:
         wall = statistics.median(x[0] for x in times[label])
         cpu = statistics.median(x[1] for x in times[label])
         scale = (args.T if label != "chunked 4T" else 4 * args.T) / t
-        rows.append({"backend": label, "T_timed": t, "seconds": wall, "seconds_at_T": wall * scale,
-                     "cpu_seconds_at_T": cpu * scale, "scaled": t not in (args.T, 4 * args.T)})
+        rows.append(
+            {
+                "backend": label,
+                "T_timed": t,
+                "seconds": wall,
+                "seconds_at_T": wall * scale,
+                "cpu_seconds_at_T": cpu * scale,
+                "scaled": t not in (args.T, 4 * args.T),
+            }
+        )
     ref = rows[0]["seconds_at_T"]
     for row in rows:
         row["speedup_vs_reference"] = ref / row["seconds_at_T"] if row["backend"] != "chunked 4T" else None
@@ -122,9 +138,11 @@ def _rows(args, jobs, times) -> list[dict]:
 
 
 def _print_table(args, device, rows, notes) -> None:
-    print(f"WKV forward+backward, {args.op}, B={args.B} T={args.T} C={args.C} "
-          f"H={args.C // args.head_size} N={args.head_size} {args.dtype}, {device}, "
-          f"{torch.get_num_threads()} threads, median of {args.rounds} rounds")
+    print(
+        f"WKV forward+backward, {args.op}, B={args.B} T={args.T} C={args.C} "
+        f"H={args.C // args.head_size} N={args.head_size} {args.dtype}, {device}, "
+        f"{torch.get_num_threads()} threads, median of {args.rounds} rounds"
+    )
     print(f"{'backend':<12} {'T timed':>8} {'s timed':>9} {'s at T':>9} {'cpu s at T':>11} {'vs reference':>13}")
     for row in rows:
         speed = f"{row['speedup_vs_reference']:.1f}x" if row["speedup_vs_reference"] else "-"
@@ -136,9 +154,11 @@ def _print_table(args, device, rows, notes) -> None:
     by_name = {row["backend"]: row for row in rows}
     if "chunked 4T" in by_name:
         long, short = by_name["chunked 4T"], by_name["chunked"]
-        print(f"chunked scaling: time(T={4 * args.T}) / time(T={args.T}) = "
-              f"{long['seconds'] / short['seconds']:.2f} wall, "
-              f"{long['cpu_seconds_at_T'] / short['cpu_seconds_at_T']:.2f} cpu (linear = 4.00)")
+        print(
+            f"chunked scaling: time(T={4 * args.T}) / time(T={args.T}) = "
+            f"{long['seconds'] / short['seconds']:.2f} wall, "
+            f"{long['cpu_seconds_at_T'] / short['cpu_seconds_at_T']:.2f} cpu (linear = 4.00)"
+        )
     print("s = wall-clock seconds; cpu s = this process's CPU seconds (all threads), steadier on a shared machine")
     for note in notes:
         print(note)

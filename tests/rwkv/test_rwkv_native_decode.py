@@ -43,6 +43,14 @@ def _steps(model, ids, *, native_on=True, monkeypatch=None):
     return torch.cat(logits, 1), state
 
 
+@pytest.fixture(params=native.variants() if platform.system() == "Linux" else ["none"])
+def isa(request, monkeypatch):
+    """Each ISA variant this CPU runs (MMRWKV_CPU_ISA), proven to be the one that runs."""
+    monkeypatch.setenv(native.ISA_VAR, request.param)
+    assert native.load().isa == request.param
+    return request.param
+
+
 @pytest.fixture
 def calls(monkeypatch):
     """Counts the native steps taken (proves the native path ran): blocks only, or the whole token in one call (on
@@ -65,7 +73,7 @@ def calls(monkeypatch):
 
 @pytest.mark.parametrize("head_size", [20, 16, 64])
 @pytest.mark.parametrize("column_major", [False, True], ids=["row-major", "column-major"])
-def test_native_steps_equal_sequence_mode_and_the_torchscript_step(column_major, head_size, calls, monkeypatch):
+def test_native_steps_equal_sequence_mode_and_the_torchscript_step(column_major, head_size, isa, calls, monkeypatch):
     model = _model(column_major=column_major, head_size=head_size)
     ids = torch.randint(0, 256, (1, 7))
     with torch.no_grad():
@@ -81,7 +89,7 @@ def test_native_steps_equal_sequence_mode_and_the_torchscript_step(column_major,
         _assert_close(getattr(state, name), getattr(ts_state, name))
 
 
-def test_native_steps_agree_where_the_gates_and_decay_saturate(calls):
+def test_native_steps_agree_where_the_gates_and_decay_saturate(isa, calls):
     """Decay, in-context rate, value residual and gate biases far out on both sides (sigmoid near 0 and 1, decay
     near 0 and 1, e^x of large arguments): the vectorised e^x and sigmoid of vmath.h agree with torch's."""
     model = _model(head_size=16)
@@ -115,7 +123,7 @@ def test_native_step_leaves_its_input_state_alone():
         assert torch.equal(old, now)
 
 
-def test_native_bf16_steps_stay_as_close_to_fp32_as_the_torchscript_bf16_step(calls, monkeypatch):
+def test_native_bf16_steps_stay_as_close_to_fp32_as_the_torchscript_bf16_step(isa, calls, monkeypatch):
     ids = torch.randint(0, 256, (1, 6))
     ref, _ = _steps(_model(), ids)
     bf16 = _model(torch.bfloat16)
