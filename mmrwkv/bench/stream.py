@@ -5,9 +5,9 @@ fast as possible (a simulated clock: no waiting), so the real-time factor (proce
 says how much faster than real time each side keeps up. Both sides share one audio encoder and projector
 (tiny_whisper, random weights): every `--window-s` window becomes the same projected tokens. RWKV-7 feeds them into
 its constant-size state (`mmrwkv.stream.StreamSession`); a Llama of the same width, depth, head size and vocabulary
-(transformers, random weights) appends them to its KV cache and attends over every stream token so far. Each side
-runs in its own process so each one's resident memory (RSS) is its own; each computes the last token's logits per
-window, as a session that may be asked at any moment has to.
+(transformers, random weights) appends them to its KV cache and attends over every stream token so far. The sides
+run at the same time, each in its own process, so each one's resident memory (RSS) is its own; each computes the
+last token's logits per window, as a session that may be asked at any moment has to.
 
 Per minute of stream time: the median per-window time in CPU seconds of the process (one torch thread: robust to
 other processes sharing the machine) and in wall seconds, the RSS at the minute's end, the state / KV cache bytes.
@@ -33,11 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window-s", type=float, default=1.0, help="audio seconds per encoded window")
     parser.add_argument("--chunk-s", type=float, default=0.25, help="seconds per simulated microphone chunk")
     parser.add_argument("--minute-s", type=float, default=60.0, help="stream seconds per reported row")
-    parser.add_argument("--n-embd", type=int, default=256)
-    parser.add_argument("--n-layer", type=int, default=4)
+    parser.add_argument("--n-embd", type=int, default=128)
+    parser.add_argument("--n-layer", type=int, default=2)
     parser.add_argument("--head-size", type=int, default=64)
     parser.add_argument("--vocab-size", type=int, default=512, help="BPE vocabulary (both models' head)")
-    parser.add_argument("--reduction", default="avgpool:5", help="audio projector reduction (tokens per window)")
+    parser.add_argument("--reduction", default="avgpool:10", help="audio projector reduction (tokens per window)")
     parser.add_argument("--sides", default="rwkv,transformer", help="which sides to run")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/stream.png"), help="plot (PNG)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -46,11 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def build_model(args: argparse.Namespace, tokenizer_dir: Path):
     """The tiny_whisper + RWKV-7 model both sides take their encoder and projector from (seeded)."""
     from mmrwkv.multimodal import MultimodalRWKV
-    from mmrwkv.tokenizer import train_bpe
 
     path = tokenizer_dir / "tokenizer.json"
-    if not path.is_file():
-        train_bpe(["User: what was the last sound?\n\nAssistant: a rising chirp\n\n"] * 50, args.vocab_size, path)
     torch.manual_seed(0)
     config = {
         "backbone": {
@@ -185,11 +182,13 @@ def run_side(name: str, args: argparse.Namespace, tokenizer_dir: Path) -> list[d
 
 
 def _child(name: str, args: argparse.Namespace, tokenizer_dir: Path, queue) -> None:
-    queue.put(run_side(name, args, tokenizer_dir))
+    queue.put((name, run_side(name, args, tokenizer_dir)))
 
 
 def run(args: argparse.Namespace) -> int:
     import tempfile
+
+    from mmrwkv.tokenizer import train_bpe
 
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     if not sides or set(sides) - {"rwkv", "transformer"}:
@@ -197,20 +196,30 @@ def run(args: argparse.Namespace) -> int:
     if args.minutes * 60 < args.minute_s or args.window_s > args.minute_s:
         raise SystemExit(f"--minutes {args.minutes} must hold one --minute-s {args.minute_s} row of whole windows")
     print(
-        f"stream: {args.minutes:g} min of audio in {args.chunk_s:g} s chunks, {args.window_s:g} s windows; "
-        f"L{args.n_layer} C{args.n_embd} head {args.head_size} V{args.vocab_size}, fp32, 1 thread, CPU; "
-        "each side in its own process"
+        f"stream: {args.minutes:g} min of audio in {args.chunk_s:g} s chunks, {args.window_s:g} s windows, "
+        f"projector {args.reduction}; L{args.n_layer} C{args.n_embd} head {args.head_size} V{args.vocab_size}, "
+        "fp32, 1 thread, CPU; the sides run at the same time, each in its own process",
+        flush=True,
     )
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        train_bpe(
+            ["User: what was the last sound?\n\nAssistant: a rising chirp\n\n"] * 50,
+            args.vocab_size,
+            Path(tmp) / "tokenizer.json",
+        )
         context = mp.get_context("spawn")
-        for name in sides:
-            queue = context.Queue()
-            proc = context.Process(target=_child, args=(name, args, Path(tmp), queue))
+        queue = context.Queue()
+        procs = [context.Process(target=_child, args=(name, args, Path(tmp), queue)) for name in sides]
+        for proc in procs:
             proc.start()
-            results[name] = queue.get()
+        for _ in procs:
+            name, rows = queue.get()
+            results[name] = rows
+            _print({name: rows})
+        for proc in procs:
             proc.join()
-    _print(results)
+    results = {name: results[name] for name in sides}
     summary = _summary(results)
     _plot(results, args)
     if args.json:
