@@ -73,7 +73,41 @@ def build(name: str, **kwargs):
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
         raise ConfigError(f"encoder {name!r}: unknown arguments {unknown}; valid arguments: {', '.join(params)}")
+    hints = _argument_types(cls)
+    for key, value in kwargs.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise ConfigError(f"encoder {name!r}: argument {key} = {value!r:.60} is not of type {hints[key]}")
     return cls(**kwargs)
+
+
+_SIMPLE = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),)}
+
+
+def _argument_types(cls: type) -> dict[str, str]:
+    """Keyword argument -> its annotation as written, for the arguments of cls.__init__ and its parents'."""
+    hints: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        init = vars(klass).get("__init__")
+        if init is not None:
+            hints.update(
+                {
+                    k: v if isinstance(v, str) else getattr(v, "__name__", str(v))
+                    for k, v in getattr(init, "__annotations__", {}).items()
+                    if k != "return"
+                }
+            )
+    return hints
+
+
+def _fits(value, annotation: str) -> bool:
+    """Whether `value` has a type the annotation allows; annotations other than unions of int, float, bool, str and
+    None are not checked here (the encoder checks them)."""
+    parts = [part.strip() for part in annotation.split("|")]
+    if not all(part in _SIMPLE for part in parts):
+        return True
+    allowed = tuple(t for part in parts for t in _SIMPLE[part])
+    # a bool is an int to Python, but `width: true` in a recipe is a mistake
+    return isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
 
 
 def _accepted_arguments(cls: type) -> list[str]:

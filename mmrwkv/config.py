@@ -271,6 +271,10 @@ class EvalConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def _check(self, path: str) -> None:
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ConfigError(
+                f"{path}.max_samples: must be >= 1 (or null for the whole split), got {self.max_samples}"
+            )
         for i, metric in enumerate(self.metrics):
             if metric not in METRICS:
                 raise ConfigError(f"{path}.metrics[{i}]: unknown metric {metric!r}; valid: {', '.join(METRICS)}")
@@ -371,6 +375,10 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RecipeConfig
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the recipe ({err.strerror or err})") from None
     return config_from_dict(raw, overrides, source=str(path))
 
 

@@ -176,7 +176,10 @@ class MultimodalRWKV(nn.Module):
         backbone = _build_backbone(config["backbone"])
         encoders, projectors = {}, {}
         for modality, spec in config.get("encoders", {}).items():
-            encoders[modality] = build(spec["name"], **spec.get("kwargs", {}))
+            try:
+                encoders[modality] = build(spec["name"], **spec.get("kwargs", {}))
+            except ConfigError as err:
+                raise ConfigError(f"encoders.{modality}: {err}") from None
             pspec = config.get("projectors", {}).get(modality, {"kind": "linear"})
             projectors[modality] = build_projector(
                 pspec["kind"], encoders[modality].out_dim, backbone.config.n_embd, **pspec.get("kwargs", {})
