@@ -165,10 +165,22 @@ def build_stream_app(options: StreamOptions | None = None, demo: StreamDemo | No
         answer = gr.Textbox(label="Answer", elem_id="answer", lines=3)
         every = options.stream_every_s
         mic.stream(
-            on_audio, inputs=[mic], outputs=[status], stream_every=every, api_name="audio", concurrency_limit=None
+            on_audio,
+            inputs=[mic],
+            outputs=[status],
+            stream_every=every,
+            api_name="audio",
+            concurrency_limit=None,
+            show_progress="hidden",
         )
         cam.stream(
-            on_frame, inputs=[cam], outputs=[status], stream_every=every, api_name="frame", concurrency_limit=None
+            on_frame,
+            inputs=[cam],
+            outputs=[status],
+            stream_every=every,
+            api_name="frame",
+            concurrency_limit=None,
+            show_progress="hidden",
         )
         ask_btn.click(ask, inputs=[question], outputs=[answer], api_name="ask")
         question.submit(ask, inputs=[question], outputs=[answer])

@@ -161,12 +161,12 @@ def stream_questions(events: list[Event], t: int, video: bool, rng: random.Rando
     last = seen[-1]
     qa = [
         [f"how many {thing}s so far?", str(len(seen)), "number"],
-        [f"what was the first {thing}?", _name(seen[0], video), "other"],
-        [f"what was the last {thing}?", _name(last, video), "other"],
+        [f"what was the first {thing}?", seen[0].label, "other"],
+        [f"what was the last {thing}?", last.label, "other"],
         [f"how many seconds did the last {thing} last?", str(min(last.end, t) - last.start), "number"],
     ]
     if len(seen) >= 2:
-        qa.append([f"what came before the last {thing}?", _name(seen[-2], video), "other"])
+        qa.append([f"what came before the last {thing}?", seen[-2].label, "other"])
     if video:
         changes = sum(1 for e in seen if 0 < e.change and e.start + e.change < t)
         qa.append(["how many colour changes so far?", str(changes), "number"])
@@ -174,11 +174,6 @@ def stream_questions(events: list[Event], t: int, video: bool, rng: random.Rando
         probe = rng.choice(SOUNDS)
         qa.append([f"how many {probe}s so far?", str(sum(e.label == probe for e in seen)), "number"])
     return qa
-
-
-def _name(e: Event, video: bool) -> str:
-    # a shape is named as it first appeared; a digit by the word spoken
-    return e.label
 
 
 def speech_bank(folder: Path) -> dict[str, list[np.ndarray]] | None:
