@@ -17,6 +17,7 @@ _BUILTIN_MODULES = (
     "mmrwkv.encoders.image.openclip",
     "mmrwkv.encoders.image.tvision",
     "mmrwkv.encoders.image.tiny",
+    "mmrwkv.encoders.image.hf_vision",
     "mmrwkv.encoders.audio.whisper",
     "mmrwkv.encoders.audio.wav2vec",
 )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from mmrwkv.errors import ConfigError, DataError
+from mmrwkv.errors import ConfigError, DataError, MMRWKVError
 
 # the template's own tokens around a one-turn sample with media ("User: <media> question\n\nAssistant: answer\n\n")
 # that every training sample needs on top of its media tokens; a conservative lower bound, not an estimate of text
@@ -137,7 +137,7 @@ def _token_budget(cfg, notes: list[str]) -> list[str]:
     for modality, spec in cfg.encoders.items():
         try:
             tokens = encoder_tokens(spec.name, spec.kwargs)
-        except ConfigError as err:
+        except MMRWKVError as err:
             problems.append(f"encoders.{modality}: {err}")
             continue
         if tokens is None:

@@ -1,1 +1,1 @@
-"""Image encoders: `open_clip`, `torchvision`, `tiny_cnn`, `tiny_vit` (registered on import)."""
+"""Image encoders: `open_clip`, `hf_vision`, `torchvision`, `tiny_cnn`, `tiny_vit` (registered on import)."""

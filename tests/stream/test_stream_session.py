@@ -170,7 +170,17 @@ def test_every_registered_encoder_feeds_a_stream(stream_tokenizer, config_for, t
 def test_the_encoder_lists_cover_the_registry():
     from mmrwkv.encoders import list_encoders
 
-    assert set(list_encoders()) - {n for n in list_encoders() if n.startswith("test_")} <= set(ENCODERS) | set(LARGE)
+    covered = set(ENCODERS) | set(LARGE) | {"hf_vision"}  # hf_vision: below, from a tower saved in the test
+    assert set(list_encoders()) - {n for n in list_encoders() if n.startswith("test_")} <= covered
+
+
+def test_a_hf_vision_tower_feeds_a_stream(stream_tokenizer, config_for, tone, frame, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    tower = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "image_size": 16, "patch_size": 8}
+    transformers.CLIPVisionModel(transformers.CLIPVisionConfig(**tower)).save_pretrained(tmp_path)
+    transformers.CLIPImageProcessor(size={"shortest_edge": 16}, crop_size=16).save_pretrained(tmp_path)
+    run_encoder(stream_tokenizer, config_for, tone, frame, "hf_vision", "image", {"path": str(tmp_path)})
 
 
 @pytest.mark.slow
