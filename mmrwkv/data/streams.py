@@ -176,8 +176,9 @@ def stream_questions(events: list[Event], t: int, video: bool, rng: random.Rando
     return qa
 
 
-def speech_bank(folder: Path) -> dict[str, list[np.ndarray]] | None:
-    """Spoken digits from espeak-ng (several voices and speeds) at SAMPLE_RATE, or None without espeak-ng."""
+def speech_bank(folder: Path, words: tuple[str, ...] = DIGITS) -> dict[str, list[np.ndarray]] | None:
+    """`words` spoken by espeak-ng in each of VOICES (voice, words per minute) at SAMPLE_RATE, also written to
+    `folder`/speech.wav to listen to; None (one line printed) without espeak-ng."""
     import soundfile
 
     from mmrwkv.encoders.media import load_audio
@@ -188,7 +189,7 @@ def speech_bank(folder: Path) -> dict[str, list[np.ndarray]] | None:
         return None
     bank: dict[str, list[np.ndarray]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for word in DIGITS:
+        for word in words:
             for voice, speed in VOICES:
                 out = Path(tmp) / f"{word}.wav"
                 subprocess.run(

@@ -99,3 +99,17 @@ def test_questions_are_about_the_stream_so_far(tmp_path):
         t = sample.meta["at"]
         assert len(sample.audio or sample.images) == t
         assert sample.turns[0][1].endswith("\n" + sample.question)
+
+
+@pytest.mark.skipif(__import__("shutil").which("espeak-ng") is None, reason="espeak-ng is missing (apt-get install)")
+def test_spoken_digits_come_from_espeak_in_several_voices(tmp_path):
+    import numpy as np
+
+    from mmrwkv.data.streams import SAMPLE_RATE, VOICES, speech_bank
+
+    bank = speech_bank(tmp_path, ("one", "seven"))
+    assert sorted(bank) == ["one", "seven"] and all(len(v) == len(VOICES) for v in bank.values())
+    for clips in bank.values():
+        assert all(0.1 * SAMPLE_RATE < len(c) <= 2 * SAMPLE_RATE and np.abs(c).max() > 0.01 for c in clips)
+        # the voices and speeds differ: no two renderings of a digit have the same length and samples
+        assert len({(len(c), float(c.sum())) for c in clips}) == len(VOICES)
