@@ -92,7 +92,7 @@ def create_app(server: ChatServer):
             raise
         if body.get("stream"):
             events = _events(server, messages, session, stream, release)
-            return StreamingResponse(events, media_type="text/event-stream")
+            return StreamingResponse(_released(events, release), media_type="text/event-stream")
         try:
             text = await run_in_threadpool(lambda: "".join(stream))
             server.keep(messages, session)
@@ -101,6 +101,18 @@ def create_app(server: ChatServer):
             release()
 
     return app
+
+
+async def _released(events, release):
+    """The events, pulled in the thread pool; the request's slot is freed however the stream ends (a client gone
+    mid-stream cancels this generator, while the blocking one it pulls from stays suspended)."""
+    from starlette.concurrency import iterate_in_threadpool
+
+    try:
+        async for event in iterate_in_threadpool(events):
+            yield event
+    finally:
+        release()
 
 
 def _events(server: ChatServer, messages: list, session: Any, stream, release):

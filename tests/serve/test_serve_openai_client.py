@@ -202,3 +202,35 @@ def test_requests_past_the_in_flight_bound_get_429(served):
     assert err.value.status == 429 and "busy" in str(err.value)
     bounded.release()
     bounded.admit()
+
+
+def test_a_stream_closed_early_frees_its_slot_and_keeps_nothing(served):
+    server, client, _ = served
+    kept = len(server.sessions)
+    stream = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "count"}], stream=True, temperature=0.0, max_tokens=200
+    )
+    next(iter(stream))
+    stream.close()
+    deadline = time.time() + 20
+    while server.in_flight and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.in_flight == 0 and len(server.sessions) == kept
+
+
+def test_a_text_only_backbone_is_served(tmp_path):
+    from mmrwkv.checkpoint import save_rwkv
+    from mmrwkv.commands.serve import load_model
+    from mmrwkv.rwkv import RWKV, config_for
+
+    torch.manual_seed(0)
+    save_rwkv(RWKV(config_for("v7-tiny", n_layer=1, n_embd=32, head_size=16, vocab_size=65536)), tmp_path / "lm")
+    model, name = load_model(str(tmp_path / "lm"))
+    assert name == "lm" and not model.encoders
+    session, stream = ChatServer(model, name).start(
+        __import__("mmrwkv.serve", fromlist=["parse_messages"]).parse_messages(
+            [{"role": "user", "content": "hi"}], ServeLimits()
+        ),
+        SamplingConfig(temperature=0.0, max_tokens=3),
+    )
+    assert isinstance("".join(stream), str) and session.last_result.tokens
