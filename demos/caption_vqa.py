@@ -19,6 +19,7 @@ from mmrwkv.demos.common import (
     check_upload,
     find_checkpoints,
     offline_gradio,
+    public_text,
     sampling_from_controls,
 )
 from mmrwkv.errors import MediaError, MMRWKVError
@@ -37,6 +38,8 @@ class CaptionOptions:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     concurrency: int = 4
     max_tokens: int = 32
+    # folders whose checkpoints a client may name, besides the listed ones (--allow-checkpoint-dir)
+    allow_dirs: tuple[str, ...] = ()
 
 
 class CaptionDemo:
@@ -44,7 +47,11 @@ class CaptionDemo:
 
     def __init__(self, options: CaptionOptions, *, registry: ModelRegistry | None = None):
         self.options = options
-        self.registry = registry or ModelRegistry(allow_random=options.random_tiny)
+        self.registry = registry or ModelRegistry(
+            allow_random=options.random_tiny,
+            serve=[c for c in self.choices() if c != RANDOM_TINY],
+            allow_dirs=options.allow_dirs,
+        )
 
     def choices(self) -> list[str]:
         """Picker entries: the checkpoints given, those under runs/, and the random tiny model if allowed."""
@@ -52,8 +59,15 @@ class CaptionDemo:
         found = [c for c in find_checkpoints(self.options.runs_dir) if c not in given]
         return given + found + ([RANDOM_TINY] if self.options.random_tiny else [])
 
-    def compare(self, image: str | None, question: str | None, left: str | None, right: str | None,
-                temperature: float, max_tokens: int) -> Iterator[tuple[str, str]]:
+    def compare(
+        self,
+        image: str | None,
+        question: str | None,
+        left: str | None,
+        right: str | None,
+        temperature: float,
+        max_tokens: int,
+    ) -> Iterator[tuple[str, str]]:
         """Stream (left answer, right answer) for one image and question (empty question: caption)."""
         prompt = (question or "").strip() or CAPTION_PROMPT
         try:
@@ -66,7 +80,7 @@ class CaptionDemo:
         except MMRWKVError as err:
             yield _error(err), _error(err)
             return
-        streams = [self._stream(choice, prompt, path.path, sampling) for choice in (left, right)]
+        streams = [self._stream(choice, prompt, path, sampling) for choice in (left, right)]
         texts = ["", ""]
         live = [True, True]
         while any(live):
@@ -81,7 +95,7 @@ class CaptionDemo:
                 texts[side] = piece if replace else texts[side] + piece
             yield texts[0].strip(), texts[1].strip()
 
-    def _stream(self, choice: str | None, prompt: str, image: str, sampling) -> Iterator[tuple[str, bool]]:
+    def _stream(self, choice: str | None, prompt: str, image, sampling) -> Iterator[tuple[str, bool]]:
         """(text piece, whether it replaces the text so far): answer pieces, or one error line."""
         from mmrwkv.chat import ChatSession
 
@@ -89,14 +103,15 @@ class CaptionDemo:
             if not choice:
                 raise MMRWKVError(NO_CHECKPOINT_HELP.format(runs=self.options.runs_dir))
             _, model = self.registry.get(choice)
-            for piece in ChatSession(model, sampling=sampling).ask(prompt, images=[image]):
+            for piece in ChatSession(model, sampling=sampling).ask(prompt, images=[image.path]):
                 yield piece, False
         except MMRWKVError as err:
-            yield _error(err), True
+            yield _error(err, {image.path: image.name}), True
 
 
-def _error(err: Exception) -> str:
-    return f"⚠️ Error: {err}"
+def _error(err: Exception, names: dict[str, str] | None = None) -> str:
+    # no server path in a message: uploads by their file name, anything else by its last part
+    return public_text(f"⚠️ Error: {err}", names)
 
 
 def build_caption_app(options: CaptionOptions | None = None, demo: CaptionDemo | None = None):
@@ -108,9 +123,10 @@ def build_caption_app(options: CaptionOptions | None = None, demo: CaptionDemo |
     demo = demo or CaptionDemo(options)
     choices = demo.choices()
     with gr.Blocks(title="mmrwkv caption / VQA", analytics_enabled=False, delete_cache=(600, 3600)) as app:
-        gr.Markdown("## mmrwkv captioning / VQA, two checkpoints side by side\nLeave the question empty for a "
-                    "caption." + ("" if choices else "\n\n**" + NO_CHECKPOINT_HELP.format(runs=options.runs_dir)
-                                  + "**"))
+        gr.Markdown(
+            "## mmrwkv captioning / VQA, two checkpoints side by side\nLeave the question empty for a "
+            "caption." + ("" if choices else "\n\n**" + NO_CHECKPOINT_HELP.format(runs=options.runs_dir) + "**")
+        )
         with gr.Row():
             image = gr.Image(type="filepath", sources=["upload"], label="Image", elem_id="image", height=320)
             with gr.Column():
@@ -129,9 +145,11 @@ def build_caption_app(options: CaptionOptions | None = None, demo: CaptionDemo |
                     outputs.append((pick, gr.Textbox(label=f"Answer {side}", lines=4, elem_id=f"answer{side}")))
         (left, left_out), (right, right_out) = outputs
         inputs = [image, question, left, right, temperature, max_tokens]
-        run.click(demo.compare, inputs, [left_out, right_out], api_name="compare",
-                  concurrency_limit=options.concurrency)
-        question.submit(demo.compare, inputs, [left_out, right_out], concurrency_limit=options.concurrency,
-                        api_visibility="private")
+        run.click(
+            demo.compare, inputs, [left_out, right_out], api_name="compare", concurrency_limit=options.concurrency
+        )
+        question.submit(
+            demo.compare, inputs, [left_out, right_out], concurrency_limit=options.concurrency, api_visibility="private"
+        )
     app.mmrwkv_demo = demo
     return app

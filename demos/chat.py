@@ -23,8 +23,10 @@ from mmrwkv.demos.common import (
     RANDOM_TINY,
     ModelRegistry,
     check_upload,
+    checkpoint_label,
     find_checkpoints,
     offline_gradio,
+    public_text,
     sampling_from_controls,
 )
 from mmrwkv.demos.sessions import DemoSession, SessionStore
@@ -50,6 +52,8 @@ class ChatOptions:
     temperature: float = 1.0
     top_p: float = 0.3
     max_tokens: int = 128
+    # folders whose checkpoints the typed path may name, besides the listed ones (--allow-checkpoint-dir)
+    allow_dirs: tuple[str, ...] = ()
 
 
 def error_message(text: str) -> dict:
@@ -71,7 +75,11 @@ class ChatDemo:
         self, options: ChatOptions, *, registry: ModelRegistry | None = None, store: SessionStore | None = None
     ):
         self.options = options
-        self.registry = registry or ModelRegistry(allow_random=options.random_tiny)
+        self.registry = registry or ModelRegistry(
+            allow_random=options.random_tiny,
+            serve=[c for c in checkpoint_choices(options) if c != RANDOM_TINY],
+            allow_dirs=options.allow_dirs,
+        )
         self.store = store or SessionStore(ttl_s=options.session_ttl_s, max_sessions=options.max_sessions)
 
     def respond(
@@ -98,7 +106,7 @@ class ChatDemo:
         except Exception as err:  # a model failure must not take the server down
             log.exception("chat session %s: the turn failed", sid)
             session.reset()
-            session.messages.append(error_message(f"generation failed ({err}); the chat was reset"))
+            session.messages.append(error_message(public_text(f"generation failed ({err}); the chat was reset")))
             yield _copy(session.messages)
         finally:
             session.end()
@@ -106,17 +114,22 @@ class ChatDemo:
 
     def _turn(self, session: DemoSession, message, choice: str | None, controls: tuple) -> Iterator[list[dict]]:
         text, files = _split_message(message)
+        uploads, names = [], {}
         try:
-            uploads = [check_upload(f, max_bytes=self.options.max_file_bytes) for f in files]
+            for f in files:
+                uploads.append(check_upload(f, max_bytes=self.options.max_file_bytes))
+                names[uploads[-1].path] = uploads[-1].name
             if not text.strip() and not uploads:
                 raise MMRWKVError(EMPTY)
             sampling = self.sampling(*controls)
             if not choice:
                 raise MMRWKVError(NO_CHECKPOINT_HELP.format(runs=self.options.runs_dir))
+            label = checkpoint_label(choice)
             key, model = self.registry.get(choice)
+            names[key] = label
             previous = session.model_key
             if session.bind(key, model) and previous is not None:
-                session.messages.append({"role": "assistant", "content": f"(model changed to {key}: new chat)"})
+                session.messages.append({"role": "assistant", "content": f"(model changed to {label}: new chat)"})
             session.messages += _user_messages(text, uploads)
             stream = session.chat.ask(
                 text,
@@ -125,7 +138,7 @@ class ChatDemo:
                 sampling=sampling,
             )
         except MMRWKVError as err:
-            session.messages.append(error_message(str(err)))
+            session.messages.append(error_message(public_text(str(err), names)))
             yield _copy(session.messages)
             return
         yield from self._stream(session, stream)

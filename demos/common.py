@@ -7,9 +7,11 @@ while chatting (RNN state, prefix cache, history) lives in a per-session object 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,13 +98,26 @@ def build_random_tiny(seed: int = 0, *, noise: float = 0.3):
 class ModelRegistry:
     """Loads each checkpoint once and keeps the `max_models` most recently used; thread safe.
 
-    Keys are resolved directory paths or `RANDOM_TINY`. A bad path raises CheckpointError naming it.
+    Keys are resolved directory paths or `RANDOM_TINY`. A bad path raises CheckpointError naming it. A demo serves
+    only the checkpoints in `serve` and those inside `allow_dirs` (`mmrwkv demo --allow-checkpoint-dir`): a client
+    cannot point the server at any other directory, nor learn which exist. With neither given (library use) any
+    path loads.
     """
 
-    def __init__(self, *, max_models: int = 2, device: str = "cpu", allow_random: bool = False):
+    def __init__(
+        self,
+        *,
+        max_models: int = 2,
+        device: str = "cpu",
+        allow_random: bool = False,
+        serve: Iterable[str] | None = None,
+        allow_dirs: Iterable[str] = (),
+    ):
         self.max_models = max_models
         self.device = device
         self.allow_random = allow_random
+        self.allow_dirs = [Path(d).expanduser().resolve() for d in allow_dirs]
+        self.served = None if serve is None and not self.allow_dirs else {_resolved(p) for p in serve or ()}
         self._models: OrderedDict[str, Any] = OrderedDict()
         self._named: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -122,7 +137,18 @@ class ModelRegistry:
             if not self.allow_random:
                 raise CheckpointError(f"{RANDOM_TINY!r} is only available when the demo runs with --random-tiny")
             return RANDOM_TINY
-        return str(Path(choice).expanduser().resolve())
+        key = _resolved(choice)
+        if (
+            self.served is not None
+            and key not in self.served
+            and not any(Path(key).is_relative_to(d) for d in self.allow_dirs)
+        ):
+            # the same answer whether the path exists or not
+            raise CheckpointError(
+                f"checkpoint {choice!r:.80} is not served by this demo: pick one from the list (whoever runs the "
+                "demo can allow a folder with --allow-checkpoint-dir DIR)"
+            )
+        return key
 
     def get(self, choice: str) -> tuple[str, Any]:
         """(key, model) for a picker choice or a typed checkpoint path."""
@@ -149,6 +175,29 @@ class ModelRegistry:
         if not is_multimodal_checkpoint(key):
             raise CheckpointError(f"{key}: not a multimodal mmrwkv checkpoint (no config.json of kind 'multimodal')")
         return MultimodalRWKV.load(key, map_location=self.device).eval()
+
+
+def _resolved(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+# an absolute path in a message (not the `/` of "1/2" or "and/or"): the server's files are nobody's business
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/:'\"(),]+/)*([^\s/:'\"(),]*)")
+
+
+def public_text(text: str, names: dict[str, str] | None = None) -> str:
+    """`text` fit to show a client: each path in `names` replaced by its public name (an upload by its file name,
+    a checkpoint by its label), any other absolute path by its last part."""
+    for path, name in sorted((names or {}).items(), key=lambda item: -len(item[0])):
+        text = text.replace(path, name)
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "/", text)
+
+
+def checkpoint_label(choice: str) -> str:
+    """How a checkpoint is named in messages: a relative path as picked or typed, else its last three parts."""
+    if choice == RANDOM_TINY or not os.path.isabs(choice):
+        return choice
+    return "/".join(Path(choice).parts[-3:])
 
 
 @dataclass

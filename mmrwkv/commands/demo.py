@@ -24,6 +24,13 @@ def register(sub) -> None:
         help="multimodal checkpoint directory (repeatable; default: the newest under --runs-dir)",
     )
     p.add_argument("--runs-dir", default="runs", help="where `make run` leaves checkpoints (default: runs)")
+    p.add_argument(
+        "--allow-checkpoint-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="let clients name any checkpoint inside DIR in the path box (repeatable; default: only the listed ones)",
+    )
     p.add_argument("--random-tiny", action="store_true", help="offer an untrained tiny model (for trying the UI)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")
@@ -35,10 +42,24 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def registry_for(args: argparse.Namespace):
+    """The demo's model registry: it serves the checkpoints the demo starts with (--checkpoint and those under
+    --runs-dir) and those inside each --allow-checkpoint-dir, nothing else."""
+    from mmrwkv.demos.common import ModelRegistry, find_checkpoints
+    from mmrwkv.errors import CheckpointError
+
+    for folder in args.allow_checkpoint_dir:
+        if not os.path.isdir(folder):
+            raise CheckpointError(f"--allow-checkpoint-dir {folder}: not a directory")
+    served = list(args.checkpoint) + find_checkpoints(args.runs_dir)
+    return ModelRegistry(
+        device=args.device, allow_random=args.random_tiny, serve=served, allow_dirs=args.allow_checkpoint_dir
+    )
+
+
 def build(args: argparse.Namespace):
     """The Gradio Blocks the flags describe (not launched)."""
     from mmrwkv.checkpoint_files import missing_checkpoint
-    from mmrwkv.demos.common import ModelRegistry
     from mmrwkv.errors import CheckpointError
     from mmrwkv.multimodal import is_multimodal_checkpoint
 
@@ -50,7 +71,7 @@ def build(args: argparse.Namespace):
                 f"{path}: not a multimodal mmrwkv checkpoint directory (config.json of kind "
                 f"'multimodal' + model.safetensors)"
             )
-    registry = ModelRegistry(device=args.device, allow_random=args.random_tiny)
+    registry = registry_for(args)
     max_bytes = int(args.max_file_mb * 2**20)
     if args.app == "stream":
         from mmrwkv.demos.stream import StreamDemo, StreamOptions, build_stream_app
@@ -70,6 +91,7 @@ def build(args: argparse.Namespace):
             random_tiny=args.random_tiny,
             max_file_bytes=max_bytes,
             concurrency=args.concurrency,
+            allow_dirs=tuple(args.allow_checkpoint_dir),
         )
         return build_caption_app(options, CaptionDemo(options, registry=registry))
     from mmrwkv.demos.chat import ChatDemo, ChatOptions, build_chat_app
@@ -82,6 +104,7 @@ def build(args: argparse.Namespace):
         session_ttl_s=args.session_ttl,
         max_sessions=args.max_sessions,
         concurrency=args.concurrency,
+        allow_dirs=tuple(args.allow_checkpoint_dir),
     )
     return build_chat_app(options, ChatDemo(options, registry=registry))
 

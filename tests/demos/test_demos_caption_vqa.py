@@ -63,7 +63,9 @@ def test_corrupt_image_shows_an_error_on_both_sides(caption_server, tiny_checkpo
 
 
 def test_a_bad_checkpoint_fails_only_its_own_side(tiny_checkpoint, images, tmp_path, demo_helpers):
-    demo = CaptionDemo(CaptionOptions(runs_dir=str(tmp_path)))
+    # a folder the demo may serve from (--allow-checkpoint-dir), where the typed checkpoint is missing
+    demo = CaptionDemo(CaptionOptions(checkpoints=(tiny_checkpoint,), runs_dir=str(tmp_path),
+                                      allow_dirs=(str(tmp_path),)))
     *_, (left, right) = demo.compare(images[0], "", str(tmp_path / "missing"), tiny_checkpoint, 0.0, MAX_TOKENS)
     assert left.startswith("⚠️ Error:") and "no such checkpoint" in left
     assert right == _expected(tiny_checkpoint, CAPTION_PROMPT, images[0], demo_helpers)
