@@ -1,160 +1,127 @@
 #!/usr/bin/env bash
-# One command for a GPU machine (target: one H100, under 5 minutes): build the CUDA WKV kernels, run the
-# GPU tests, print a direct timing of the v7 target shape (B=8 T=4096 C=4096 head 64 bf16, forward+backward;
-# target <= 17 ms on an H100) and of fla's chunk_rwkv7 when installed, the `mmrwkv bench wkv` tables, then
-# compute-sanitizer memcheck/racecheck runs on tiny shapes when the toolkit has it.
-#   usage: kernels/check_gpu.sh            (from anywhere; PYTHON=... to pick the interpreter)
-# Exit status: non-zero when the build or a test fails; benchmark failures are reported and counted too.
-set -euo pipefail
+# One run on a fresh GPU machine without network, under 8 minutes: installs the project offline when
+# `import mmrwkv.kernels` fails, then one Python report (kernels/check_gpu.py: the CUDA build, ptxas registers and
+# spills, the accuracy table of every kernel against the fp64 reference, the timing table of every backend at
+# B8 T4096 C4096 H64 bf16), then compute-sanitizer memcheck / racecheck / synccheck / initcheck over the
+# torch-free harness (kernels/cuda/harness.cu), then the GPU tests with the time that is left.
+# Everything goes to OUT_DIR (default $OUT, else build/check_gpu): check_gpu.json, report.txt, sanitizers.txt.
+#   usage: kernels/check_gpu.sh [--dry-run] [OUT_DIR]     (PYTHON=... picks the interpreter)
+#   --dry-run: CPU only; builds nothing for the GPU; runs the report on tiny shapes (see check_gpu.py).
+# Exit status: 0 when everything passed, 1 when a check failed, 2 when the machine cannot run the checks.
+set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+DRY=0
+if [[ "${1:-}" == "--dry-run" ]]; then DRY=1; shift; fi
+OUT_DIR="${1:-${OUT:-$ROOT/build/check_gpu}}"
+mkdir -p "$OUT_DIR"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 PY="${PYTHON:-}"
 if [[ -z "$PY" ]]; then
     if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
 fi
-failures=0
-step() { printf '\n==== %s ====\n' "$*"; }
-fail() { printf 'FAILED: %s\n' "$*" >&2; failures=$((failures + 1)); }
+TOTAL_S=470  # the whole run, build included
+failures=()
+step() { printf '\n==== %s (%d s) ====\n' "$*" "$SECONDS"; }
 
-step "1/6 environment"
-if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L; then
-    echo "no NVIDIA GPU visible (nvidia-smi missing or failing): nothing to check here" >&2
-    exit 2
+step "1/5 environment"
+if ((DRY == 0)); then
+    if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L; then
+        echo "no NVIDIA GPU visible (nvidia-smi missing or failing); use --dry-run on a CPU machine" >&2
+        exit 2
+    fi
+    if [[ -z "${CUDA_HOME:-}" ]]; then
+        for dir in /usr/local/cuda /usr/local/cuda-13.0 /usr/local/cuda-12; do
+            if [[ -x "$dir/bin/nvcc" ]]; then export CUDA_HOME="$dir"; break; fi
+        done
+    fi
+    if [[ -z "${CUDA_HOME:-}" ]] && command -v nvcc >/dev/null; then
+        CUDA_HOME="$(cd "$(dirname "$(readlink -f "$(command -v nvcc)")")/.." && pwd)"
+        export CUDA_HOME
+    fi
+    if [[ -z "${CUDA_HOME:-}" || ! -x "$CUDA_HOME/bin/nvcc" ]]; then
+        echo "nvcc not found: install the CUDA toolkit or set CUDA_HOME" >&2
+        exit 2
+    fi
+    echo "CUDA_HOME=$CUDA_HOME"
+    "$CUDA_HOME/bin/nvcc" --version | tail -n 1
+    CAP="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n 1 | tr -d '. ')"
+    # the CUDA build compiles for this GPU only, with every core
+    export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-${CAP:0:1}.${CAP:1}}" MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 fi
-if [[ -z "${CUDA_HOME:-}" ]]; then
-    for dir in /usr/local/cuda /usr/local/cuda-13.0 /usr/local/cuda-12; do
-        if [[ -x "$dir/bin/nvcc" ]]; then export CUDA_HOME="$dir"; break; fi
-    done
+
+step "2/5 project importable (offline editable install when it is not)"
+if ! "$PY" -c 'import mmrwkv.kernels' 2>/dev/null; then
+    UV="$(command -v uv || true)"
+    if [[ -x .venv/bin/uv ]]; then UV=.venv/bin/uv; fi
+    if [[ -n "$UV" ]]; then
+        "$UV" pip install --python "$PY" --offline --no-deps --no-build-isolation -e . || true
+    else
+        "$PY" -m pip install --no-index --no-deps --no-build-isolation -e . || true
+    fi
+    if ! "$PY" -c 'import mmrwkv.kernels'; then
+        echo "cannot import mmrwkv.kernels, even after an offline 'pip install --no-deps -e .'" >&2
+        exit 2
+    fi
 fi
-if [[ -z "${CUDA_HOME:-}" ]] && command -v nvcc >/dev/null; then
-    CUDA_HOME="$(cd "$(dirname "$(command -v nvcc)")/.." && pwd)"
-    export CUDA_HOME
+
+HARNESS="$OUT_DIR/harness"
+if ((DRY == 0)); then
+    # the sanitizer harness builds (without torch) while the report runs
+    "$CUDA_HOME/bin/nvcc" -O2 -std=c++17 -arch="sm_$CAP" -Ikernels/cuda kernels/cuda/harness.cu \
+        kernels/cuda/wkv4.cu kernels/cuda/wkv6.cu kernels/cuda/wkv7.cu -o "$HARNESS" >"$OUT_DIR/harness_build.txt" 2>&1 &
+    harness_pid=$!
 fi
-if [[ -z "${CUDA_HOME:-}" || ! -x "$CUDA_HOME/bin/nvcc" ]]; then
-    echo "nvcc not found: install the CUDA toolkit or set CUDA_HOME" >&2
-    exit 2
-fi
-echo "CUDA_HOME=$CUDA_HOME"
-"$CUDA_HOME/bin/nvcc" --version | tail -n 2
-"$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(0))'
 
-step "2/6 build (first use compiles into ~/.cache/mmrwkv/kernels)"
-"$PY" - <<'EOF'
-import time
+step "3/5 report: build, ptxas, accuracy, timing"
+args=(--out "$OUT_DIR" --budget $((TOTAL_S - SECONDS - 120)))
+((DRY == 1)) && args+=(--dry-run)
+timeout $((TOTAL_S - SECONDS - 60)) "$PY" -m mmrwkv.kernels.check_gpu "${args[@]}" 2>&1 | tee "$OUT_DIR/report.txt"
+status=${PIPESTATUS[0]}
+((status != 0)) && failures+=("report (exit $status; 124: out of time)")
 
-from mmrwkv.kernels import cuda
-
-start = time.perf_counter()
-ok, reason = cuda.is_available()
-if not ok:
-    raise SystemExit(f"CUDA WKV kernels unavailable: {reason}")
-print(f"head size 64 built/loaded in {time.perf_counter() - start:.1f} s; cache {cuda.cache_dir()}")
-EOF
-
-step "3/6 GPU tests (pytest -m gpu tests/kernels)"
-"$PY" -m pytest -q -p no:cacheprovider -m gpu --timeout 300 tests/kernels || fail "GPU tests"
-
-step "4/6 direct timing: v7 B=8 T=4096 C=4096 head 64 bf16, forward+backward"
-timeout 240 "$PY" - <<'EOF' || fail "direct timing"
-import statistics
-
-import torch
-
-from mmrwkv.kernels import cuda
-from mmrwkv.kernels.reference import random_inputs
-
-B, T, C, N = 8, 4096, 4096, 64
-torch.manual_seed(0)
-x = random_inputs("wkv7", B, T, C // N, N, dtype=torch.bfloat16, device="cuda")
-leaves = {name: t.requires_grad_() for name, t in x.items()}
-gy = torch.randn(B, T, C // N, N, device="cuda", dtype=torch.bfloat16)
-gs = torch.randn_like(x["state"])
-
-
-def time_ms(fn, backward=True, reps=5):
-    times = []
-    for i in range(reps + 2):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        y, s = fn()
-        if backward:
-            torch.autograd.backward((y, s), (gy, gs))
-        end.record()
-        torch.cuda.synchronize()
-        if i >= 2:
-            times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def ours():
-    return cuda.wkv7(**leaves)
-
-
-print(f"mmrwkv cuda wkv7 fwd+bwd: {time_ms(ours):8.2f} ms   (H100 target <= 17 ms)")
-with torch.no_grad():
-    print(f"mmrwkv cuda wkv7 fwd    : {time_ms(ours, backward=False):8.2f} ms")
-try:
-    from fla.ops.rwkv7 import chunk_rwkv7
-except ImportError:
-    print("fla chunk_rwkv7: not timed (fla is not importable)")
-else:
-    # fla keeps the state as [key, value]: the transpose of ours
-    s_kv = x["state"].detach().transpose(-1, -2).contiguous().requires_grad_()
-    args = {n: leaves[n] for n in "rwkvab"}
-
-    def fla():
-        return chunk_rwkv7(**args, scale=1.0, initial_state=s_kv, output_final_state=True)
-
-    print(f"fla chunk_rwkv7 fwd+bwd : {time_ms(fla):8.2f} ms")
-print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
-EOF
-
-step "5/6 mmrwkv bench wkv --device cuda"
-bench() {
-    echo "+ mmrwkv bench wkv --device cuda $*"
-    timeout 100 "$PY" -m mmrwkv.cli bench wkv --device cuda "$@" || fail "bench wkv $*"
-}
-bench --op wkv7 --B 8 --T 4096 --C 4096 --head-size 64 --dtype bf16 --ref-T 64 --rounds 3
-bench --op wkv6 --B 4 --T 2048 --C 2048 --head-size 64 --dtype bf16 --ref-T 64 --rounds 3
-bench --op wkv4 --B 4 --T 2048 --C 2048 --dtype fp32 --ref-T 64 --rounds 3
-
-step "6/6 compute-sanitizer memcheck + racecheck on tiny shapes (both backward paths)"
-SANITIZER="$CUDA_HOME/bin/compute-sanitizer"
-if [[ ! -x "$SANITIZER" ]]; then
+step "4/5 compute-sanitizer over the harness"
+SANITIZER="${CUDA_HOME:-/nonexistent}/bin/compute-sanitizer"
+if ((DRY == 1)); then
+    echo "dry run: skipped (the CPU tests run the harness under ThreadSanitizer and AddressSanitizer)"
+elif ! wait "$harness_pid"; then
+    failures+=("harness build (see $OUT_DIR/harness_build.txt)")
+    tail -n 20 "$OUT_DIR/harness_build.txt"
+elif [[ ! -x "$SANITIZER" ]]; then
     echo "compute-sanitizer not found under $CUDA_HOME/bin: skipped"
 else
-    tiny="$(mktemp --suffix=.py)"
-    trap 'rm -f "$tiny"' EXIT
-    cat >"$tiny" <<'EOF'
-import torch
-
-from mmrwkv.kernels import cuda
-from mmrwkv.kernels.reference import random_inputs
-
-for op in ("wkv7", "wkv6", "wkv4"):
-    for dtype in (torch.float32, torch.bfloat16):
-        x = random_inputs(op, 2, 40, 2, 64, dtype=dtype, device="cuda")
-        if op != "wkv4":
-            # strong decays in the second chunk: that chunk is replayed, the others are stepped back
-            x["w"][:, 16:32] = -3.0
-        leaves = {name: t.requires_grad_() for name, t in x.items()}
-        y, s = getattr(cuda, op)(**leaves)
-        torch.autograd.backward((y, s), (torch.randn_like(y), torch.randn_like(s)))
-torch.cuda.synchronize()
-print("sanitized run finished")
-EOF
-    for tool in memcheck racecheck; do
-        echo "+ compute-sanitizer --tool $tool"
-        # no caching allocator: memcheck then sees the exact bounds of every buffer
-        PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout 150 "$SANITIZER" --tool "$tool" --kernel-name kns=wkv \
-            --error-exitcode 1 "$PY" "$tiny" || fail "compute-sanitizer $tool"
+    : >"$OUT_DIR/sanitizers.txt"
+    for tool in memcheck racecheck synccheck initcheck; do
+        extra=()
+        [[ $tool == memcheck ]] && extra=(--leak-check full)
+        log="$OUT_DIR/sanitizer_$tool.txt"
+        if timeout 60 "$SANITIZER" --tool "$tool" "${extra[@]}" --error-exitcode 1 "$HARNESS" >"$log" 2>&1; then
+            echo "$tool: clean ($(tail -n 1 "$log"))" | tee -a "$OUT_DIR/sanitizers.txt"
+        else
+            failures+=("compute-sanitizer $tool (see $log)")
+            { echo "$tool: FAILED"; tail -n 15 "$log"; } | tee -a "$OUT_DIR/sanitizers.txt"
+        fi
     done
 fi
 
-step "done"
-if ((failures > 0)); then
-    echo "$failures step(s) failed" >&2
+step "5/5 GPU tests (pytest -m gpu tests/kernels) with the time left"
+left=$((TOTAL_S - SECONDS - 10))
+if ((DRY == 1)); then
+    echo "dry run: skipped"
+elif ((left < 60)); then
+    echo "skipped: ${left} s left"
+else
+    timeout "$left" "$PY" -m pytest -q -x -p no:cacheprovider -m gpu tests/kernels >"$OUT_DIR/pytest.txt" 2>&1
+    status=$?
+    tail -n 15 "$OUT_DIR/pytest.txt"
+    ((status != 0)) && failures+=("GPU tests (exit $status; 124: out of time)")
+fi
+
+step "summary"
+echo "results in $OUT_DIR; ${SECONDS} s"
+if ((${#failures[@]} > 0)); then
+    printf 'FAILED: %s\n' "${failures[@]}" >&2
     exit 1
 fi
 echo "all checks passed"

@@ -22,9 +22,10 @@ def nvcc() -> str:
 
 
 def test_every_cu_file_compiles_with_nvcc_for_sm80_and_sm90_without_register_spills(tmp_path):
+    """Also links the torch-free sanitizer harness (check_gpu.sh runs it under compute-sanitizer)."""
     arch = ["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90"]
     sources = sorted(cuda.SOURCE_DIR.glob("*.cu"))
-    assert [s.name for s in sources] == ["wkv4.cu", "wkv6.cu", "wkv7.cu"]
+    assert [s.name for s in sources] == ["harness.cu", "wkv4.cu", "wkv6.cu", "wkv7.cu"]
     procs = [
         subprocess.Popen(
             [
@@ -51,6 +52,8 @@ def test_every_cu_file_compiles_with_nvcc_for_sm80_and_sm90_without_register_spi
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, f"nvcc failed on {src.name}:\n{out}"
         assert (tmp_path / f"{src.stem}.o").stat().st_size > 0
+        if src.name == "harness.cu":
+            continue
         usage = cuda.ptxas_usage(out)
         # forward and backward, fp32 and bf16, two architectures
         assert len(usage) == 8, f"{src.name}: unexpected ptxas report:\n{out}"
@@ -58,6 +61,9 @@ def test_every_cu_file_compiles_with_nvcc_for_sm80_and_sm90_without_register_spi
             what = f"{src.name} {row['kernel']} {row['arch']}: {row}"
             assert row["spill_stores"] == 0 and row["spill_loads"] == 0, what
             assert row["registers"] <= 255 and row["smem"] <= 48 * 1024, what
+    objects = [str(tmp_path / f"{src.stem}.o") for src in sources]
+    link = subprocess.run([nvcc(), *arch, *objects, "-o", str(tmp_path / "harness")], capture_output=True, text=True)
+    assert link.returncode == 0, f"linking the sanitizer harness failed:\n{link.stdout}{link.stderr}"
 
 
 def test_ptxas_report_parser_reads_registers_spills_and_shared_memory():
