@@ -18,6 +18,7 @@ from mmrwkv.encoders.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SECONDS, load_
 from mmrwkv.errors import ConfigError, MediaError
 
 _INTERPOLATION = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+RESIZE_MODES = ("shortest", "crop", "pad", "squash", "longest")
 
 
 class Encoder(nn.Module):
@@ -56,20 +57,35 @@ class ImagePreprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
-    # "shortest": resize the short side then center-crop; "squash": resize both sides ignoring aspect ratio
+    # "shortest" (alias "crop"): resize the short side then center-crop; "squash": resize both sides ignoring aspect
+    # ratio; "pad": pad to a square of the mean colour, then resize (LLaVA-1.5's expand2square); "longest": resize
+    # the long side, then pad the rest black (open_clip's resize_mode "longest")
     resize_mode: str = "shortest"
 
     def __post_init__(self):
         if self.interpolation not in _INTERPOLATION:
             raise ConfigError(f"image interpolation {self.interpolation!r}: use one of {sorted(_INTERPOLATION)}")
-        if self.resize_mode not in ("shortest", "squash"):
-            raise ConfigError(f"image resize_mode {self.resize_mode!r}: use 'shortest' or 'squash'")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ConfigError(f"image resize {self.resize_mode!r}: use one of {', '.join(RESIZE_MODES)}")
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         """RGB PIL image -> normalized (3, H, W) float tensor."""
         height, width = self.size
         resample = _INTERPOLATION[self.interpolation]
-        if self.resize_mode == "squash":
+        mode = self.resize_mode
+        if mode == "pad":
+            side = max(img.width, img.height)
+            fill = tuple(round(255 * m) for m in self.mean)
+            square = Image.new("RGB", (side, side), fill)
+            square.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
+            img = square.resize((width, height), resample)
+        elif mode == "longest":
+            scale = min(height / img.height, width / img.width)
+            new_w, new_h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+            canvas = Image.new("RGB", (width, height), (0, 0, 0))
+            canvas.paste(img.resize((new_w, new_h), resample), ((width - new_w) // 2, (height - new_h) // 2))
+            img = canvas
+        elif mode == "squash":
             img = img.resize((width, height), resample)
         else:
             scale = max(height / img.height, width / img.width)

@@ -67,9 +67,12 @@ def get_encoder_class(name: str) -> type:
 def build(name: str, **kwargs):
     """Build the encoder registered under `name` with keyword arguments (its config).
 
-    An argument the encoder does not take raises ConfigError listing the ones it does.
+    An argument the encoder does not take raises ConfigError listing the ones it does. Image encoders also take
+    `resize` (crop | pad | squash | longest, see `ImagePreprocess`): how an image meets the encoder's square input.
     """
     cls = get_encoder_class(name)
+    kwargs = dict(kwargs)
+    resize = kwargs.pop("resize", None)
     params = _accepted_arguments(cls)
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
@@ -78,7 +81,23 @@ def build(name: str, **kwargs):
     for key, value in kwargs.items():
         if key in hints and not _fits(value, hints[key]):
             raise ConfigError(f"encoder {name!r}: argument {key} = {value!r:.60} is not of type {hints[key]}")
-    return cls(**kwargs)
+    encoder = cls(**kwargs)
+    if resize is not None:
+        _set_resize(encoder, name, resize)
+    return encoder
+
+
+def _set_resize(encoder, name: str, resize: str) -> None:
+    import dataclasses
+
+    from mmrwkv.encoders.base import RESIZE_MODES
+
+    preprocess = getattr(encoder, "image_preprocess", None)
+    if preprocess is None:
+        raise ConfigError(f"encoder {name!r}: resize applies to image encoders only")
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"encoder {name!r}: resize {resize!r}; valid: crop, pad, squash, longest")
+    encoder.image_preprocess = dataclasses.replace(preprocess, resize_mode=resize)
 
 
 _SIMPLE = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),)}

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from mmrwkv.errors import CheckpointError
+
+_FROM_CHECKPOINT = contextvars.ContextVar("mmrwkv_weights_from_checkpoint", default=False)
+
+
+@contextlib.contextmanager
+def weights_from_checkpoint() -> Iterator[None]:
+    """Build encoders without reading their original weights files or caches: a saved multimodal checkpoint holds
+    every encoder weight in its own model.safetensors, so it loads from its directory alone."""
+    token = _FROM_CHECKPOINT.set(True)
+    try:
+        yield
+    finally:
+        _FROM_CHECKPOINT.reset(token)
+
+
+def skip_weight_files() -> bool:
+    """True inside `weights_from_checkpoint`: encoders build with random weights that the checkpoint replaces."""
+    return _FROM_CHECKPOINT.get()
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -94,8 +94,11 @@ def _segments(chunk_fn, xs: tuple[Tensor, ...], s0: Tensor, size: int, dt: torch
 
 
 def _segment(chunk_fn, size: int, dt: torch.dtype, s: Tensor, *xs: Tensor) -> tuple[Tensor, Tensor]:
-    chunks = [_to_chunks(x.to(dt), size) for x in xs]  # each (B, H, NC, L, N)
-    y, s = chunk_fn(*chunks, s)
+    # autocast off: under bf16/fp16 autocast the matmuls would run in half precision and feed solve_triangular
+    # (no bf16 kernel on CPU) and the decay factors (up to e^40) values they cannot hold; the op is fp32 inside
+    with torch.autocast(s.device.type, enabled=False):
+        chunks = [_to_chunks(x.to(dt), size) for x in xs]  # each (B, H, NC, L, N)
+        y, s = chunk_fn(*chunks, s)
     return _from_chunks(y, xs[0].shape[1]), s
 
 
@@ -224,7 +227,8 @@ def wkv4(w: Tensor, u: Tensor, k: Tensor, v: Tensor, state: Tensor | None = None
         # full chunks in parallel, then the remainder as one shorter chunk: padding would decay the state
         for lo, hi, size in ((0, full, chunk_len), (full, kp.shape[1], kp.shape[1] - full)):
             if hi > lo:
-                y, s = _v4_chunks(w, u, kp[:, lo:hi], vp[:, lo:hi], s, size)
+                with torch.autocast(k.device.type, enabled=False):  # fp32 inside, as _segment
+                    y, s = _v4_chunks(w, u, kp[:, lo:hi], vp[:, lo:hi], s, size)
                 ys.append(y)
     y = torch.cat(ys, 1) if ys else v.new_zeros(v.shape)
     return y.to(out_dtype), s

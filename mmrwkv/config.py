@@ -34,7 +34,7 @@ from mmrwkv.sampling import SamplingConfig
 
 __all__ = [
     "CAPTION_TOKENIZERS", "DATA_KINDS", "DATA_TASKS", "METRICS", "MODALITIES", "PLACEMENTS", "PRECISIONS",
-    "STRATEGIES", "TRAINABLE_MODES", "VERSIONS", "WKV_BACKENDS",
+    "STRATEGIES", "TRAINABLE_MODES", "OVERLONG", "LOGGERS", "VERSIONS", "WKV_BACKENDS",
     "DataConfig", "EncoderSpec", "EvalConfig", "GenerationConfig", "LRConfig", "ModelConfig", "ProjectorSpec",
     "RecipeConfig", "ReportConfig", "TemplateConfig", "TrainConfig", "TrainableConfig",
     "apply_overrides", "config_from_dict", "config_to_dict", "diff_raw", "expand_stages", "load_config",
@@ -48,6 +48,8 @@ DATA_KINDS = ("easy_vqa", "coco_captions", "coco_karpathy", "vqav2", "llava", "a
 PRECISIONS = ("32", "32-true", "16-mixed", "bf16-mixed", "bf16-true")
 STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
 WKV_BACKENDS = ("reference", "chunked", "cuda", "triton", "fla")
+OVERLONG = ("truncate", "skip", "error")
+LOGGERS = ("csv", "tensorboard", "wandb")
 METRICS = ("vqa_accuracy", "exact_match", "bleu", "meteor", "rouge_l", "cider", "spice", "spider")
 CAPTION_TOKENIZERS = ("auto", "java", "python")
 _PROJECTOR_KIND = re.compile(r"^(linear|mlp\d+x_gelu)$")
@@ -176,14 +178,23 @@ class DataConfig:
     root: str | None = None
     paths: dict[str, dict[str, str]] = field(default_factory=dict)
     train_split: str = "train"
-    val_split: str = "val"
+    # the split whose loss (and task metric) is measured during training; None: no validation
+    val_split: str | None = None
     sizes: dict[str, int] = field(default_factory=dict)
     generator: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     skip_bad_records: bool = False
     # media paths inside a dataset file must stay inside its data root (no absolute paths, no `..`) unless true
     allow_outside_paths: bool = False
+    # longest training sequence in tokens (text plus media slots)
     max_text_tokens: int = 256
+    # a longer training sample: "truncate" (text cut at the limit, media slots kept whole; skipped when its media
+    # alone do not fit), "skip", or "error"; the stage logs how many samples were cut or skipped
+    overlong: str = field(default="truncate", **_choices(*OVERLONG))
+    # batches of similar length (shuffled mega-batches sorted by length, as LLaVA's group_by_modality_length)
+    group_by_length: bool = False
+    # preprocessed media kept for reuse per data-loading process, in MiB (least recently used dropped first; 0: none)
+    media_cache_mb: int = 256
     # training only: all questions about one media item become one multi-turn conversation (LLaVA-1.5 style)
     group_by_media: bool = False
     # training only: keep the questions of these answer types (e.g. [other] = open questions; empty = all). A stage
@@ -215,7 +226,11 @@ class TrainConfig:
     max_steps: int | None = None
     batch_size: int = 8
     grad_accum: int = 1
+    # samples per optimizer step over all devices: sets grad_accum = global / (batch_size x devices) at launch
+    global_batch_size: int | None = None
     grad_clip: float = 1.0
+    # recompute each backbone block's activations in the backward pass (memory for compute)
+    grad_checkpoint: bool = False
     # weight of a bag-of-words loss that trains media encoders directly (0: off; `MultimodalLM`)
     aux_bow: float = 0.0
     # weight of the language-model loss; 0 (with aux_bow > 0) trains only the media path, without the backbone
@@ -229,6 +244,16 @@ class TrainConfig:
     wkv_backend: str | None = field(default=None, **_choices(*WKV_BACKENDS))
     num_workers: int = 0
     log_every: int = 10
+    # validation (data.val_split) every this many optimizer steps; 0: once, at the end of the stage
+    eval_every: int = 0
+    # the metric that picks the best checkpoint (`<output_dir>/best`), e.g. "val/loss" or "val/cider"; None: no
+    # best checkpoint. Losses are minimised, task metrics maximised
+    best_metric: str | None = None
+    # stop a stage after this many validations without a better best_metric (0: never)
+    early_stop_patience: int = 0
+    # extra loggers beside the CSV log (which curves.png reads): tensorboard, wandb (WANDB_MODE=offline works offline)
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    wandb_project: str | None = None
 
     @property
     def final_checkpoint(self) -> Path:
@@ -240,6 +265,17 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{path}.{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_every", "early_stop_patience"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{path}.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.global_batch_size is not None and self.global_batch_size % self.batch_size:
+            raise ConfigError(f"{path}.global_batch_size: {self.global_batch_size} is not a multiple of "
+                              f"{path}.batch_size {self.batch_size}")
+        for i, name in enumerate(self.loggers):
+            if name not in LOGGERS:
+                raise ConfigError(f"{path}.loggers[{i}]: unknown logger {name!r}; valid: {', '.join(LOGGERS)}")
+        if self.early_stop_patience and not self.best_metric:
+            raise ConfigError(f"{path}.early_stop_patience: needs {path}.best_metric (the metric it watches)")
         for name in ("aux_bow", "lm_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{path}.{name}: must be >= 0, got {getattr(self, name)}")
@@ -265,8 +301,11 @@ class EvalConfig:
 
     split: str = "val"
     max_samples: int | None = None
+    # samples of data.val_split scored during training (loss and task metrics)
+    val_max_samples: int = 200
     batch_size: int = 8
-    metrics: list[str] = field(default_factory=lambda: ["exact_match"])
+    # empty: by the data's task (captions: cider, bleu, meteor, rouge_l; VQAv2: vqa_accuracy; else exact_match)
+    metrics: list[str] = field(default_factory=list)
     caption_tokenizer: str = field(default="auto", **_choices(*CAPTION_TOKENIZERS))
     report: ReportConfig = field(default_factory=ReportConfig)
 

@@ -54,6 +54,9 @@ def convert(value: Any, tp: Any, path: str) -> Any:
 def _convert_scalar(value: Any, tp: Any, path: str) -> Any:
     if tp is Any:
         return value
+    if tp is str and isinstance(value, int | float) and not isinstance(value, bool):
+        # YAML (a recipe or an override such as train.precision=32) reads a bare number as one; the field is text
+        return str(value)
     if tp is float and isinstance(value, str):
         # PyYAML reads `1e-3` (no dot) as a string; accept any text that is a plain number.
         try:

@@ -237,8 +237,12 @@ class MultimodalRWKV(nn.Module):
         if isinstance(spec, str) and spec != "world" and (directory / spec).exists():
             config["tokenizer"] = str((directory / spec).resolve())
         # "lora" only records adapters merged into the weights at save time: the model is a plain one
+        from mmrwkv.encoders.weights import weights_from_checkpoint
+
+        # model.safetensors holds the encoders' weights: their original files (weights=PATH) are not read again
         try:
-            model = cls.from_config({k: v for k, v in config.items() if k not in ("format", "kind", "lora")})
+            with weights_from_checkpoint():
+                model = cls.from_config({k: v for k, v in config.items() if k not in ("format", "kind", "lora")})
         except ConfigError as err:
             raise CheckpointError(f"{directory / CONFIG_FILE}: {err}") from None
         weights = directory / WEIGHTS_FILE

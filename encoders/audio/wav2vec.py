@@ -17,7 +17,7 @@ import torch
 
 from mmrwkv.encoders.base import AudioEncoder, zero_padding
 from mmrwkv.encoders.registry import register
-from mmrwkv.encoders.weights import load_strict, read_state_dict
+from mmrwkv.encoders.weights import load_strict, read_state_dict, skip_weight_files
 from mmrwkv.errors import ConfigError, MediaError
 
 ARCHS = (
@@ -53,7 +53,7 @@ class Wav2Vec2Encoder(AudioEncoder):
     ):
         super().__init__(sample_rate=sample_rate, max_seconds=max_seconds, truncate=truncate)
         model = _create(arch, config)
-        if weights is not None:
+        if weights is not None and not skip_weight_files():  # a saved checkpoint holds the weights
             load_strict(model, read_state_dict(weights), weights)
         layers = model.encoder.transformer.layers
         index = layer + len(layers) if layer < 0 else layer

@@ -18,7 +18,7 @@ from torch import nn
 
 from mmrwkv.encoders.base import ImageEncoder, ImagePreprocess
 from mmrwkv.encoders.registry import register
-from mmrwkv.encoders.weights import load_strict, read_state_dict, strip_prefix
+from mmrwkv.encoders.weights import load_strict, read_state_dict, skip_weight_files, strip_prefix
 from mmrwkv.errors import ConfigError
 
 
@@ -43,7 +43,11 @@ class OpenCLIPEncoder(ImageEncoder):
         if arch not in open_clip.list_models():
             raise ConfigError(f"open_clip: unknown arch {arch!r}; known: {', '.join(open_clip.list_models())}")
         tag_cfg = _tag_config(arch, pretrained) if pretrained else {}
-        path = weights if weights is not None else (_cached_tag_file(arch, pretrained, tag_cfg) if tag_cfg else None)
+        path = None
+        if not skip_weight_files():  # a saved checkpoint holds the weights (the tag still sets the preprocessing)
+            path = weights
+            if path is None and tag_cfg:
+                path = _cached_tag_file(arch, pretrained, tag_cfg)
         visual = _create_visual(arch, image_size, bool(tag_cfg.get("quick_gelu")), model_overrides or {})
         if path is not None:
             _load_visual(visual, read_state_dict(path), path)

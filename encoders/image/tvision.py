@@ -16,7 +16,7 @@ from torch import nn
 
 from mmrwkv.encoders.base import ImageEncoder, ImagePreprocess, as_size
 from mmrwkv.encoders.registry import register
-from mmrwkv.encoders.weights import load_strict, read_state_dict
+from mmrwkv.encoders.weights import load_strict, read_state_dict, skip_weight_files
 from mmrwkv.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,7 +48,9 @@ class TorchvisionEncoder(ImageEncoder):
             raise ConfigError(f"torchvision: unknown arch {arch!r}; known: {', '.join(known)}")
         extra = {"image_size": size[0]} if arch.startswith("vit_") else {}
         model = torchvision.models.get_model(arch, weights=None, **extra)
-        path = weights or (_cached_torchvision_file(arch, pretrained) if pretrained else None)
+        path = None
+        if not skip_weight_files():  # a saved checkpoint holds the weights
+            path = weights or (_cached_torchvision_file(arch, pretrained) if pretrained else None)
         if path is not None:
             load_strict(model, read_state_dict(path), path)
         self.arch = arch

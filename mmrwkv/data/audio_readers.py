@@ -97,19 +97,23 @@ def _clotho_file(folder: Path, name: str) -> Path | None:
 def read_clotho(
     csv_path: str | Path, audio: str | Path, *, split: str = "evaluation", skip_bad_records: bool = False
 ) -> Dataset:
-    """Clotho captions CSV (`file_name, caption_1..caption_5`) with the clips in `audio`."""
+    """Clotho captions CSV (`file_name, caption_1..caption_5`) with the clips in `audio`.
+
+    One to five caption columns (`caption_1` at least: subsets and user data often have fewer than Clotho's
+    five); a row needs a file name and at least one non-empty caption, and keeps all its non-empty ones.
+    """
     csv_path = Path(csv_path)
-    columns = ("file_name",) + tuple(f"caption_{i}" for i in range(1, 6))
-    rows = _read_csv(csv_path, "Clotho CSV", columns)
+    rows = _read_csv(csv_path, "Clotho CSV", ("file_name", "caption_1"))
+    present = [f"caption_{i}" for i in range(1, 6) if rows and f"caption_{i}" in rows[0]]
     folder = require_dir(audio, "Clotho audio folder")
     bad = BadRecords(csv_path, skip=skip_bad_records)
     samples = []
     for i, row in enumerate(rows):
         name = (row.get("file_name") or "").strip()
-        captions = [" ".join((row.get(c) or "").split()) for c in columns[1:]]
+        captions = [c for c in (" ".join((row.get(col) or "").split()) for col in present) if c]
         path = _clotho_file(folder, name) if name else None
-        if not name or not all(captions):
-            bad.bad(f"row {i + 2} ({name or 'no file_name'})", "needs a file_name and five non-empty captions")
+        if not name or not captions:
+            bad.bad(f"row {i + 2} ({name or 'no file_name'})", "needs a file_name and at least one non-empty caption")
         elif path is None:
             bad.bad(f"row {i + 2} ({name})", f"audio file {folder / name} not found")
         else:

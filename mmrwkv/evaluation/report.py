@@ -45,12 +45,26 @@ def _fmt(value: float) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
+def _on_white(img):
+    """RGB of `img`; transparency (RGBA, LA, a palette's transparent colour) is composited onto white, as a viewer
+    shows it, instead of dropped (which turns transparent backgrounds black)."""
+    from PIL import Image
+
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
 def _thumbnail(image: str, out: Path) -> str | None:
     from PIL import Image
 
     try:
         with Image.open(image) as img:
-            img = img.convert("RGB")
+            img = _on_white(img)
             img.thumbnail((THUMB_SIZE, THUMB_SIZE))
             img.save(out, format="PNG")
     except OSError:

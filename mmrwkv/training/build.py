@@ -11,7 +11,10 @@ from pathlib import Path
 import torch
 
 from mmrwkv.config import DataConfig, RecipeConfig
-from mmrwkv.errors import ConfigError, DataError
+from mmrwkv.errors import ConfigError
+from mmrwkv.training.lengths import MediaCache, fit_length
+
+__all__ = ["MediaCache", "build_datasets", "build_model", "load_split", "make_collate", "to_turns"]
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -86,8 +89,10 @@ def build_model(cfg: RecipeConfig, train_set=None):
 
     if cfg.train.init_from is not None:
         model = MultimodalRWKV.load(cfg.train.init_from)
+        check_vocabulary(model, f"train.init_from {cfg.train.init_from}")
     elif cfg.model.checkpoint is not None:
         model = _from_checkpoint(cfg)
+        check_vocabulary(model, f"model.checkpoint {cfg.model.checkpoint}")
     else:
         spec = tokenizer_spec(cfg, train_set if train_set is not None else load_split(cfg.data, cfg.data.train_split))
         model = MultimodalRWKV.from_config(model_config(cfg, spec, load_tokenizer(spec).vocab_size))
@@ -118,27 +123,6 @@ def apply_trainable(model, cfg: RecipeConfig) -> None:
     for part, mode in (("encoders", t.encoder), ("projectors", t.projector), ("backbone", t.backbone)):
         lora = {"rank": t.lora_rank, "alpha": t.lora_alpha} if mode == "lora" else {}
         set_trainable(getattr(model, part), mode, **lora)
-
-
-class MediaCache:
-    """Stands in for the model inside the chat template: preprocesses each media file once, then reuses it."""
-
-    def __init__(self, model):
-        self.model = model
-        self._items: dict[tuple[str, str], torch.Tensor] = {}
-
-    def preprocess(self, modality: str, item) -> torch.Tensor:
-        """The model's preprocessing of `item`, cached by (modality, path) for file paths."""
-        if not isinstance(item, str | Path):
-            return self.model.preprocess(modality, item)
-        key = (modality, str(item))
-        if key not in self._items:
-            self._items[key] = self.model.preprocess(modality, item)
-        return self._items[key]
-
-    def tokens_per_item(self, modality: str, preprocessed: torch.Tensor) -> int:
-        """Placeholder slots of one item (the model's answer)."""
-        return self.model.tokens_per_item(modality, preprocessed)
 
 
 def media_key(sample) -> tuple[str, ...]:
@@ -174,13 +158,16 @@ def sample_meta(sample, bags: dict | None = None) -> dict:
 class ChatDataset(torch.utils.data.Dataset):
     """Samples encoded on access through the chat template (`train`: with the reply and its labels).
 
-    `bags` (media key -> token ids, `media_bags`) adds each sample's media bag to its meta as "bow".
+    `bags` (media key -> token ids, `media_bags`) adds each sample's media bag to its meta as "bow". A sample
+    longer than `max_tokens` is cut or skipped as `overlong` says (`fit_length`): a skipped one comes out as
+    (None, meta), which the collate drops and counts.
     """
 
     def __init__(self, samples: Sequence, template, *, train: bool, seed: int = 0, max_tokens: int | None = None,
-                 bags: dict | None = None):
+                 bags: dict | None = None, overlong: str = "truncate"):
         self.samples, self.template, self.train = samples, template, train
-        self.seed, self.max_tokens, self.bags = seed, max_tokens, bags
+        self.seed, self.max_tokens, self.bags, self.overlong = seed, max_tokens, bags, overlong
+        self.placeholders = _placeholders(template)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -189,10 +176,13 @@ class ChatDataset(torch.utils.data.Dataset):
         sample = self.samples[index]
         rng = random.Random(self.seed * 1_000_003 + index) if self.train else None
         encoded = self.template.encode_turns(to_turns(sample, rng, train=self.train), train=self.train)
-        if self.max_tokens is not None and len(encoded.ids) > self.max_tokens:
-            raise DataError(f"sample {sample.id}: {len(encoded.ids)} tokens exceed data.max_text_tokens "
-                            f"{self.max_tokens}")
-        return encoded, sample_meta(sample, self.bags)
+        encoded, status = fit_length(encoded, self.max_tokens, self.overlong, self.placeholders, sample.id)
+        return encoded, {**sample_meta(sample, self.bags), "overlong": status}
+
+
+def _placeholders(template) -> set[int]:
+    model = getattr(getattr(template, "model", None), "model", None)
+    return set(getattr(model, "placeholder_ids", {}).values())
 
 
 def to_turns(sample, rng: random.Random | None = None, *, train: bool = True, media: bool = True) -> list:
@@ -222,12 +212,13 @@ class GroupedChatDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, samples: Sequence, template, *, seed: int = 0, max_tokens: int | None = None,
-                 bags: dict | None = None):
+                 bags: dict | None = None, overlong: str = "truncate"):
         groups: dict[tuple, list] = {}
         for sample in samples:
             groups.setdefault(media_key(sample), []).append(sample)
         self.groups = list(groups.values())
         self.template, self.seed, self.max_tokens, self.bags = template, seed, max_tokens, bags
+        self.overlong, self.placeholders = overlong, _placeholders(template)
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -239,10 +230,9 @@ class GroupedChatDataset(torch.utils.data.Dataset):
         for sample in group[1:]:
             turns += [t for t in to_turns(sample, media=False) if t.role != "system"]
         encoded = self.template.encode_turns(turns, train=True)
-        if self.max_tokens is not None and len(encoded.ids) > self.max_tokens:
-            # long groups are cut at the limit: later turns are dropped, never the media
-            encoded.ids, encoded.labels = encoded.ids[: self.max_tokens], encoded.labels[: self.max_tokens]
-        return encoded, sample_meta(group[0], self.bags)
+        # long groups are cut at the limit: later turns are dropped, never the media
+        encoded, status = fit_length(encoded, self.max_tokens, self.overlong, self.placeholders, group[0].id)
+        return encoded, {**sample_meta(group[0], self.bags), "overlong": status}
 
 
 def make_collate(tokenizer):
@@ -252,22 +242,72 @@ def make_collate(tokenizer):
     pad = int(tokenizer.special.eos)
 
     def collate_pairs(pairs: list) -> dict:
-        return collate([e for e, _ in pairs], pad_id=pad, meta=[m for _, m in pairs])
+        counts = {k: sum(m.get("overlong") == k for _, m in pairs) for k in ("truncated", "skipped")}
+        kept = [(e, m) for e, m in pairs if e is not None]
+        if not kept:  # every sample of the batch was too long: an empty batch the module steps over
+            return {"input_ids": None, "overlong": counts, "meta": []}
+        batch = collate([e for e, _ in kept], pad_id=pad, meta=[m for _, m in kept])
+        batch["overlong"] = counts
+        return batch
 
     return collate_pairs
 
 
+GENERATED_KINDS = ("shapes", "tones")
+
+
+def load_val_split(cfg: RecipeConfig):
+    """The validation samples (`data.val_split`, capped at `eval.val_max_samples`), or None without a val split.
+
+    An unknown split is refused with one line (generated kinds would otherwise generate any name asked for).
+    """
+    data = cfg.data
+    if data.val_split is None:
+        return None
+    if data.kind in GENERATED_KINDS and data.val_split not in {*data.sizes, data.train_split, "val", "test"}:
+        raise ConfigError(f"data.val_split: {data.val_split!r} is not a split of this {data.kind} data; "
+                          f"known: {', '.join(sorted({*data.sizes, 'val', 'test'}))}")
+    samples = load_split(data, data.val_split)
+    if not len(samples):
+        raise ConfigError(f"data.val_split: split {data.val_split!r} has no samples")
+    return samples.subset(cfg.eval.val_max_samples, seed=data.seed)
+
+
 def build_datasets(cfg: RecipeConfig, model):
-    """(train dataset, val dataset or None, collate) for training `model` on the recipe's data."""
+    """(train dataset, val dataset or None, collate) for training `model` on the recipe's data.
+
+    The val dataset (`data.val_split`) encodes its samples with their replies, for the validation loss; its
+    `samples` are the raw ones the task metric generates for.
+    """
     from mmrwkv.chat import ChatTemplate
 
-    template = ChatTemplate(model.tokenizer, cfg.template.placement, model=MediaCache(model))
-    train = select_answer_types(load_split(cfg.data, cfg.data.train_split), cfg.data.answer_types)
+    d = cfg.data
+    cache = MediaCache(model, max_bytes=d.media_cache_mb << 20)
+    template = ChatTemplate(model.tokenizer, cfg.template.placement, model=cache)
+    train = select_answer_types(load_split(d, d.train_split), d.answer_types)
     bags = media_bags(train, model.tokenizer) if cfg.train.aux_bow > 0 else None
-    if cfg.data.group_by_media:
-        train_set = GroupedChatDataset(train, template, seed=cfg.data.seed, max_tokens=cfg.data.max_text_tokens,
-                                       bags=bags)
+    limits = {"max_tokens": d.max_text_tokens, "bags": bags, "overlong": d.overlong}
+    if d.group_by_media:
+        train_set = GroupedChatDataset(train, template, seed=d.seed, **limits)
     else:
-        train_set = ChatDataset(train, template, train=True, seed=cfg.data.seed, max_tokens=cfg.data.max_text_tokens,
-                                bags=bags)
-    return train_set, None, make_collate(model.tokenizer)
+        train_set = ChatDataset(train, template, train=True, seed=d.seed, **limits)
+    val = load_val_split(cfg)
+    val_set = None
+    if val is not None:
+        val_set = ChatDataset(val, template, train=True, seed=d.seed, **{**limits, "bags": None})
+    return train_set, val_set, make_collate(model.tokenizer)
+
+
+def check_vocabulary(model, source: str) -> None:
+    """The tokenizer's ids must all have an embedding row: one line naming both sizes otherwise."""
+    ids, rows = model.tokenizer.vocab_size, model.backbone.config.vocab_size
+    if ids > rows:
+        raise ConfigError(
+            f"model.tokenizer: {cfg_tokenizer(model)!r} has {ids} token ids but "
+            f"{source} embeds {rows} (vocab_size); use the checkpoint's own tokenizer or a model of >= {ids} rows"
+        )
+
+
+def cfg_tokenizer(model) -> str:
+    """The tokenizer spec a model was built with (for messages)."""
+    return str((model.config or {}).get("tokenizer", "the tokenizer"))

@@ -112,6 +112,41 @@ def predict(model, samples: Sequence, cfg: RecipeConfig, *, progress: bool = Fal
     return out
 
 
+CAPTION_DEFAULT = ["cider", "bleu", "meteor", "rouge_l"]
+CAPTION_ONLY = {"bleu", "meteor", "rouge_l", "cider", "spice", "spider"}
+ANSWER_ONLY = {"vqa_accuracy", "exact_match"}
+
+
+def task_metrics(metrics: Sequence[str], samples: Sequence) -> list[str]:
+    """The metrics to score `samples` with: `metrics` when given, else the task's standard ones (captions:
+    CIDEr-D, BLEU-4, METEOR, ROUGE-L; VQA with several human answers per question (VQAv2): VQA accuracy;
+    other short-answer QA: exact match). A metric that cannot apply to the samples raises ConfigError."""
+    from mmrwkv.errors import ConfigError
+
+    captioned = any(s.captions for s in samples)
+    answered = [s for s in samples if s.question is not None and s.answers]
+    if not metrics:
+        chosen = list(CAPTION_DEFAULT) if captioned else []
+        if answered:
+            chosen.append("vqa_accuracy" if max(len(s.answers) for s in answered) > 1 else "exact_match")
+        return chosen or ["exact_match"]
+    for metric in metrics:
+        if metric in CAPTION_ONLY and not captioned:
+            raise ConfigError(f"eval.metrics: {metric!r} scores captions, and these samples have no reference "
+                              "captions (use vqa_accuracy or exact_match)")
+        if metric in ANSWER_ONLY and not answered:
+            raise ConfigError(f"eval.metrics: {metric!r} scores answers to questions, and these samples have "
+                              "none (captions: use cider, bleu, meteor, rouge_l)")
+    return list(metrics)
+
+
+def last_stage(cfg: RecipeConfig) -> RecipeConfig:
+    """The config `mmrwkv run` evaluates with: the last stage's (its data section), or `cfg` without stages."""
+    from mmrwkv.config import expand_stages
+
+    return expand_stages(cfg)[-1] if cfg.stages else cfg
+
+
 def eval_samples(cfg: RecipeConfig) -> list:
     """The recipe's eval split, capped at `eval.max_samples`."""
     from mmrwkv.training.build import load_split
@@ -136,12 +171,15 @@ def evaluate_recipe(
     from mmrwkv.multimodal import MultimodalRWKV
 
     start = time.perf_counter()
+    # the same data section `mmrwkv run` evaluates with: the last stage's
+    cfg = last_stage(cfg)
     if out_dir is not None:
         cfg.eval.report.dir = str(out_dir)
     # a directory the report may not be written to is refused before the model generates
     check_report_dir(report_dir(cfg))
-    model = MultimodalRWKV.load(resolve_checkpoint(checkpoint))
     samples = eval_samples(cfg)
+    cfg.eval.metrics = task_metrics(cfg.eval.metrics, samples)
+    model = MultimodalRWKV.load(resolve_checkpoint(checkpoint))
     predictions = predict(model, samples, cfg, progress=progress)
     result = score_for_recipe(cfg, samples, predictions)
     paths = report_for_recipe(cfg, samples, predictions, result, metrics_csv=metrics_csv)

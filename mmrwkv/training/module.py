@@ -41,6 +41,8 @@ class OptimSettings:
     aux_bow: float = 0.0
     # weight of the language-model loss; 0 trains the media path on the bag-of-words loss alone (no backbone pass)
     lm_weight: float = 1.0
+    # recompute each backbone block's activations in the backward pass
+    grad_checkpoint: bool = False
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -103,6 +105,23 @@ def masked_lm_loss(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor) 
     return F.cross_entropy(logits, targets[mask])
 
 
+def checkpoint_blocks(backbone: nn.Module) -> None:
+    """Make every block of `backbone` recompute its activations in the backward pass (activation checkpointing
+    per block): only the block inputs are kept. The blocks' parameters and state_dict keys stay as they are."""
+    from functools import partial
+
+    from torch.utils.checkpoint import checkpoint
+
+    def run(forward, *args, **kwargs):
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    for block in backbone.blocks:
+        if not isinstance(block.forward, partial):
+            block.forward = partial(run, block.forward)
+
+
 class MultimodalLM(L.LightningModule):
     """Thin training wrapper around a `MultimodalRWKV`: masked loss, parameter groups, schedule.
 
@@ -134,6 +153,10 @@ class MultimodalLM(L.LightningModule):
                               "encoder or projector")
         skip = model.tokenizer.encode("\n\n") if len(self.bow_heads) else []
         self.register_buffer("bow_skip", torch.tensor(sorted(set(skip)), dtype=torch.long), persistent=False)
+        # over-long training samples this process cut or skipped so far (`data.overlong`)
+        self.overlong = {"truncated": 0, "skipped": 0}
+        if settings.grad_checkpoint:
+            checkpoint_blocks(model.backbone)
 
     def _loss(self, batch: dict) -> torch.Tensor:
         """The training loss; its parts (language model, bag of words or None) are kept in `last_parts`."""
@@ -188,7 +211,11 @@ class MultimodalLM(L.LightningModule):
             losses.append(-(target * logp).sum(1).mean())
         return torch.stack(losses).mean() if losses else None
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        for key, n in batch.get("overlong", {}).items():
+            self.overlong[key] += n
+        if batch["input_ids"] is None:  # every sample of the batch was over-long and skipped
+            return None
         loss = self._loss(batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -204,9 +231,14 @@ class MultimodalLM(L.LightningModule):
         if bow is not None:
             self.log("train/bow_loss", bow, prog_bar=False, batch_size=int(labelled))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
+        if any(self.overlong.values()):
+            for key, n in self.overlong.items():
+                self.log(f"train/{key}", float(n), prog_bar=False, reduce_fx="max")
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if batch["input_ids"] is None:
+            return
         labelled = (batch["labels"][:, 1:] != IGNORE).sum()
         lm, bow = self._losses(batch)
         self.log("val/loss", lm if lm is not None else bow, prog_bar=True, batch_size=int(labelled), sync_dist=True)

@@ -52,6 +52,7 @@ def optim_settings(cfg: RecipeConfig, total_steps: int) -> OptimSettings:
         grad_clip=t.grad_clip,
         aux_bow=t.aux_bow,
         lm_weight=t.lm_weight,
+        grad_checkpoint=t.grad_checkpoint,
     )
 
 
@@ -64,6 +65,12 @@ NOT_TRAINING = (
     "train.log_every",
     "train.num_workers",
     "train.checkpoint_every",
+    "train.eval_every",
+    "train.best_metric",
+    "train.early_stop_patience",
+    "train.loggers",
+    "train.wandb_project",
+    "data.media_cache_mb",
 )
 
 
@@ -110,7 +117,7 @@ def _prepare_output(out: Path, cfg: RecipeConfig, *, resume: bool, fresh: bool) 
 
 
 # what a stage writes into its output directory (eval-<split>: `mmrwkv run`'s default report directory)
-STAGE_ENTRIES = ("checkpoints", FINAL, "logs", "curves.png", "tokenizer.json")
+STAGE_ENTRIES = ("checkpoints", FINAL, "best", "logs", "curves.png", "tokenizer.json")
 
 
 def _ours(name: str) -> bool:
@@ -173,12 +180,65 @@ def read_summary(final: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"steps": None, "last_loss": None}
 
 
+def device_count(train) -> int:
+    """The devices a stage trains on (what Lightning's "auto" picks: every visible GPU, else one CPU process)."""
+    import torch
+
+    if isinstance(train.devices, int):
+        return train.devices
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+
+
+def apply_global_batch(cfg: RecipeConfig) -> None:
+    """`train.global_batch_size` -> `train.grad_accum` for this launch's device count (ConfigError when it does
+    not divide)."""
+    t = cfg.train
+    if t.global_batch_size is None:
+        return
+    per_step = t.batch_size * device_count(t)
+    if t.global_batch_size % per_step:
+        raise ConfigError(f"train.global_batch_size: {t.global_batch_size} is not a multiple of train.batch_size "
+                          f"{t.batch_size} x {device_count(t)} device(s)")
+    t.grad_accum = t.global_batch_size // per_step
+
+
+def _check_batches(cfg: RecipeConfig, size: int, world: int) -> None:
+    t = cfg.train
+    if size < t.batch_size * world:
+        raise ConfigError(
+            f"data: split {cfg.data.train_split!r} has {size} training sample(s), fewer than one batch "
+            f"(train.batch_size {t.batch_size} x {world} device(s)); lower train.batch_size or add data"
+        )
+
+
+def _validation(cfg: RecipeConfig, model, val_set, collate, out: Path, text: str):
+    """The Validation callback of a stage with a val split (None without one)."""
+    from torch.utils.data import DataLoader
+
+    from mmrwkv.training.evaluate import task_metrics
+    from mmrwkv.training.validation import Validation
+
+    if val_set is None:
+        return None
+    metrics = task_metrics(cfg.eval.metrics, val_set.samples)
+    loader = DataLoader(val_set, batch_size=cfg.eval.batch_size, collate_fn=collate)
+    # sharded strategies hold no whole model on a process: generation there is left to the final evaluation
+    generate = cfg.train.strategy not in ("fsdp", "deepspeed")
+    return Validation(loader, val_set.samples, cfg, metrics, out=out, every=cfg.train.eval_every,
+                      best_metric=cfg.train.best_metric, patience=cfg.train.early_stop_patience, recipe_text=text,
+                      generate=generate)
+
+
 def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False, progress: bool = True) -> StageResult:
     """Train one (already expanded) stage; a finished stage being resumed returns its result at once."""
-    from mmrwkv.training.build import build_datasets, build_model
-    from mmrwkv.training.plots import plot_curves
-    from mmrwkv.training.trainer import build_trainer, wkv_backend
+    import torch
 
+    from mmrwkv.training.build import build_datasets, build_model
+    from mmrwkv.training.lengths import estimated_lengths, media_slots
+    from mmrwkv.training.plots import plot_curves
+    from mmrwkv.training.trainer import build_trainer, choose_wkv_backend, wkv_backend
+
+    apply_global_batch(cfg)
     out = Path(cfg.train.output_dir)
     text = recipe_text(cfg)
     log_dir = out / "logs"
@@ -195,7 +255,15 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
         _say(f"stage '{cfg.train.stage}': resuming from {ckpt.parent}")
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     model = build_model(cfg)
+    backend, why = choose_wkv_backend(cfg.train.wkv_backend, on_gpu=torch.cuda.is_available(),
+                                      head_size=model.backbone.config.head_size)
+    _say(f"stage '{cfg.train.stage}': WKV backend {backend} ({why})")
     train_set, val_set, collate = build_datasets(cfg, model)
+    _check_batches(cfg, len(train_set), device_count(cfg.train))
+    lengths = None
+    if cfg.data.group_by_length:
+        samples = [g[0] for g in train_set.groups] if hasattr(train_set, "groups") else train_set.samples
+        lengths = estimated_lengths(samples, media_slots(model))
     data = RecipeDataModule(
         train_set,
         collate,
@@ -204,29 +272,44 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
         epochs=cfg.train.epochs,
         seed=cfg.train.seed,
         num_workers=cfg.train.num_workers,
+        lengths=lengths,
     )
     saver = StepCheckpoint(out / "checkpoints", text, every_n_steps=cfg.train.checkpoint_every)
+    validation = _validation(cfg, model, val_set, collate, out, text)
     max_steps = cfg.train.max_steps or -1
     trainer = build_trainer(
         cfg.train,
         max_steps=max_steps,
-        callbacks=[saver],
+        callbacks=[saver] + ([validation] if validation else []),
         log_dir=log_dir,
         progress=progress,
         resume_step=checkpoint_step(ckpt.parent) if ckpt else None,
     )
+    _check_batches(cfg, len(train_set), trainer.world_size)
     per_epoch = data.batches_per_epoch(trainer.world_size)
     if max_steps > 0:
         data.epochs = math.ceil(max_steps * cfg.train.grad_accum / per_epoch)
     steps = max_steps if max_steps > 0 else math.ceil(data.epochs * per_epoch / cfg.train.grad_accum)
     module = MultimodalLM(model, optim_settings(cfg, steps))
-    with wkv_backend(cfg.train.wkv_backend):
+    with wkv_backend(backend):
         trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)
+    _say(_stage_summary(cfg, trainer.global_step, steps, module.overlong))
     if trainer.is_global_zero:
         _save_final(module, out, text, trainer.global_step)
         plot_curves(log_dir, out / "curves.png")
     trainer.strategy.barrier("mmrwkv-final")
     return StageResult(final, log_dir, trainer.global_step, module.last_loss)
+
+
+def _stage_summary(cfg: RecipeConfig, done: int, planned: int, overlong: dict) -> str:
+    """One line at the end of a stage: steps done of planned (and why fewer), over-long samples cut or skipped."""
+    line = f"stage '{cfg.train.stage}': {done} of {planned} optimizer steps"
+    if done < planned:
+        line += " (stopped early: train.early_stop_patience)" if cfg.train.early_stop_patience else " (stopped)"
+    if any(overlong.values()):
+        line += (f"; over data.max_text_tokens {cfg.data.max_text_tokens}: {overlong['truncated']} sample(s) "
+                 f"truncated, {overlong['skipped']} skipped (this process)")
+    return line
 
 
 def train_recipe(

@@ -20,10 +20,13 @@ METRICS_FILE = "metrics.csv"
 
 
 class _NoAdverts(logging.Filter):
-    """Drops Lightning's "💡 Tip: ... try installing litlogger" lines (printed on every fit; not a diagnostic)."""
+    """Drops Lightning's "💡 Tip: ... try installing litlogger" lines (printed on every fit; not a diagnostic) and
+    its "`Trainer.fit` stopped: `max_epochs=1` reached." (a stage runs as one long epoch of the planned batches, so
+    that line would contradict the recipe's train.epochs; the stage prints its own summary)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+        text = str(record.msg)
+        return not (text.startswith("💡 Tip") or text.startswith("`Trainer.fit` stopped"))
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdverts())
@@ -55,7 +58,9 @@ def build_strategy(train: TrainConfig):
             raise ConfigError("train.strategy: 'fsdp' needs CUDA GPUs, and none is visible; use 'ddp' or 'auto'")
         from lightning.pytorch.strategies import FSDPStrategy
 
-        return FSDPStrategy(sharding_strategy="FULL_SHARD")
+        # one FSDP unit per backbone block (and per encoder block): parameters are gathered block by block
+        return FSDPStrategy(sharding_strategy="FULL_SHARD", auto_wrap_policy=wrap_classes(),
+                            activation_checkpointing_policy=wrap_classes() if train.grad_checkpoint else None)
     if name == "deepspeed":
         if importlib.util.find_spec("deepspeed") is None:
             raise ConfigError("train.strategy: 'deepspeed' needs the deepspeed package, which is not installed "
@@ -68,6 +73,44 @@ def build_strategy(train: TrainConfig):
     raise ConfigError(f"train.strategy: unknown strategy {name!r}; valid: auto, ddp, fsdp, deepspeed")
 
 
+def wrap_classes() -> set[type]:
+    """The block classes FSDP wraps one by one (its auto-wrap policy): the RWKV block (every generation) and the
+    transformer layers of the encoders."""
+    from torch import nn
+
+    from mmrwkv.rwkv.model import Block
+
+    classes = {Block, nn.TransformerEncoderLayer}
+    if importlib.util.find_spec("open_clip") is not None:
+        from open_clip.transformer import ResidualAttentionBlock
+
+        classes.add(ResidualAttentionBlock)
+    return classes
+
+
+def build_loggers(train: TrainConfig, log_dir: str | Path, resume_step: int | None) -> list:
+    """The CSV logger (curves.png reads it) and the recipe's `train.loggers` (tensorboard, wandb)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    # every logged row goes to disk at once: a killed run keeps all it logged, and a resumed run drops the rows
+    # past its checkpoint instead of missing some
+    loggers = [CSVLogger(str(log_dir), name="", version="csv", flush_logs_every_n_steps=1)]
+    if "tensorboard" in train.loggers and importlib.util.find_spec("tensorboard") is not None:
+        # purge_step: TensorBoard readers drop the earlier files' events from this step on
+        purge = {"purge_step": resume_step} if resume_step else {}
+        loggers.append(FlushingTensorBoardLogger(str(log_dir), name="", version="tensorboard",
+                                                 default_hp_metric=False, **purge))
+    if "wandb" in train.loggers:
+        if importlib.util.find_spec("wandb") is None:
+            raise ConfigError("train.loggers: 'wandb' needs the wandb package (pip install 'mmrwkv[wandb]'); "
+                              "WANDB_MODE=offline logs without a network")
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(project=train.wandb_project or "mmrwkv", name=train.stage,
+                                   save_dir=str(log_dir)))
+    return loggers
+
+
 def build_trainer(train: TrainConfig, *, max_steps: int, callbacks: list, log_dir: str | Path,
                   progress: bool = True, val_every: int | None = None, resume_step: int | None = None) -> L.Trainer:
     """A Trainer that runs exactly `max_steps` optimizer steps over one long pass of the batch sampler.
@@ -75,16 +118,7 @@ def build_trainer(train: TrainConfig, *, max_steps: int, callbacks: list, log_di
     `resume_step`: the run resumes from the checkpoint taken after that many steps; the logs keep what was logged
     before it and drop what a killed run logged after it (each step once in metrics.csv and in TensorBoard).
     """
-    from lightning.pytorch.loggers import CSVLogger
-
-    # every logged row goes to disk at once: a killed run keeps all it logged, and a resumed run drops the rows
-    # past its checkpoint instead of missing some
-    loggers = [CSVLogger(str(log_dir), name="", version="csv", flush_logs_every_n_steps=1)]
-    if importlib.util.find_spec("tensorboard") is not None:
-        # purge_step: TensorBoard readers drop the earlier files' events from this step on
-        purge = {"purge_step": resume_step} if resume_step else {}
-        loggers.append(FlushingTensorBoardLogger(str(log_dir), name="", version="tensorboard",
-                                                 default_hp_metric=False, **purge))
+    loggers = build_loggers(train, log_dir, resume_step)
     if resume_step:
         callbacks = [*callbacks, KeepEarlierCSVRows(Path(loggers[0].log_dir) / METRICS_FILE, resume_step)]
     if progress:
@@ -154,6 +188,12 @@ class StepProgressBar(TQDMProgressBar):
         bar.initial = 0
         bar.set_description("steps" if not self.start_step else f"steps (resumed at {self.start_step})")
 
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        # v_num is the logger's version: our loggers' versions are folder names ("csv", "tensorboard")
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
                            ) -> None:
         done = trainer.global_step - self.start_step
@@ -217,3 +257,31 @@ def wkv_backend(name: str | None):
     from mmrwkv.kernels import ENV_VAR, scoped_env
 
     return scoped_env(ENV_VAR, name)
+
+
+def choose_wkv_backend(name: str | None, *, on_gpu: bool, head_size: int | None = None) -> tuple[str, str]:
+    """(backend, reason) for a stage's WKV calls: `train.wkv_backend`, else MMRWKV_WKV_BACKEND, else "cuda" on a GPU
+    where the extension builds, else "chunked". A backend asked for by name that cannot run here is a ConfigError
+    (the kernel dispatch would fall back to "chunked" with a warning; a training run should not change kernels
+    behind the recipe's back)."""
+    import os
+
+    from mmrwkv import kernels
+
+    asked, source = name, "train.wkv_backend"
+    if asked is None and os.environ.get(kernels.ENV_VAR):
+        asked, source = os.environ[kernels.ENV_VAR].strip(), kernels.ENV_VAR
+    device = torch.device("cuda" if on_gpu else "cpu")
+    if asked is None:
+        if not on_gpu:
+            return "chunked", "no CUDA GPU: the chunk-parallel PyTorch op"
+        ok, why = kernels._cuda_status(device, "wkv7", head_size)
+        return ("cuda", "the CUDA extension builds on this GPU") if ok else ("chunked", f"CUDA kernels unusable: {why}")
+    if asked not in kernels.BACKENDS:
+        raise ConfigError(f"{source}: {asked!r} is not a WKV backend; choose one of {', '.join(kernels.BACKENDS)}")
+    if asked == "cuda":
+        ok, why = kernels._cuda_status(device, "wkv7", head_size)
+        if not ok:
+            raise ConfigError(f"{source}: 'cuda' was asked for by name and cannot run here ({why}); drop it to let "
+                              "the run pick a backend, or fix the build")
+    return asked, f"asked for by {source}"

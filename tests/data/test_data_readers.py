@@ -161,14 +161,25 @@ def test_audiocaps_groups_rows_by_clip(tmp_path):
         read_audiocaps(tmp_path / "cols.csv", audio)
 
 
-def test_clotho_needs_five_captions(tmp_path):
+def test_clotho_keeps_one_to_five_captions_and_skips_rows_without_any(tmp_path):
     _wav(tmp_path / "rain.wav")
     header = "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\n"
-    (tmp_path / "c.csv").write_text(header + "rain.wav,a,b,c,d,e\nrain.wav,a,b,,d,e\nnone.wav,a,b,c,d,e\n")
+    rows = "rain.wav,a,b,c,d,e\nrain.wav,a,b,,d,e\nrain.wav,,,,,\nnone.wav,a,b,c,d,e\n"
+    (tmp_path / "c.csv").write_text(header + rows)
     data = read_clotho(tmp_path / "c.csv", tmp_path, skip_bad_records=True)
-    assert [s.captions for s in data] == [["a", "b", "c", "d", "e"]] and data.skipped == 2
-    with pytest.raises(DataError, match=r"c\.csv: record row 3 \(rain\.wav\): needs a file_name and five"):
+    assert [s.captions for s in data] == [["a", "b", "c", "d", "e"], ["a", "b", "d", "e"]] and data.skipped == 2
+    with pytest.raises(DataError, match=r"c\.csv: record row 4 \(rain\.wav\): needs a file_name and at least one"):
         read_clotho(tmp_path / "c.csv", tmp_path)
+
+
+@pytest.mark.parametrize("columns", [1, 3])
+def test_clotho_subsets_with_fewer_caption_columns_read(tmp_path, columns):
+    _wav(tmp_path / "rain.wav")
+    header = ",".join(["file_name"] + [f"caption_{i}" for i in range(1, columns + 1)])
+    row = ",".join(["rain.wav"] + [f"rain {i}" for i in range(1, columns + 1)])
+    (tmp_path / "c.csv").write_text(f"{header}\n{row}\n")
+    (sample,) = read_clotho(tmp_path / "c.csv", tmp_path)
+    assert sample.captions == [f"rain {i}" for i in range(1, columns + 1)]
 
 
 def test_easy_vqa_bundled_splits_read_offline():

@@ -29,7 +29,9 @@ def _csv_steps(run: Path) -> list[int]:
     if not path.is_file():
         return []
     with path.open(newline="") as f:
-        return [int(row["step"]) for row in csv.DictReader(f) if (row.get("step") or "").isdigit()]
+        # the training rows (a validation row has val/ metrics only)
+        return [int(row["step"]) for row in csv.DictReader(f)
+                if (row.get("step") or "").isdigit() and row.get("train/loss")]
 
 
 def _tensorboard_losses(run: Path) -> list[tuple[int, float]]:
