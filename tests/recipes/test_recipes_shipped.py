@@ -12,6 +12,8 @@ from mmrwkv.training.trainer import build_strategy
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
+# the full-scale GPU recipes run as shipped on data in their own formats: test_recipes_public_formats.py
+CPU_RECIPES = [p for p in RECIPES if p.stem not in ("coco_caption_v7", "llava_v7")]
 TINY_ENCODERS = {
     "image": {"name": "tiny_cnn", "image_size": 16, "width": 8, "grid": 2},
     "audio": {"name": "tiny_whisper", "n_mels": 80, "width": 16, "depth": 1, "heads": 2, "max_seconds": 4.0},
@@ -61,7 +63,7 @@ def test_shipped_recipe_loads_strictly(path):
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+@pytest.mark.parametrize("path", CPU_RECIPES, ids=[p.stem for p in CPU_RECIPES])
 def test_shipped_recipe_trains_and_evaluates_with_tiny_parts(path, tmp_path):
     cfg = config_from_dict(tiny_recipe(path, tmp_path), source=str(path))
     report = run_recipe(cfg, progress=False)
