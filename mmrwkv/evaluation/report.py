@@ -84,8 +84,31 @@ def _example_md(record: dict, thumbs: Path | None, index: int) -> list[str]:
         lines += [f"- Question: {record['question']}", f"- Answers: {', '.join(record['answers'])}"]
     if "captions" in record:
         lines += [f"- Reference: {c}" for c in record["captions"][:5]]
-    lines += [f"- **Prediction:** {record['prediction']}", ""]
-    return lines
+    lines += [f"- **Prediction:** {record['prediction']}"]
+    if record.get("scores"):
+        lines += ["- Scores: " + ", ".join(f"{k} {_fmt(float(v))}" for k, v in record["scores"].items())]
+    return lines + [""]
+
+
+def _score_key(records: list[dict]) -> str | None:
+    """The per-sample score the examples are ranked by: CIDEr-D for captions, else the first one recorded."""
+    keys = [k for r in records for k in r.get("scores", {})]
+    return "CIDEr-D" if "CIDEr-D" in keys else (keys[0] if keys else None)
+
+
+def _best_and_worst(records: list[dict], num_examples: int) -> list[dict]:
+    """With per-sample scores: the best half of `num_examples` (highest score first), then the worst half (lowest
+    last), each tagged with "rank" ("best" / "worst"); without scores: the records as they are."""
+    key = _score_key(records)
+    scored = [r for r in records if key in r.get("scores", {})]
+    if key is None or len(scored) < 2 or num_examples < 2:
+        return records
+    ranked = sorted(scored, key=lambda r: -float(r["scores"][key]))
+    n_best = min(len(ranked) // 2, (num_examples + 1) // 2)
+    n_worst = min(len(ranked) - n_best, num_examples - n_best)
+    best = [{**r, "rank": "best", "rank_key": key} for r in ranked[:n_best]]
+    worst = [{**r, "rank": "worst", "rank_key": key} for r in ranked[len(ranked) - n_worst :]]
+    return best + worst
 
 
 def _markdown(title: str, result: dict, records: list[dict], thumbs: Path | None, num_examples: int) -> str:
@@ -97,7 +120,11 @@ def _markdown(title: str, result: dict, records: list[dict], thumbs: Path | None
         lines += ["", "Unavailable:", ""] + [f"- {k}: {v}" for k, v in result["unavailable"].items()]
     if records[:num_examples]:
         lines += ["", "## Examples", ""]
+    section = None
     for i, record in enumerate(records[:num_examples]):
+        if record.get("rank") and record["rank"] != section:
+            section = record["rank"]
+            lines += [f"## {section.capitalize()} examples (by {record['rank_key']})", ""]
         lines += _example_md(record, thumbs, i)
     return "\n".join(lines) + "\n"
 
@@ -155,10 +182,15 @@ def check_report_dir(out: Path) -> None:
 def _write_report_files(out, samples, predictions, result, title, num_examples, thumbnails, metrics_csv) -> dict:
     """The report's files in `out` -> {kind: file name}, in the order they should be moved into place."""
     records = prediction_records(samples, predictions)
+    per_sample = result.get("per_sample") or {}
+    for record in records:
+        if record["id"] in per_sample:
+            record["scores"] = per_sample[record["id"]]
     names = {"metrics": "metrics.json", "predictions": "predictions.json"}
     _write_json(out / names["metrics"], {k: v for k, v in result.items() if k != "per_sample"})
     _write_json(out / names["predictions"], records)
     thumbs = None
+    records = _best_and_worst(records, num_examples)
     if thumbnails and any(r["images"] for r in records[:num_examples]):
         thumbs = out / "thumbs"
         thumbs.mkdir()

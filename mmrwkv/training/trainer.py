@@ -64,7 +64,7 @@ def build_strategy(train: TrainConfig):
     if name == "deepspeed":
         if importlib.util.find_spec("deepspeed") is None:
             raise ConfigError("train.strategy: 'deepspeed' needs the deepspeed package, which is not installed "
-                              "(pip install deepspeed, on a CUDA machine); or use 'ddp' / 'fsdp'")
+                              "(pip install 'mmrwkv[deepspeed]', on a CUDA machine); or use 'ddp' / 'fsdp'")
         if not torch.cuda.is_available():
             raise ConfigError("train.strategy: 'deepspeed' needs CUDA GPUs, and none is visible; use 'ddp' or 'auto'")
         from lightning.pytorch.strategies import DeepSpeedStrategy
