@@ -2,12 +2,12 @@
 one after another) in one C++ call, and the head's mat-vec.
 
 Batch-1 decode reads every weight once per token, so its speed is set by how fast the mat-vecs stream weights and
-by what runs between them. The TorchScript step (`mmrwkv.rwkv.v7.layers_step`, the specification this is tested
+by what runs between them. Sequence mode at one token (`mmrwkv.rwkv.v7`, the specification this is tested
 against) spends as long on ~90 small ops per layer as on the mat-vecs; `cpu/decode7.cpp` fuses each elementwise
 stage into one loop, updates the WKV state in one pass, and streams weights (fp32, or bf16 widened on the fly with
 fp32 accumulate) with its own mat-vec loops. Built on first use (never at import) with
 `torch.utils.cpp_extension.load` into the kernels' cache directory; a failed build is remembered and the callers
-fall back to TorchScript. MMRWKV_NATIVE_DECODE=0 turns it off.
+fall back to sequence mode (`mmrwkv.inference.engine`). MMRWKV_NATIVE_DECODE=0 turns it off.
 
 One source builds to every ISA (`cpu/simd.h`: GCC vector extensions whose width follows the target): avx512,
 avx2 (+FMA), portable (x86-64 baseline) and neon (aarch64), each its own module, chosen at run time by what the CPU
@@ -35,11 +35,13 @@ SOURCE = Path(__file__).resolve().parent / "cpu" / "decode7.cpp"
 # included by SOURCE: part of the build's digest
 _HEADER_NAMES = ("simd.h", "matvec.h", "team.h", "buffers.h", "pick.h", "argmax.h", "vmath.h", "wkv.h", "plan.h")
 HEADERS = tuple(SOURCE.parent / name for name in _HEADER_NAMES)
-# one layer's parameters in the order decode7.cpp reads them (names as in `mmrwkv.rwkv.v7.block_params`)
+# one layer's parameters in the order decode7.cpp reads them, by their module names in a block (the checkpoint keys
+# after "blocks.{i}.", as `mmrwkv.inference.engine.native_weights` gives them)
 LAYER_PARAMS = (
-    "ln1_w", "ln1_b", "x_r", "x_w", "x_k", "x_v", "x_a", "x_g", "w0", "w1", "w2", "a0", "a1", "a2", "v0", "v1", "v2",
-    "g1", "g2", "k_k", "k_a", "r_k", "W_r", "W_k", "W_v", "W_o", "ln_x_w", "ln_x_b", "ln2_w", "ln2_b", "ffn_x_k",
-    "ffn_W_k", "ffn_W_v",
+    "ln1.weight", "ln1.bias", "att.x_r", "att.x_w", "att.x_k", "att.x_v", "att.x_a", "att.x_g", "att.w0", "att.w1",
+    "att.w2", "att.a0", "att.a1", "att.a2", "att.v0", "att.v1", "att.v2", "att.g1", "att.g2", "att.k_k", "att.k_a",
+    "att.r_k", "att.receptance.weight", "att.key.weight", "att.value.weight", "att.output.weight", "att.ln_x.weight",
+    "att.ln_x.bias", "ln2.weight", "ln2.bias", "ffn.x_k", "ffn.key.weight", "ffn.value.weight",
 )  # fmt: skip
 _DTYPES = (torch.float32, torch.bfloat16)
 _ABSENT = torch.empty(0)
@@ -189,7 +191,7 @@ def route() -> str:
     kernel level."""
     torch_cap = torch.backends.cpu.get_cpu_capability()
     try:
-        native = f"native {isa()} (CPU runs {', '.join(variants())})" if enabled() else "native off (TorchScript)"
+        native = f"native {isa()} (CPU runs {', '.join(variants())})" if enabled() else "native off (plain torch)"
     except ValueError as err:
         native = f"native refused: {err}"
     return f"CPU {cpu_model()}; {native}; torch kernels {torch_cap}"
@@ -237,10 +239,11 @@ def layers_step(
     params: list[dict[str, Tensor]],
     threads: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
-    """`v7.layers_step` natively: x (1, C) and the stacked state -> (x (1, C) in x's dtype, att, wkv, ffn).
+    """Every block on one token natively: x (1, C) after ln0 and the stacked state -> (x (1, C) in x's dtype, att,
+    wkv, ffn), as sequence mode computes them.
 
     None when it does not apply (batch > 1, autograd, another device or dtype, a shape or layout it does not read,
-    or the native build is off or failed); the caller then runs the TorchScript step. threads: how many threads
+    or the native build is off or failed); the caller then runs sequence mode. threads: how many threads
     split the work (0: torch's thread count, or one for a model too small to be worth splitting).
     """
     if not (att_prev.dtype in _DTYPES and ffn_prev.dtype in _DTYPES and applies(x, wkv)):
@@ -303,7 +306,7 @@ def token_plan(H: int, params: list[dict[str, Tensor]], ends: tuple[Tensor, ...]
     """`token_step`'s parameters taken once (a native object; `plan_step` runs one token on it): the per-token call
     then builds and converts no list of ~400 tensors, ~0.3 ms per token with the caches cold from streaming the
     weights. The plan holds the tensors themselves, so it reads what they hold at each call (in-place updates, new
-    `.data`, another dtype); a module or parameter swapped for another is the caller's to notice (`mmrwkv.rwkv.v7`
+    `.data`, another dtype); a module or parameter swapped for another is the caller's to notice (the engine
     takes a new plan whenever one is registered anywhere)."""
     return load().Plan(layer_args(params), list(ends), H, threads)
 

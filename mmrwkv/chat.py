@@ -39,9 +39,9 @@ from torch import Tensor
 
 from mmrwkv.errors import DataError, MediaError
 from mmrwkv.generate import GenerationResult, SamplingConfig, sample_stream
+from mmrwkv.inference.prefill import prefill_embeddings
 from mmrwkv.multimodal import Media
 from mmrwkv.names import IGNORE, MODALITIES, PLACEMENTS
-from mmrwkv.prefill import prefill_embeddings
 from mmrwkv.prefix_cache import PrefixCache, Prepared, content_key, model_key
 
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
@@ -344,7 +344,7 @@ class ChatSession:
         else:  # plain text (a question after a cached image): no media slots to check or fill
             x = self.model.backbone.embed(tokens)
         self.prefill_tokens += len(ids)
-        # a short piece runs all blocks in one compiled call where that was measured faster (mmrwkv.prefill)
+        # a short piece of a small model runs token by token in one native call (mmrwkv.inference.engine)
         return prefill_embeddings(self.model.backbone, x, state)
 
     def _answer(self, turns: list[Turn], new: Encoded, prefilled: tuple[Tensor, Any, str],

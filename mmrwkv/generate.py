@@ -229,10 +229,17 @@ def _eos_ids(sampling: SamplingConfig, tokenizer) -> set[int]:
 
 @torch.inference_mode()
 def prefill(model, ids: Sequence[int] | torch.Tensor, state=None):
-    """Run prompt ids through the model in sequence mode -> (last logits (V,), state)."""
+    """Run prompt ids through the model -> (last logits (V,), state): for an RWKV backbone the inference engine's
+    prefill (`mmrwkv.inference.engine.prefill`: sequence mode, or a short piece natively), else sequence mode."""
+    from mmrwkv.rwkv import RWKV
+
     ids = torch.as_tensor(ids, dtype=torch.long, device=_device(model)).reshape(1, -1)
     if ids.shape[1] == 0:
         raise ValueError("prefill: the prompt has no tokens")
+    if isinstance(model, RWKV):
+        from mmrwkv.inference import engine
+
+        return engine.prefill(model, ids, state)
     logits, state = model(ids, state, last_only=True)
     return logits[0, -1], state
 
@@ -284,7 +291,7 @@ _STEPPERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def stepper_for(model):
-    """The one-token step for `model`: `RWKVStepper` for an RWKV backbone (the model's own compiled T = 1 path),
+    """The one-token step for `model`: `RWKVStepper` for an RWKV backbone (the inference engine's step),
     else `model` at T = 1.
 
     Returns a function (ids (B,), state) -> (logits (B, V), state); RWKVStepper objects are cached per model.
@@ -293,7 +300,7 @@ def stepper_for(model):
 
     if isinstance(model, RWKV):
         if model not in _STEPPERS:
-            from mmrwkv.stepper import RWKVStepper
+            from mmrwkv.inference.stepper import RWKVStepper
 
             _STEPPERS[model] = RWKVStepper(model)
         return _STEPPERS[model]
@@ -308,7 +315,7 @@ def _forward_step(model, ids: torch.Tensor, state, *, by_rows: bool = True):  # 
 
 def _step(model, tokens: list[int], state, *, exact: bool = True):
     """Feed one token per row in RNN mode -> (logits (V,) for one row or (B, V), state); exact=False lets a batch
-    take the batched step rather than each row the one-sequence step (`mmrwkv.stepper.RWKVStepper`)."""
+    take the batched step rather than each row the one-sequence step (`mmrwkv.inference.stepper.RWKVStepper`)."""
     ids = torch.tensor(tokens, dtype=torch.long, device=_device(model))
     step = stepper_for(model)
     logits, state = step(ids, state) if exact or len(tokens) == 1 else step(ids, state, by_rows=False)
@@ -339,9 +346,9 @@ def generate_batch(
     """Generate for several prompts of different lengths at once: prefill each, join the states, step the batch.
 
     With temperature 0 the tokens equal those of one-at-a-time `generate`: each prompt is prefilled alone, and on
-    CPU each row takes the one-sequence native step (`mmrwkv.stepper`), so they are equal in bf16 too. Sampled rows
-    (temperature > 0) cannot equal one-at-a-time draws anyway (one generator serves the batch): they take the
-    batched step, which reads the weights once for all rows.
+    CPU each row takes the one-sequence native step (`mmrwkv.inference.engine`), so they are equal in bf16 too.
+    Sampled rows (temperature > 0) cannot equal one-at-a-time draws anyway (one generator serves the batch): they
+    take the batched step, which reads the weights once for all rows.
     """
     from mmrwkv.rwkv import State
 

@@ -3,8 +3,8 @@
 `StreamSession.feed(audio=chunk)` buffers samples and encodes every full window of `window_s` seconds through the
 model's audio encoder; `feed(frame=image)` encodes at most one frame per `frame_interval_s` of stream time through
 the image encoder. Each item's placeholder slots (then an optional time marker) run through the backbone at once
-(`mmrwkv.prefill.prefill_embeddings`), advancing one state whose size never changes. `ask(question)` copies that
-state (a clone of fixed size), prefills the question on the copy and streams the answer from it; the stream itself
+(`mmrwkv.inference.prefill.prefill_embeddings`), advancing one state whose size never changes. `ask(question)` copies
+that state (a clone of fixed size), prefills the question on the copy and streams the answer from it; the stream itself
 is left bit for bit as it was, so feeding can go on while (or after) a question is answered.
 
 Token layout (the chat template's inline placement, so a model trained on `mmrwkv.data.streams` samples sees at
@@ -30,8 +30,8 @@ from torch import Tensor
 from mmrwkv.chat import ban_media_ids, clean_message
 from mmrwkv.errors import MediaError
 from mmrwkv.generate import SamplingConfig, sample_stream
+from mmrwkv.inference.prefill import prefill_embeddings
 from mmrwkv.multimodal import Media
-from mmrwkv.prefill import prefill_embeddings
 
 DEFAULT_SAMPLING = SamplingConfig(temperature=0.0, max_tokens=32, stop=["\n\n"])
 STREAM_PROMPT = "User: "

@@ -1,8 +1,8 @@
 """`mmrwkv bench batch`: batched RNN-mode decode on CPU, the rows stepped one at a time vs one batched step.
 
-A batch's rows take the one-sequence step where that is the native CPU step (`mmrwkv.stepper`), so batched greedy
-generation gives exactly the tokens of one-at-a-time generation; each row then reads the weights once per token.
-This times, per batched token, that step ("rows": `RWKVStepper`) against the model's batched TorchScript step
+A batch's rows take the one-sequence step where that is the native CPU step (`mmrwkv.inference.engine`), so batched
+greedy generation gives exactly the tokens of one-at-a-time generation; each row then reads the weights once per token.
+This times, per batched token, that step ("rows": `RWKVStepper`) against the model's batched sequence-mode step
 ("batched": the model at (B, 1), one weight read for all rows, not exact in bf16), and whole greedy generations:
 `generate_batch` vs `generate` one prompt after another. Random weights of a named size, batch sizes side by side,
 rounds interleaved so the methods share the machine's noise; medians.
@@ -56,8 +56,7 @@ def _options(args) -> tuple[list[int], list[torch.dtype]]:
 
 @torch.inference_mode()
 def _steps(step, ids: torch.Tensor, state, n: int) -> list[float]:
-    """Seconds of each of n steps after two untimed ones (they refill the caches the other methods evicted, and let
-    TorchScript's profiling executor settle)."""
+    """Seconds of each of n steps after two untimed ones (they refill the caches the other methods evicted)."""
     for _ in range(2):
         _, state = step(ids, state)
     times = []
@@ -70,7 +69,7 @@ def _steps(step, ids: torch.Tensor, state, n: int) -> list[float]:
 
 def step_times(model, batch_size: int, tokens: int, rounds: int) -> dict[str, float]:
     """Median seconds per batched token: "rows" (RWKVStepper) and "batched" (the model at (B, 1))."""
-    from mmrwkv.stepper import RWKVStepper
+    from mmrwkv.inference.stepper import RWKVStepper
 
     stepper = RWKVStepper(model)
 

@@ -189,7 +189,7 @@ def cached_image_costs(model, image: bytes, args: argparse.Namespace) -> dict:
 
 def measure(args: argparse.Namespace) -> dict:
     """Run the three measurements; a dict of per-turn times, prompt lengths and cache costs."""
-    from mmrwkv.prefill import short_prefill_max
+    from mmrwkv.inference.engine import native_prefill_max
 
     model = build_model(args)
     image = random_png(args.seed)
@@ -204,7 +204,7 @@ def measure(args: argparse.Namespace) -> dict:
         "history_tokens": lengths,
         "image_tokens": model.tokens_per_item("image", model.preprocess("image", image)),
         "cache": cached_image_costs(model, image, args),
-        "short_max": short_prefill_max(model.backbone),
+        "short_max": native_prefill_max(model.backbone),
     }
 
 
@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"chat bench: random v7 L{args.layers} C{args.embd}, tiny_cnn {args.image_size}px -> {r['image_tokens']} "
         f"image tokens, {args.answer_tokens}-token greedy answers, {torch.get_num_threads()} threads; pieces of "
-        f"2-{r['short_max']} tokens prefill in one compiled call (measured crossover)"
+        f"up to {r['short_max']} tokens prefill natively token by token (the engine's fixed rule)"
     )
     _print_turns(r)
     _print_cache(r["cache"])

@@ -189,8 +189,8 @@ def _run(args: argparse.Namespace) -> int:
         f"decode vs context: L{args.n_layer} C{args.n_embd} head {args.head_size} V{args.vocab_size}, fp32, batch 1, "
         f"CPU threads {torch.get_num_threads()}; median of {args.rounds} rounds x {args.steps} timed steps"
     )
+    from mmrwkv.inference.stepper import column_major_linears
     from mmrwkv.kernels import cpu as native
-    from mmrwkv.stepper import column_major_linears
 
     print(native.route(), flush=True)
     rwkv, llama = _rwkv(args), _llama(args)

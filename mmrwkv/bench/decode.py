@@ -158,12 +158,12 @@ def read_bandwidth(n_bytes: int | None = None, repeats: int = 5, clock=time.perf
 
 
 class _Ours:
-    """Greedy decode with our RNN-mode step (the model's T = 1 path, via `RWKVStepper`): the native step (of ISA
-    variant `isa`, default the one in use), or with native=False the TorchScript one (the fallback where the native
-    build is unavailable). A model keeps the native plan of its first step: one model object per variant."""
+    """Greedy decode with our RNN-mode step (via `RWKVStepper`): the native step (of ISA variant `isa`, default the
+    one in use), or with native=False plain torch (sequence mode at one token: the fallback where the native build is
+    unavailable). A model keeps the native plan of its first step: one model object per variant."""
 
     def __init__(self, model, clock=time.perf_counter, *, native: bool = True, isa: str | None = None):
-        from mmrwkv.stepper import RWKVStepper
+        from mmrwkv.inference.stepper import RWKVStepper
 
         self.step, self.clock, self.native, self.isa = RWKVStepper(model), clock, native, isa
         with self._switch():
@@ -251,14 +251,14 @@ def _rates(rounds_of: list[tuple[float, int]], tokens: int, n_bytes: int, bandwi
 
 
 PACKAGE_ROW = "rwkv package 0.8.32 (cpu fp32)"
-ROWS = ("ours (fp32)", "ours, column-major (fp32)", "ours, TorchScript (fp32)", PACKAGE_ROW, "ours (bf16)",
+ROWS = ("ours (fp32)", "ours, column-major (fp32)", "ours, plain torch (fp32)", PACKAGE_ROW, "ours (bf16)",
         "ours, column-major (bf16)")  # fmt: skip
 
 
 def _runners(args, model, pth: Path | None, clock) -> tuple[dict, dict]:
-    """The rows' runners (ours: native step, fp32 row- and column-major, TorchScript; the package; bf16) and the
+    """The rows' runners (ours: native step, fp32 row- and column-major, plain torch; the package; bf16) and the
     weight bytes each reads per token."""
-    from mmrwkv.stepper import column_major_linears
+    from mmrwkv.inference.stepper import column_major_linears
 
     def column_major(m):
         column_major_linears(m)

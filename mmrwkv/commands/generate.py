@@ -91,7 +91,7 @@ def load_for_generation(args: argparse.Namespace):
     from mmrwkv.tokenizer import load_tokenizer
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, None: None}[args.dtype]
-    from mmrwkv.stepper import column_major_linears
+    from mmrwkv.inference.stepper import column_major_linears
 
     model = load_rwkv(args.checkpoint, dtype=dtype, device=args.device).eval()
     # inference only: the weight layout that batch-1 decoding streams fastest (no extra memory)

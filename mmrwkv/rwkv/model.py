@@ -3,7 +3,8 @@
 Notation: B batch, T time, C channels, V vocabulary, L layers. Module names equal the official checkpoint keys
 (emb, blocks.{i}.ln0/ln1/ln2, blocks.{i}.att.*, blocks.{i}.ffn.*, ln_out, head). ln0 stays an explicit op
 (official loaders fold it into the embedding) because media embeddings enter the stream after the lookup.
-The same modules serve sequence mode (any B, T) and RNN mode (T = 1 with a state).
+The same modules serve sequence mode (any B, T) and RNN mode (T = 1 with a state); the inference engine
+(`mmrwkv.inference.engine`) picks a faster route for one token where one applies.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmrwkv.kernels import cpu as native
-from mmrwkv.rwkv import packed, v4, v5, v6, v7
+from mmrwkv.rwkv import v4, v5, v6, v7
 from mmrwkv.rwkv.config import RWKVConfig
 from mmrwkv.rwkv.state import State
 
@@ -118,11 +118,6 @@ class RWKV(nn.Module):
         if state.batch_size != B:
             raise ValueError(f"RWKV.forward: state batch size {state.batch_size} != input batch size {B}")
         x = self.apply_ln0(x)
-        one_token_step = getattr(GENERATIONS[self.config.generation], "run_layers_step", None)
-        if one_token_step is not None and x.shape[1] == 1:
-            # RNN mode: the generation's compiled one-token path over all blocks
-            x, new_state = one_token_step(self.blocks, x, state)
-            return self.ln_out(x), new_state
         att_prev, wkv, ffn_prev = [], [], []
         v_first = None
         every = self.fp16_rescale_every if x.dtype == torch.float16 else 0
@@ -143,23 +138,11 @@ class RWKV(nn.Module):
         self, x: torch.Tensor, state: State | None = None, *, last_only: bool = False, backend: str | None = None
     ):
         """ids (B, T) or embeddings (B, T, C) -> (logits (B, T, V), or (B, 1, V) with last_only; new state)."""
-        token_step = getattr(GENERATIONS[self.config.generation], "run_token_step", None)
-        if token_step is not None and state is not None and x.shape[:2] == (1, 1):
-            # one token of one sequence (RNN-mode decode): the whole step in one native call where it applies
-            x = self._inputs(x)
-            out = token_step(self, x, state)
-            if out is not None:
-                return out
         h, state = self.forward_hidden(x, state, backend=backend)
         return self.logits(h[:, -1:] if last_only else h), state
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """The head on hidden states h (B, T, C) after ln_out -> (B, T, V)."""
-        if h.shape[1] == 1 and type(self.head) is nn.Linear:  # (a LoRA head runs its own forward)
-            # one row: the native mat-vec streams the head at memory speed (mmrwkv.kernels.cpu); for more rows,
-            # bf16 heads read faster packed (mmrwkv.rwkv.packed)
-            logits = native.linear(h, self.head.weight) if h.shape[0] == 1 else None
-            return packed.decode_linear(h, self.head.weight) if logits is None else logits
         return self.head(h)
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from mmrwkv.generate import GenerationResult, SamplingConfig, generate, generate_batch
+from mmrwkv.inference import engine
+from mmrwkv.inference.stepper import RWKVStepper
 from mmrwkv.kernels import cpu as native
-from mmrwkv.stepper import RWKVStepper
 
-# different lengths; with the tiny model below, row 0 ("a") flipped a bf16 near-tie when the batch ran the
-# TorchScript step at (B, 1) while one sequence ran the native step
+# different lengths; with the tiny model below, row 0 ("a") flipped a bf16 near-tie when the batch ran a batched
+# step at (B, 1) while one sequence ran the native step
 PROMPTS = ["a", "a much longer prompt here", "mid length", "xyz 123"]
 GREEDY = SamplingConfig(temperature=0, max_tokens=24, eos_ids=[])
 PENALIZED = SamplingConfig(temperature=0, max_tokens=24, eos_ids=[], presence_penalty=0.5, frequency_penalty=0.5)
@@ -24,7 +25,7 @@ def model(request, tiny_model):
 
 
 def _assert_same(got: torch.Tensor, want: torch.Tensor) -> None:
-    """Bit for bit where the rows take the native step; where it is off or not built, both run TorchScript (B rows
+    """Bit for bit where the rows take the native step; where it is off or not built, both run plain torch (B rows
     vs one), whose fp32 sums may differ in the last bits: close then (the tokens are still compared exactly)."""
     if native.enabled():
         assert torch.equal(got, want)
@@ -82,11 +83,17 @@ def test_stepper_batch_rows_equal_batch_one_steps(model):
 
 
 def test_rows_are_stepped_natively_only_where_one_sequence_is(model, monkeypatch):
+    by_rows = []
+    real = engine._by_rows
+    monkeypatch.setattr(engine, "_by_rows", lambda *a: by_rows.append(1) or real(*a))
     step = RWKVStepper(model)
     state, ids = model.init_state(2), torch.tensor([1, 2])
-    assert step._rows_native(ids, state) == native.enabled()
+    step(ids, state)
+    assert by_rows == ([1] if native.enabled() else [])
+    before = len(by_rows)
     monkeypatch.setenv(native.ENV_VAR, "0")
-    assert not step._rows_native(ids, state)
+    step(ids, state)
+    assert len(by_rows) == before
     # switched off: the batch takes the model's (B, 1) step, which still agrees with one row at a time closely
     logits, _ = step(ids, state)
     one, _ = step(ids[:1], state[0].clone())
@@ -97,8 +104,8 @@ def test_sampled_batches_take_the_batched_step(model, byte_tokenizer, monkeypatc
     # sampled rows cannot equal one-at-a-time draws (one generator serves the batch): they keep the step that reads
     # the weights once for all rows
     by_rows = []
-    real = RWKVStepper._by_rows
-    monkeypatch.setattr(RWKVStepper, "_by_rows", lambda self, *a: by_rows.append(1) or real(self, *a))
+    real = engine._by_rows
+    monkeypatch.setattr(engine, "_by_rows", lambda *a: by_rows.append(1) or real(*a))
     sampled = SamplingConfig(temperature=0.8, top_p=0.9, max_tokens=4, eos_ids=[], seed=1)
     results = generate_batch(model, byte_tokenizer, PROMPTS[:3], sampled)
     assert [r.finish_reason for r in results] == ["length"] * 3 and not by_rows

@@ -1,11 +1,11 @@
-"""RWKVStepper and the compiled one-token path: equal to sequence mode (logits and every state field)."""
+"""RWKVStepper on each route (native, plain torch): equal to sequence mode (logits and every state field)."""
 
 import pytest
 import torch
 
 from mmrwkv.generate import stepper_for
+from mmrwkv.inference.stepper import RWKVStepper
 from mmrwkv.rwkv import RWKV, config_for
-from mmrwkv.stepper import RWKVStepper
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,8 @@ def _assert_state_close(a, b):
         torch.testing.assert_close(getattr(a, name), want, rtol=1e-4, atol=1e-5 * max(1.0, want.abs().max().item()))
 
 
-# a batch's rows take the native one-sequence step where it is built (mmrwkv.stepper), else the TorchScript step
-@pytest.mark.parametrize("native_decode", ["1", "0"], ids=["native", "torchscript"])
+# a batch's rows take the native one-sequence step where it is built (mmrwkv.inference.engine), else plain torch
+@pytest.mark.parametrize("native_decode", ["1", "0"], ids=["native", "plain-torch"])
 def test_one_token_steps_equal_one_sequence_pass(model, monkeypatch, native_decode):
     monkeypatch.setenv("MMRWKV_NATIVE_DECODE", native_decode)
     ids = torch.randint(0, 256, (3, 6))
@@ -39,51 +39,6 @@ def test_one_token_steps_equal_one_sequence_pass(model, monkeypatch, native_deco
         logits, ours = stepper(ids[:, t], ours)
         torch.testing.assert_close(logits, full[:, t], rtol=1e-4, atol=1e-4)
     _assert_state_close(ours, full_state)
-
-
-def _block_inputs(model, index: int):
-    from mmrwkv.rwkv import v7
-
-    p = v7.block_params(model.blocks[index])
-    C, H = model.config.n_embd, model.config.n_head
-    N = C // H
-    torch.manual_seed(index)
-    x, prev, prev2, v_first = torch.randn(2, 1, C), torch.randn(2, C), torch.randn(2, C), torch.randn(2, 1, C)
-    return (x, prev, torch.randn(2, H, N, N), prev2, v_first, index == 0, H, p)
-
-
-def test_one_token_path_is_compiled_and_matches_the_eager_equations(model):
-    from mmrwkv.rwkv import v7
-
-    assert isinstance(v7.compiled(v7.block_step), torch.jit.ScriptFunction)
-    assert isinstance(v7.compiled(v7.layers_step), torch.jit.ScriptFunction)
-    for index in (0, 1):
-        args = _block_inputs(model, index)
-        with torch.no_grad():
-            eager = v7.block_step(*args)
-            compiled = v7.compiled(v7.block_step)(*args)
-        for a, b in zip(eager, compiled, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
-
-def test_one_token_path_carries_the_eager_gradients(model):
-    from mmrwkv.rwkv import v7
-
-    m = RWKV(config_for("v7-tiny", n_layer=2))
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    args = _block_inputs(m, 1)
-    grads = []
-    for fn in (v7.block_step, v7.compiled(v7.block_step)):
-        m.zero_grad()
-        x, *_ = fn(*args)
-        x.square().sum().backward()
-        grads.append({n: p.grad.clone() for n, p in m.blocks[1].named_parameters()})
-    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
-    for name, grad in grads[0].items():
-        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-5, msg=name)
-        assert grad.abs().sum() > 0, name
 
 
 def test_stepper_continues_a_sequence_mode_prefill(model):
@@ -128,7 +83,7 @@ def test_stepper_for_returns_one_cached_stepper_per_model_of_any_generation(mode
 
 def test_column_major_linears_keeps_outputs_and_parameters(tmp_path):
     from mmrwkv.checkpoint import load_rwkv, save_rwkv
-    from mmrwkv.stepper import column_major_linears
+    from mmrwkv.inference.stepper import column_major_linears
 
     m = RWKV(config_for("v7-tiny")).eval()
     params = {name: id(p) for name, p in m.named_parameters()}

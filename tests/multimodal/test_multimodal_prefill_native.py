@@ -1,14 +1,13 @@
-"""The short prefill path in one native call (`kernels.cpu.layers_prefill`): the same as T native one-token steps,
-as sequence mode, and as the TorchScript short path it replaces."""
+"""A prompt piece in one native call (`kernels.cpu.layers_prefill`): the same as T native one-token steps and as
+sequence mode."""
 
 import platform
 
 import pytest
 import torch
 
-from mmrwkv import prefill
+from mmrwkv.inference import engine
 from mmrwkv.kernels import cpu as native
-from mmrwkv.rwkv import v7
 
 pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the native decode is built on Linux only")
 
@@ -25,7 +24,7 @@ def _inputs(model, n: int):
 def test_native_prefill_equals_one_native_step_per_token(tiny_model, n):
     backbone, x, state = _inputs(tiny_model, n)
     H = backbone.blocks[0].att.n_head
-    params = [v7.block_params(block, packed=False) for block in backbone.blocks]
+    params = [engine.native_weights(block) for block in backbone.blocks]
     with torch.inference_mode():
         h = backbone.blocks[0].ln0(x)[0]  # (T, C)
         before = [t.clone() for t in (state.att_x_prev, state.wkv, state.ffn_x_prev)]
@@ -41,8 +40,8 @@ def test_native_prefill_equals_one_native_step_per_token(tiny_model, n):
         assert torch.equal(a, b)  # inputs untouched
 
 
-@pytest.mark.parametrize("native_on", [True, False], ids=["native", "torchscript"])
-def test_short_path_matches_sequence_mode_with_and_without_native(tiny_model, native_on, monkeypatch):
+@pytest.mark.parametrize("native_on", [True, False], ids=["native", "sequence-mode"])
+def test_prefill_matches_sequence_mode_with_and_without_native(tiny_model, native_on, monkeypatch):
     if not native_on:
         monkeypatch.setenv(native.ENV_VAR, "0")
     calls = []
@@ -50,7 +49,7 @@ def test_short_path_matches_sequence_mode_with_and_without_native(tiny_model, na
     monkeypatch.setattr(native, "layers_prefill", lambda *a: calls.append(1) or real(*a))
     backbone, x, state = _inputs(tiny_model, 7)
     with torch.inference_mode():
-        logits, got = prefill._short(backbone, x, state)
+        logits, got = engine.prefill(backbone, x, state)
         want_logits, want = backbone(x, state, last_only=True)
     assert calls == ([1] if native_on else [])
     torch.testing.assert_close(logits, want_logits[0, -1], rtol=1e-5, atol=1e-5)
@@ -61,20 +60,10 @@ def test_short_path_matches_sequence_mode_with_and_without_native(tiny_model, na
 def test_native_prefill_declines_what_it_does_not_compute(tiny_model):
     backbone, x, state = _inputs(tiny_model, 3)
     H = backbone.blocks[0].att.n_head
-    params = [v7.block_params(block, packed=False) for block in backbone.blocks]
+    params = [engine.native_weights(block) for block in backbone.blocks]
     two = backbone.init_state(2)
     with torch.inference_mode():
         assert native.layers_prefill(x, state.att_x_prev, state.wkv, state.ffn_x_prev, H, params) is None  # (1, T, C)
         assert native.layers_prefill(x[0], two.att_x_prev, two.wkv, two.ffn_x_prev, H, params) is None  # batch 2
         assert native.layers_prefill(x[0].double(), state.att_x_prev, state.wkv, state.ffn_x_prev, H, params) is None
     assert native.layers_prefill(x[0], state.att_x_prev, state.wkv, state.ffn_x_prev, H, params) is None  # autograd
-
-
-def test_switching_native_off_measures_the_crossover_again(tiny_model, monkeypatch):
-    calls = []
-    monkeypatch.setattr(prefill, "measure_crossover", lambda backbone: calls.append(1) or 5)
-    prefill.short_prefill_max(tiny_model.backbone)
-    monkeypatch.setenv(native.ENV_VAR, "0")
-    prefill.short_prefill_max(tiny_model.backbone)
-    prefill.short_prefill_max(tiny_model.backbone)
-    assert len(calls) == 2

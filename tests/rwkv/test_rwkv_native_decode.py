@@ -1,4 +1,5 @@
-"""The native CPU decode (mmrwkv.kernels.cpu): the same model as sequence mode and the TorchScript step, batch 1."""
+"""The native CPU decode (mmrwkv.kernels.cpu) through the engine's native route: the same model as sequence mode
+(its equations) and as the plain torch route at one token, batch 1."""
 
 import platform
 
@@ -6,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmrwkv.inference import engine
+from mmrwkv.inference.stepper import column_major_linears
 from mmrwkv.kernels import cpu as native
-from mmrwkv.rwkv import RWKV, config_for, v7
-from mmrwkv.stepper import column_major_linears
+from mmrwkv.rwkv import RWKV, config_for
 
 pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the native decode is built on Linux only")
 
@@ -30,14 +32,14 @@ def _model(dtype=torch.float32, *, column_major=False, seed=3, head_size=20):
 
 
 def _steps(model, ids, *, native_on=True, monkeypatch=None):
-    """Logits (1, T, V) and final state of one-token steps over ids (1, T)."""
+    """Logits (1, T, V) and final state of the engine's one-token steps over ids (1, T)."""
     if not native_on:
         monkeypatch.setenv(native.ENV_VAR, "0")
     state, logits = model.init_state(1), []
     with torch.no_grad():
         for t in range(ids.shape[1]):
-            out, state = model(ids[:, t : t + 1], state)
-            logits.append(out)
+            out, state = engine.step(model, ids[:, t], state)
+            logits.append(out.unsqueeze(1))
     if not native_on:
         monkeypatch.delenv(native.ENV_VAR)
     return torch.cat(logits, 1), state
@@ -53,35 +55,31 @@ def isa(request, monkeypatch):
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Counts the native steps taken (proves the native path ran): blocks only, or the whole token in one call (on
-    the parameters of the call, or on a plan taken once)."""
-    counter = {"layers": 0, "tokens": 0}
+    """Counts the engine's native token steps (each the whole token in one call, on a plan or on the parameters of
+    the call): proves the native route ran."""
+    counter = {"tokens": 0}
+    real = engine._native_token
 
-    def counting(name, real):
-        def run(*args):
-            out = real(*args)
-            counter["layers"] += out is not None
-            counter["tokens"] += out is not None and name in ("token_step", "plan_step")
-            return out
+    def counting(*args):
+        out = real(*args)
+        counter["tokens"] += out is not None
+        return out
 
-        return run
-
-    for name in ("layers_step", "token_step", "plan_step"):
-        monkeypatch.setattr(native, name, counting(name, getattr(native, name)))
+    monkeypatch.setattr(engine, "_native_token", counting)
     return counter
 
 
 @pytest.mark.parametrize("head_size", [20, 16, 64])
 @pytest.mark.parametrize("column_major", [False, True], ids=["row-major", "column-major"])
-def test_native_steps_equal_sequence_mode_and_the_torchscript_step(column_major, head_size, isa, calls, monkeypatch):
+def test_native_steps_equal_sequence_mode_and_the_plain_torch_step(column_major, head_size, isa, calls, monkeypatch):
     model = _model(column_major=column_major, head_size=head_size)
     ids = torch.randint(0, 256, (1, 7))
     with torch.no_grad():
         seq, seq_state = model(ids)
     steps, state = _steps(model, ids)
-    assert calls["layers"] == calls["tokens"] == 7  # each token in one native call (ln0 .. head)
+    assert calls["tokens"] == 7  # each token in one native call (ln0 .. head)
     ts, ts_state = _steps(model, ids, native_on=False, monkeypatch=monkeypatch)
-    assert calls["layers"] == 7
+    assert calls["tokens"] == 7
     _assert_close(steps, seq)
     _assert_close(steps, ts)
     for name in ("att_x_prev", "wkv", "ffn_x_prev"):
@@ -116,19 +114,19 @@ def test_native_step_leaves_its_input_state_alone():
     model = _model()
     state = model.init_state(1)
     with torch.no_grad():
-        _, state = model(torch.tensor([[5]]), state)
+        _, state = engine.step(model, torch.tensor([5]), state)
         before = [t.clone() for t in state.tensors().values()]
-        model(torch.tensor([[9]]), state)
+        engine.step(model, torch.tensor([9]), state)
     for old, now in zip(before, state.tensors().values(), strict=True):
         assert torch.equal(old, now)
 
 
-def test_native_bf16_steps_stay_as_close_to_fp32_as_the_torchscript_bf16_step(isa, calls, monkeypatch):
+def test_native_bf16_steps_stay_as_close_to_fp32_as_the_plain_torch_bf16_step(isa, calls, monkeypatch):
     ids = torch.randint(0, 256, (1, 6))
     ref, _ = _steps(_model(), ids)
     bf16 = _model(torch.bfloat16)
     nat, state = _steps(bf16, ids)
-    assert calls["layers"] == 12 and state.wkv.dtype == torch.float32 and state.att_x_prev.dtype == torch.bfloat16
+    assert calls["tokens"] == 12 and state.wkv.dtype == torch.float32 and state.att_x_prev.dtype == torch.bfloat16
     ts, _ = _steps(bf16, ids, native_on=False, monkeypatch=monkeypatch)
 
     def err(x):
@@ -177,14 +175,14 @@ def test_native_path_declines_what_it_does_not_compute(monkeypatch):
     wkv = model.init_state(1).wkv
     with torch.no_grad():
         assert native.applies(x, wkv)
-        assert not native.applies(torch.randn(2, 1, 100), model.init_state(2).wkv)  # batch 2: TorchScript
+        assert not native.applies(torch.randn(2, 1, 100), model.init_state(2).wkv)  # batch 2: by rows
         assert not native.applies(x.double(), wkv)
         assert native.linear(torch.randn(2, 100), w) is None
         assert native.linear(x, w[:, ::2]) is None  # neither row- nor column-major
         state = model.init_state(1)
         for bad in (torch.randn(100, 200)[:, ::2], torch.randn(100, 99), torch.randn(100, 100).double()):
-            params = [v7.block_params(block, packed=False) for block in model.blocks]
-            params[1]["W_r"] = bad  # strided, wrong shape, wrong dtype
+            params = [engine.native_weights(block) for block in model.blocks]
+            params[1]["att.receptance.weight"] = bad  # strided, wrong shape, wrong dtype
             assert native.layers_step(x[:, 0], state.att_x_prev, state.wkv, state.ffn_x_prev, 5, params) is None
     assert native.linear(x, w) is None  # autograd on: the eager path keeps the gradients
     monkeypatch.setenv(native.ENV_VAR, "0")
@@ -215,7 +213,7 @@ def test_token_step_declines_an_unreadable_head_and_keeps_a_lora_head(calls, mon
     state = model.init_state(1)
     x = torch.randn(1, 100)
     with torch.no_grad():
-        params = [v7.block_params(block, packed=False) for block in model.blocks]
+        params = [engine.native_weights(block) for block in model.blocks]
         ln0, ln_out, head = model.blocks[0].ln0, model.ln_out, model.head.weight
         for bad in (head.bfloat16(), head[:, ::2], head.double()):
             ends = (ln0.weight, ln0.bias, ln_out.weight, ln_out.bias, bad)
@@ -244,7 +242,7 @@ def test_native_token_step_on_a_team_of_threads_equals_one_thread(dtype):
     # 5 heads and 400 hidden units split 2/3 and 1/2/2 between the threads; the team's partial products are summed
     # in another order than one thread's, so agreement is to rounding, not bit for bit
     model = _model(dtype, column_major=dtype == torch.bfloat16)
-    params = [v7.block_params(block, packed=False) for block in model.blocks]
+    params = [engine.native_weights(block) for block in model.blocks]
     ends = (model.blocks[0].ln0.weight, model.blocks[0].ln0.bias, model.ln_out.weight, model.ln_out.bias,
             model.head.weight)  # fmt: skip
     ids = torch.randint(0, 256, (6,))
@@ -270,11 +268,11 @@ def test_native_steps_reuse_a_state_buffer_only_once_nobody_holds_it():
     model = _model()
     ids = torch.randint(0, 256, (1, 8))
     with torch.no_grad():
-        _, kept = model(ids[:, :1], model.init_state(1))
+        _, kept = engine.step(model, ids[:, 0], model.init_state(1))
         copy = kept.wkv.clone()
         state, seen = kept, set()
         for t in range(1, 8):
-            _, state = model(ids[:, t : t + 1], state)
+            _, state = engine.step(model, ids[:, t], state)
             seen.add(state.wkv.data_ptr())
     # the kept state was never written over, while the dropped ones' memory was used again (no fresh mmap per token)
     assert torch.equal(kept.wkv, copy)

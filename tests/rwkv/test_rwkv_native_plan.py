@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from mmrwkv.inference import engine
 from mmrwkv.kernels import cpu as native
-from mmrwkv.rwkv import RWKV, config_for, v7
+from mmrwkv.rwkv import RWKV, config_for
 
 pytestmark = pytest.mark.skipif(platform.system() != "Linux", reason="the native decode is built on Linux only")
 
@@ -24,12 +25,18 @@ def _model(seed=0):
     return m
 
 
+def _step(model, i, state):
+    """One token through the engine -> (logits (1, 1, V), state), as the model's forward gives them."""
+    logits, state = engine.step(model, torch.tensor([i]), state)
+    return logits.unsqueeze(1), state
+
+
 def _decode(model, ids):
-    """Logits of one-token steps over ids (the native path with its plan), and those of sequence mode."""
+    """Logits of one-token steps over ids (the native route with its plan), and those of sequence mode."""
     state, out = model.init_state(1), []
     with torch.no_grad():
         for i in ids:
-            logits, state = model(torch.tensor([[i]]), state)
+            logits, state = _step(model, i, state)
             out.append(logits[0, -1])
         seq, _ = model(torch.tensor([ids]))
     return torch.stack(out), seq[0]
@@ -41,15 +48,21 @@ def _close(a, b):
 
 @pytest.fixture
 def plan_steps(monkeypatch):
-    counter = {"plan": 0}
-    real = native.plan_step
+    """Counts the engine's native token steps ("tokens") and the plans it takes ("plans")."""
+    counter = {"tokens": 0, "plans": 0}
+    token, plan = engine._native_token, native.token_plan
 
-    def counting(*args):
-        out = real(*args)
-        counter["plan"] += out is not None
+    def counting_token(*args):
+        out = token(*args)
+        counter["tokens"] += out is not None
         return out
 
-    monkeypatch.setattr(native, "plan_step", counting)
+    def counting_plan(*args):
+        counter["plans"] += 1
+        return plan(*args)
+
+    monkeypatch.setattr(engine, "_native_token", counting_token)
+    monkeypatch.setattr(native, "token_plan", counting_plan)
     return counter
 
 
@@ -57,7 +70,7 @@ def test_a_plan_follows_swapped_layers_new_weight_data_in_place_updates_and_dtyp
     model, ids = _model(), [3, 1, 4, 1, 5]
     got, want = _decode(model, ids)
     _close(got, want)
-    assert plan_steps["plan"] >= len(ids) - 1  # the first token takes the plan, the others run on it
+    assert plan_steps["tokens"] == len(ids) and plan_steps["plans"] == 1  # taken once, every token runs on it
     with torch.no_grad():
         # a layer replaced by another (new Parameter objects): registered, so the plan is taken again
         fresh = nn.Linear(64, 64, bias=False)
@@ -83,14 +96,15 @@ def test_a_plan_follows_swapped_layers_new_weight_data_in_place_updates_and_dtyp
     torch.testing.assert_close(got.float(), want.float(), rtol=3e-2, atol=3e-2 * want.abs().max().item())
     # torch's opt-in conversion that swaps new tensors in for the parameters, unseen by any hook: it refuses
     # parameters anything else refers to (a plan, an optimizer) until released; no plan is taken while it is on
-    v7.release_plans(model)
+    engine.release_plans(model)
     torch.__future__.set_swap_module_params_on_conversion(True)
     try:
         model.to(torch.float32)
-        plans = plan_steps["plan"]
+        plans, tokens = plan_steps["plans"], plan_steps["tokens"]
         got, want = _decode(model, ids)
         _close(got, want)
-        assert plan_steps["plan"] == plans and model not in v7._plans
+        # native steps on the parameters of each call, no plan
+        assert plan_steps["plans"] == plans and plan_steps["tokens"] == tokens + len(ids) and model not in engine._plans
         model.to(torch.bfloat16)  # still possible: no plan holds the parameters
     finally:
         torch.__future__.set_swap_module_params_on_conversion(False)
@@ -99,14 +113,14 @@ def test_a_plan_follows_swapped_layers_new_weight_data_in_place_updates_and_dtyp
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_the_step_picks_torch_argmax_with_ties_and_nan_on_any_team(threads):
     model = _model(seed=1)
-    params = [v7.block_params(block, packed=False) for block in model.blocks]
+    params = [engine.native_weights(block) for block in model.blocks]
     head = model.head.weight.detach().clone()
     V = head.shape[0]
     heads = {"random": head.clone()}
     state = model.init_state(1)
     x = model.emb.weight[5].detach().view(1, -1)
     with torch.no_grad():
-        top = int(model(torch.tensor([[5]]), model.init_state(1))[0].argmax())
+        top = int(_step(model, 5, model.init_state(1))[0].argmax())
     tied = head.clone()
     tied[V - 3] = tied[V // 2] = tied[7] = head[top] * 3  # three equal maxima far apart: the first wins
     heads["tied"] = tied
@@ -127,7 +141,7 @@ def test_argmax_uses_the_steps_pick_only_for_those_logits_unchanged():
     model = _model(seed=2)
     state = model.init_state(1)
     with torch.no_grad():
-        logits, state = model(torch.tensor([[7]]), state)
+        logits, state = _step(model, 7, state)
         row = logits[0, -1]
         assert native.step_pick(row) == int(row.argmax())  # the step's own pick, for a view of all its logits
         assert native.argmax(row).tolist() == [int(row.argmax())]
@@ -139,7 +153,7 @@ def test_argmax_uses_the_steps_pick_only_for_those_logits_unchanged():
         assert native.step_pick(row) is None
         assert native.argmax(row).tolist() == [11]
         older = logits
-        newer, state = model(torch.tensor([[8]]), state)
+        newer, state = _step(model, 8, state)
         assert native.step_pick(older[0, -1]) is None  # only the last step's logits are remembered
         assert native.argmax(newer[0, -1]).tolist() == [int(newer[0, -1].argmax())]
 
@@ -150,9 +164,9 @@ def test_logits_kept_by_the_caller_are_never_written_over():
     kept = []
     with torch.no_grad():
         for i in [1, 2, 3, 4, 5, 6]:
-            logits, state = model(torch.tensor([[i]]), state)
+            logits, state = _step(model, i, state)
             kept.append((logits, logits.clone()))
-            logits, state = model(torch.tensor([[i + 10]]), state)  # dropped: its memory may serve again
+            logits, state = _step(model, i + 10, state)  # dropped: its memory may serve again
     for held, copy in kept:
         assert torch.equal(held, copy)
 
@@ -160,7 +174,7 @@ def test_logits_kept_by_the_caller_are_never_written_over():
 def test_inference_mode_logits_give_their_pick_only_when_asked():
     model = _model(seed=4)
     with torch.inference_mode():
-        logits, _ = model(torch.tensor([[3]]), model.init_state(1))
+        logits, _ = _step(model, 3, model.init_state(1))
         row = logits[0, -1]
         assert native.step_pick(row) == int(row.argmax())  # a greedy sampler's question
         row[2] = row.max() + 1  # changed in place: an inference tensor counts no versions...
@@ -185,13 +199,13 @@ def test_a_greedy_sampler_takes_the_steps_pick_and_torch_argmax_otherwise(monkey
     assert banned(logits).tolist() != [int(logits.argmax())] and not asked  # a ban changes the pick: not asked
 
 
-def test_the_stepper_runs_straight_on_the_plan_and_agrees_with_sequence_mode(monkeypatch):
-    from mmrwkv.stepper import RWKVStepper
+def test_the_stepper_runs_on_the_plan_and_agrees_with_sequence_mode(monkeypatch):
+    from mmrwkv.inference.stepper import RWKVStepper
 
     model, ids = _model(seed=6), [5, 9, 2, 7, 7, 1]
     straight = []
-    real = v7.native_step
-    monkeypatch.setattr(v7, "native_step", lambda *a: straight.append(real(*a)) or straight[-1])
+    real = engine._native_ids
+    monkeypatch.setattr(engine, "_native_ids", lambda *a: straight.append(real(*a)) or straight[-1])
     stepper = RWKVStepper(model)
     state, got = model.init_state(1), []
     for i in ids:
@@ -201,7 +215,7 @@ def test_the_stepper_runs_straight_on_the_plan_and_agrees_with_sequence_mode(mon
         seq, seq_state = model(torch.tensor([ids]))
     _close(torch.stack(got), seq[0])
     _close(state.wkv, seq_state.wkv)
-    assert straight[0] is None and all(out is not None for out in straight[1:])  # the first token takes the plan
+    assert len(straight) == len(ids) and all(out is not None for out in straight)
     with pytest.raises(IndexError):  # an id past the vocabulary: RWKV.forward's embedding error, not a wrong row
         stepper(torch.tensor([256]), state)
     assert straight[-1] is None
@@ -210,7 +224,7 @@ def test_the_stepper_runs_straight_on_the_plan_and_agrees_with_sequence_mode(mon
 
 
 def test_the_stepper_leaves_hooked_or_replaced_forwards_their_call():
-    from mmrwkv.stepper import RWKVStepper
+    from mmrwkv.inference.stepper import RWKVStepper
 
     model = _model(seed=7)
     stepper = RWKVStepper(model)
@@ -227,13 +241,13 @@ def test_the_stepper_leaves_hooked_or_replaced_forwards_their_call():
 
 
 def test_switching_the_native_decode_off_stops_the_planned_steps_too(monkeypatch):
-    from mmrwkv.stepper import RWKVStepper
+    from mmrwkv.inference.stepper import RWKVStepper
 
     model = _model(seed=8)
     stepper = RWKVStepper(model)
     _, state = stepper(torch.tensor([1]), model.init_state(1))  # takes the plan
     ran = []
-    monkeypatch.setattr(v7, "compiled", lambda fn: ran.append(fn) or fn)
+    model.blocks[0].register_forward_pre_hook(lambda module, args: ran.append(args[0].shape))
     monkeypatch.setenv(native.ENV_VAR, "0")
     stepper(torch.tensor([2]), state)
-    assert ran  # the TorchScript/eager step ran, not the plan
+    assert ran == [torch.Size([1, 1, 64])]  # the blocks ran in sequence mode, not the plan
