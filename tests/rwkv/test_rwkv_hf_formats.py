@@ -133,11 +133,11 @@ with torch.no_grad():
 def test_fla_model_itself_agrees_under_the_triton_interpreter(official_sd, tmp_path):
     """fla's own RWKV7ForCausalLM (its Triton kernels interpreted on CPU) on our export of a random .pth.
 
-    Measured 4.3e-4 relative at this size (fla's chunked kernels; the authors' package agrees with us to <= 1e-4
-    above), so the bound here is 1e-3: a wrong name or layout gives errors of order 1."""
+    Head size 64: fla's ln_x (g_norm) eps is head_dim * 1e-5 where the authors' is 64e-5 for every head size, so
+    only at 64 are the two models the same function (at head size 32 they were 4.3e-4 apart)."""
     pytest.importorskip("fla", reason="flash-linear-attention is the optional extra mmrwkv[fla]")
     src = tmp_path / "official.pth"
-    torch.save(official_sd("7", n_embd=64, head_size=32, vocab=512, layer0_v=False), src)
+    torch.save(official_sd("7", n_embd=128, head_size=64, vocab=512, layer0_v=False), src)
     convert(src, tmp_path / "fla", to="hf")
     env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
     ids = ",".join(map(str, IDS[0]))
@@ -145,7 +145,7 @@ def test_fla_model_itself_agrees_under_the_triton_interpreter(official_sd, tmp_p
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ref = torch.load(tmp_path / "fla.pt", weights_only=True)
-    assert rel_err(_logits(load_rwkv(tmp_path / "fla")), ref) <= 1e-3
+    assert rel_err(_logits(load_rwkv(tmp_path / "fla")), ref) <= REL_TOL
 
 
 def test_convert_detects_each_format_and_info_names_it(tmp_path, random_model, capsys):
