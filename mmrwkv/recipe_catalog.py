@@ -99,12 +99,17 @@ def validate_recipe(spec: str | Path, overrides=()) -> Validation:
         result.problems.append(str(err))
         return result
     seen: set[str] = set()
+    produced: set[Path] = set()  # final checkpoints of earlier stages: a later stage may start from them
     for stage in stages:
         label = f"stage {stage.train.stage}: " if cfg.stages else ""
-        for problem in [*_missing_files(stage), *_token_budget(stage, result.notes)]:
+        start = stage.train.init_from
+        missing_start = start is not None and Path(start) not in produced and not Path(start).exists()
+        starts = [f"train.init_from: {start} not found (no earlier stage writes it)"] if missing_start else []
+        for problem in [*starts, *_missing_files(stage), *_token_budget(stage, result.notes)]:
             if problem not in seen:
                 seen.add(problem)
                 result.problems.append(label + problem)
+        produced.add(Path(stage.train.final_checkpoint))
     return result
 
 

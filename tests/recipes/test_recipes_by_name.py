@@ -67,7 +67,17 @@ def test_validate_passes_a_good_recipe_and_names_each_problem(tmp_path, capsys):
     assert pooled.ok, pooled.problems
     missing = validate_recipe(_recipe(tmp_path, model__checkpoint="nowhere/model.pth"))
     assert missing.problems == ["model.checkpoint: nowhere/model.pth not found"]
+    start = validate_recipe(_recipe(tmp_path, train__init_from="runs/nothing/final"))
+    assert start.problems == ["train.init_from: runs/nothing/final not found (no earlier stage writes it)"]
     typed = validate_recipe(_recipe(tmp_path, data__max_text_tokens="many"))
     assert len(typed.problems) == 1 and "data.max_text_tokens" in typed.problems[0]
     assert main(["recipes", "validate", _recipe(tmp_path, data__max_text_tokens=40)]) == 1
     assert "problem: data.max_text_tokens" in capsys.readouterr().out
+
+
+def test_a_staged_recipe_may_start_from_an_earlier_stage(tmp_path):
+    raw = yaml.safe_load(open(_recipe(tmp_path)))
+    raw["stages"] = [{"name": "a"}, {"name": "b"}]
+    (tmp_path / "staged.yaml").write_text(yaml.safe_dump(raw))
+    result = validate_recipe(tmp_path / "staged.yaml")
+    assert result.ok, result.problems
