@@ -265,3 +265,46 @@ def test_reports_carry_per_sample_scores_and_show_the_best_and_worst_examples(tm
     assert "## Best examples (by CIDEr-D)" in report and "## Worst examples (by CIDEr-D)" in report
     best, worst = report.split("## Worst examples")
     assert "### c3" in worst and "### c3" not in best and "### c2" in best
+
+
+def test_block_checkpointing_recomputes_blocks_with_the_same_gradients_and_keys():
+    from mmrwkv.rwkv import RWKV, config_for
+    from mmrwkv.training.module import checkpoint_blocks
+
+    torch.manual_seed(0)
+    model = RWKV(config_for("v7-tiny", n_layer=2, n_embd=32, head_size=16))
+    ids = torch.randint(0, 256, (2, 12))
+    keys = list(model.state_dict())
+
+    def grads():
+        saved = []
+        model.zero_grad()
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            h, _ = model.forward_hidden(ids)
+        h.square().mean().backward()
+        return [torch.zeros(()) if p.grad is None else p.grad.clone() for p in model.parameters()], sum(saved)
+
+    plain, kept_plain = grads()
+    checkpoint_blocks(model)
+    again, kept = grads()
+    # the forward pass keeps only each block's inputs (the blocks run again in the backward pass)
+    assert kept < kept_plain / 3
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, again, strict=True))
+    assert list(model.state_dict()) == keys
+
+
+def test_the_wandb_logger_runs_offline_or_says_how_to_install_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    from mmrwkv.training.trainer import build_loggers
+
+    cfg = load_config(ROOT / "recipes/easy_vqa.yaml", ["train.loggers=[wandb]", "train.wandb_project=p", "stages=[]"])
+    if importlib.util.find_spec("wandb") is None:
+        with pytest.raises(ConfigError, match=r"train.loggers: 'wandb' needs the wandb package .*mmrwkv\[wandb\]"):
+            build_loggers(cfg.train, tmp_path, None)
+        return
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    loggers = build_loggers(cfg.train, tmp_path, None)
+    loggers[-1].log_metrics({"train/loss": 1.0}, step=1)
+    loggers[-1].experiment.finish()
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
