@@ -254,10 +254,15 @@ def test_reports_carry_per_sample_scores_and_show_the_best_and_worst_examples(tm
     from mmrwkv.evaluation.score import score_samples
 
     samples = [Sample(id=f"c{i}", captions=[f"a red circle number {i}", "a red circle"]) for i in range(6)]
-    predictions = {"c0": "a red circle", "c1": "a blue square", "c2": "a red circle number 2", "c3": "nothing",
-                   "c4": "red", "c5": "a red circle number 5"}
-    result = score_samples(samples, predictions, ["cider", "bleu"], split="val", decoding="greedy",
-                           tokenizer="python")
+    predictions = {
+        "c0": "a red circle",
+        "c1": "a blue square",
+        "c2": "a red circle number 2",
+        "c3": "nothing",
+        "c4": "red",
+        "c5": "a red circle number 5",
+    }
+    result = score_samples(samples, predictions, ["cider", "bleu"], split="val", decoding="greedy", tokenizer="python")
     paths = write_report(tmp_path / "r", samples, predictions, result, title="t", num_examples=4, thumbnails=False)
     records = json.loads(paths["predictions"].read_text())
     assert all("CIDEr-D" in r["scores"] and "BLEU-4" in r["scores"] for r in records)
