@@ -174,7 +174,7 @@ def _karpathy_image(image: Any, folder: Path, allow_outside: bool) -> tuple[str,
     if name is None or not isinstance(sub, str):
         return "needs a string 'filename' (and a string 'filepath' sub-folder when present)"
     split = image.get("split")
-    if split not in KARPATHY_SPLITS:
+    if not isinstance(split, str) or split not in KARPATHY_SPLITS:
         return f"'split' must be one of train, restval, val, test; got {split!r:.40}"
     sentences = image.get("sentences")
     if not isinstance(sentences, list) or not sentences:
@@ -217,7 +217,8 @@ def read_coco_karpathy(
     wanted = KARPATHY_SPLITS[split]
     samples, seen = [], set()
     for i, image in enumerate(_list_field(doc, "images", path)):
-        if isinstance(image, Mapping) and image.get("split") in KARPATHY_SPLITS and image["split"] not in wanted:
+        part = image.get("split") if isinstance(image, Mapping) else None
+        if isinstance(part, str) and part in KARPATHY_SPLITS and part not in wanted:
             continue
         cocoid = image.get("cocoid") if isinstance(image, Mapping) else None
         name = f"images[{i}]" if cocoid is None else f"images[{i}] (cocoid {cocoid!r:.40})"
@@ -241,10 +242,11 @@ def _vqa_answers(annotations: Path | None, bad: BadRecords) -> dict[Any, Mapping
     out = {}
     for i, ann in enumerate(_list_field(doc, "annotations", annotations)):
         answers = ann.get("answers") if isinstance(ann, Mapping) else None
-        if not isinstance(answers, list) or not answers or "question_id" not in ann:
-            bad.bad(f"annotations[{i}]", "needs 'question_id' and a non-empty list 'answers'")
+        qid = record_id(ann.get("question_id")) if isinstance(ann, Mapping) else None
+        if not isinstance(answers, list) or not answers or qid is None:
+            bad.bad(f"annotations[{i}]", "needs an integer or string 'question_id' and a non-empty list 'answers'")
             continue
-        out[ann["question_id"]] = ann
+        out[qid] = ann
     return out
 
 
@@ -267,17 +269,23 @@ def read_vqav2(
     files = index_images(images)
     bad = BadRecords(questions, skip=skip_bad_records)
     answers = _vqa_answers(Path(annotations) if annotations is not None else None, bad)
-    samples = []
+    samples, seen = [], set()
     for i, q in enumerate(_list_field(doc, "questions", questions)):
         text = _str_field(q, "question")
-        qid = q.get("question_id") if isinstance(q, Mapping) else None
-        if text is None or qid is None or "image_id" not in q:
-            bad.bad(f"questions[{i}]", "needs 'question_id', 'image_id' and a string 'question'")
+        qid = record_id(q.get("question_id")) if isinstance(q, Mapping) else None
+        image_id = q.get("image_id") if isinstance(q, Mapping) else None
+        if text is None or qid is None or not isinstance(image_id, int) or isinstance(image_id, bool):
+            bad.bad(f"questions[{i}]", "needs an integer or string 'question_id', an integer 'image_id' and a "
+                    "string 'question'")
             continue
-        if q["image_id"] not in files:
-            bad.bad(f"question_id {qid}", f"no image file for image_id {q['image_id']} in {images}")
+        if qid in seen:
+            bad.bad(f"questions[{i}]", f"duplicate question_id {qid}")
             continue
-        sample = Sample(id=str(qid), images=[files[q["image_id"]]], question=text, meta={"image_id": q["image_id"]})
+        seen.add(qid)
+        if image_id not in files:
+            bad.bad(f"question_id {qid}", f"no image file for image_id {image_id} in {images}")
+            continue
+        sample = Sample(id=qid, images=[files[image_id]], question=text, meta={"image_id": image_id})
         if answers:
             ann = answers.get(qid)
             texts = _answer_texts(ann) if ann is not None else None
