@@ -96,7 +96,7 @@ def test_bad_directories_and_layers_get_one_clear_error(tmp_path):
         build("hf_vision", path=str(directory), cls_token=True)
     config = json.loads((directory / "config.json").read_text())
     (directory / "config.json").write_text(json.dumps({**config, "model_type": "siglip2_vision_model"}))
-    with pytest.raises(ConfigError, match="NaFlex"):
+    with pytest.raises(CheckpointError, match="patch_embedding.weight has shape"):  # a SigLIP file as a SigLIP2
         build("hf_vision", path=str(directory))
 
 
@@ -116,3 +116,52 @@ def test_chosen_by_name_in_a_recipe(tmp_path):
     recipe["encoders"]["image"]["path"] = str(tmp_path / "missing")
     (tmp_path / "r.yaml").write_text(json.dumps(recipe))
     assert any("encoders.image.path" in p and "not found" in p for p in validate_recipe(tmp_path / "r.yaml").problems)
+
+
+def test_siglip2_naflex_keeps_the_aspect_ratio_and_equals_transformers(tmp_path):
+    torch.manual_seed(0)
+    vision = transformers.Siglip2VisionConfig(**{k: v for k, v in TOWER.items() if k != "image_size"}, num_patches=16)
+    model = transformers.Siglip2VisionModel(vision).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    processor = transformers.Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
+    model.save_pretrained(tmp_path / "s2")
+    processor.save_pretrained(tmp_path / "s2")
+    encoder = build("hf_vision", path=str(tmp_path / "s2"), layer=-2).eval()
+    assert encoder_tokens("hf_vision", {"path": str(tmp_path / "s2")}) == 16  # the budget: an upper bound
+    wide, tall = _image((56, 40)), _image((24, 60))
+    items = [encoder.preprocess(wide), encoder.preprocess(tall)]
+    reference = processor(images=[wide, tall], return_tensors="pt")
+    counts = [encoder.num_tokens(t) for t in items]
+    assert counts == reference["pixel_attention_mask"].sum(1).tolist() == [15, 10]  # 5x3 and 2x5 patch grids
+    batch = encoder.collate(items)
+    torch.testing.assert_close(batch[..., :-3], reference["pixel_values"], rtol=0, atol=1e-6)
+    with torch.no_grad():
+        ours = encoder(batch)
+        theirs = model(
+            pixel_values=reference["pixel_values"],
+            pixel_attention_mask=reference["pixel_attention_mask"],
+            spatial_shapes=reference["spatial_shapes"],
+            output_hidden_states=True,
+        ).hidden_states[-2]
+    for row, n in enumerate(counts):
+        torch.testing.assert_close(ours[row, :n], theirs[row, :n], rtol=1e-5, atol=1e-5)
+        assert not ours[row, n:].any()
+    # in a model: each image fills as many placeholders as its own grid has patches
+    from mmrwkv.chat import ChatTemplate, Turn
+    from mmrwkv.multimodal import MultimodalRWKV
+
+    mm = MultimodalRWKV.from_config(
+        {
+            "backbone": {"size": "v7-tiny", "n_layer": 1, "n_embd": 32, "head_size": 16, "vocab_size": 65536},
+            "encoders": {"image": {"name": "hf_vision", "kwargs": {"path": str(tmp_path / "s2")}}},
+            "projectors": {"image": {"kind": "linear"}},
+            "placement": "first",
+        }
+    ).eval()
+    encoded = ChatTemplate.for_model(mm).encode_turns([Turn("user", "compare", images=[wide, tall])])
+    assert encoded.ids.count(mm.placeholder_ids["image"]) == 25
+    with torch.no_grad():
+        logits, _ = mm(torch.tensor([encoded.ids]), encoded.media)
+    assert torch.isfinite(logits).all()
