@@ -52,7 +52,8 @@ def optim_settings(cfg: RecipeConfig, total_steps: int) -> OptimSettings:
         grad_clip=t.grad_clip,
         aux_bow=t.aux_bow,
         lm_weight=t.lm_weight,
-        grad_checkpoint=t.grad_checkpoint,
+        # under FSDP the strategy checkpoints the wrapped blocks itself (activation_checkpointing_policy)
+        grad_checkpoint=t.grad_checkpoint and t.strategy != "fsdp",
     )
 
 

@@ -186,11 +186,18 @@ def test_global_batch_size_sets_accumulation_from_the_device_count():
         apply_global_batch(cfg)
 
 
-def test_fsdp_wraps_every_backbone_block():
+def test_fsdp_wraps_and_checkpoints_every_backbone_block(monkeypatch):
     from mmrwkv.rwkv.model import Block
-    from mmrwkv.training.trainer import wrap_classes
+    from mmrwkv.training.run import optim_settings
+    from mmrwkv.training.trainer import build_strategy
 
-    assert Block in wrap_classes()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = load_config(ROOT / "recipes/llava_v7.yaml", ["train.grad_checkpoint=true"])
+    strategy = build_strategy(cfg.train)
+    assert Block in strategy.kwargs["auto_wrap_policy"]._module_classes
+    assert Block in strategy._activation_checkpointing_kwargs["auto_wrap_policy"]._module_classes
+    # the strategy checkpoints the blocks: the module does not wrap them a second time
+    assert not optim_settings(cfg, 10).grad_checkpoint
 
 
 @pytest.mark.parametrize("mode", ["pad", "longest", "squash", "crop"])
