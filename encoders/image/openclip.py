@@ -156,6 +156,12 @@ def _create_visual(arch: str, image_size: int | None, quick_gelu: bool, override
 
 def _load_visual(visual, state: dict, path) -> None:
     # a full CLIP state_dict has the tower under "visual."; a tower-only file has no prefix
+    if any(k.startswith(("vision_model.", "embeddings.patch_embedding.")) for k in state):
+        raise ConfigError(
+            f"weights file {path}: a Hugging Face transformers vision tower (CLIPVisionModel / SiglipVisionModel "
+            "keys), not an open_clip one; use encoder hf_vision with path=<its directory> (config.json, "
+            "model.safetensors, preprocessor_config.json)"
+        )
     state = strip_prefix(state, "visual.")
     load_strict(visual, state, path)
 

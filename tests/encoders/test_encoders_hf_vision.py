@@ -165,3 +165,9 @@ def test_siglip2_naflex_keeps_the_aspect_ratio_and_equals_transformers(tmp_path)
     with torch.no_grad():
         logits, _ = mm(torch.tensor([encoded.ids]), encoded.media)
     assert torch.isfinite(logits).all()
+
+
+def test_open_clip_given_a_transformers_tower_names_hf_vision(tmp_path):
+    directory, _, _ = _save(tmp_path, "siglip")
+    with pytest.raises(ConfigError, match="use encoder hf_vision with path="):
+        build("open_clip", arch="ViT-B-32", weights=str(directory / "model.safetensors"))
