@@ -194,6 +194,50 @@ def write_karpathy(root: str | Path, n: int, *, size: int = 64, seed: int = 0) -
     return path
 
 
+PITCHES = {"low": 220.0, "middle": 440.0, "high": 880.0}
+
+
+def _clip(path: Path, rng: random.Random, seconds: float = 1.0) -> tuple[str, str]:
+    """Write one 16 kHz mono WAV of a tone or a noise burst; returns (pitch word, kind)."""
+    import numpy as np
+    import soundfile
+
+    rate = 16000
+    t = np.arange(int(rate * seconds)) / rate
+    pitch, kind = rng.choice(sorted(PITCHES)), rng.choice(["tone", "buzz"])
+    wave = np.sin(2 * np.pi * PITCHES[pitch] * t)
+    if kind == "buzz":
+        wave = np.sign(wave)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, (0.3 * wave).astype(np.float32), rate)
+    return pitch, kind
+
+
+def write_clotho(root: str | Path, split: str, n: int, *, seed: int = 0) -> dict[str, Path]:
+    """Clotho's `clotho_captions_<split>.csv` (`file_name, caption_1..caption_5`) with the clips in `<split>/`;
+    row i has 1 + i % 5 captions (the others empty), as subsets and user data often have fewer than five."""
+    import csv
+
+    root, rng = Path(root), random.Random(seed + 3)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"clotho_captions_{split}.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name"] + [f"caption_{k}" for k in range(1, 6)])
+        for i in range(n):
+            name = f"clip {i:03d}.wav"
+            pitch, kind = _clip(root / split / name, rng)
+            captions = [
+                f"a {pitch} {kind} plays",
+                f"a steady {pitch} {kind}",
+                f"one {kind} at a {pitch} pitch",
+                f"a {kind} sounds",
+                f"someone plays a {pitch} {kind}",
+            ][: 1 + i % 5]
+            writer.writerow([name] + captions + [""] * (5 - len(captions)))
+    return {"csv": path, "audio": root / split}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mmrwkv.data.public_formats", description=__doc__)
     parser.add_argument("format", choices=["llava", "vqav2", "karpathy"])

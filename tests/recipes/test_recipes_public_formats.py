@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from mmrwkv.config import config_from_dict, expand_stages, load_config
-from mmrwkv.data.public_formats import write_karpathy, write_llava, write_vqav2
+from mmrwkv.data.public_formats import write_clotho, write_karpathy, write_llava, write_vqav2
 from mmrwkv.training.pipeline import run_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +91,30 @@ def test_gpu_recipe_runs_as_shipped_on_tiny_data_in_the_public_formats(name, tmp
         assert any(k.startswith("CIDEr") for k in report.metrics["metrics"])
         assert (tmp_path / "run" / "finetune" / "best").is_dir()  # best_metric val/CIDEr-D
     assert "WKV backend chunked" in said
+
+
+def test_audio_caption_recipe_trains_on_clotho_files_with_one_to_five_captions(tmp_path):
+    raw = yaml.safe_load((ROOT / "recipes" / "audio_caption.yaml").read_text())
+    for split, n in (("development", 8), ("evaluation", 3)):
+        write_clotho(tmp_path / "clotho", split, n)
+    raw["data"] = {
+        "kind": "clotho",
+        "root": str(tmp_path / "clotho"),
+        "train_split": "development",
+        "val_split": "evaluation",
+        "paths": {s: {"csv": f"clotho_captions_{s}.csv", "audio": s} for s in ("development", "evaluation")},
+    }
+    raw["model"]["overrides"] = {"n_layer": 1, "n_embd": 32, "head_size": 16}
+    raw["model"]["bpe_vocab_size"] = 300
+    raw["encoders"]["audio"].update({"width": 16, "depth": 1, "heads": 2})
+    raw["train"].update({"output_dir": str(tmp_path / "run"), "batch_size": 4, "log_every": 1, "checkpoint_every": 0})
+    raw["stages"] = [
+        {"name": s["name"], "train": {**s.get("train", {}), "max_steps": 2, "batch_size": 4}} for s in raw["stages"]
+    ]
+    raw["eval"].update({"split": "evaluation", "max_samples": 3, "val_max_samples": 3, "batch_size": 4})
+    raw["generation"]["max_tokens"] = 6
+    report = run_recipe(config_from_dict(raw, source="audio_caption"), progress=False)
+    assert report.metrics["num_samples"] == 3 and "CIDEr-D" in report.metrics["metrics"]
 
 
 def _meta_model(cfg, monkeypatch):
