@@ -74,7 +74,8 @@ def read_hf_config(directory: Path) -> dict:
 
 
 def detect_format(directory: str | Path) -> str | None:
-    """The HF/fla format of a checkpoint directory (one of HF_FORMATS), or None when config.json names none."""
+    """The HF/fla format of a checkpoint directory (one of HF_FORMATS), or None when config.json names none; a
+    transformers config of another model type raises CheckpointError naming it."""
     directory = Path(directory)
     if not (directory / CONFIG_FILE).is_file():
         return None
@@ -84,6 +85,12 @@ def detect_format(directory: str | Path) -> str | None:
     for arch in meta.get("architectures") or []:
         if arch in _ARCHITECTURES:
             return _ARCHITECTURES[arch]
+    if meta.get("model_type") is not None and meta["model_type"] not in _MODEL_TYPES:
+        raise CheckpointError(
+            f"{directory / CONFIG_FILE}: a transformers model of type {meta['model_type']!r} "
+            f"({', '.join(meta.get('architectures') or []) or 'no architectures'}), not an RWKV; mmrwkv reads "
+            f"{', '.join(_ARCHITECTURES)} directories, its own and official .pth files"
+        )
     return _MODEL_TYPES.get(meta.get("model_type"))
 
 

@@ -172,3 +172,8 @@ def test_bad_hf_directories_get_one_clear_error(tmp_path, random_model):
         save_hf(random_model("4"), tmp_path / "v4")
     with pytest.raises(CheckpointError, match="RWKV-5.2 only"):
         save_hf(random_model("5.1"), tmp_path / "v51")
+    llama = tmp_path / "llama"
+    llama.mkdir()
+    (llama / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
+    with pytest.raises(CheckpointError, match="a transformers model of type 'llama' .LlamaForCausalLM., not an RWKV"):
+        load_rwkv(llama)
