@@ -101,12 +101,10 @@ def score_pope(samples: list[Sample], predictions: Mapping[str, str]) -> dict:
         metrics.update({f"{split}/{k}": v for k, v in values.items()})
     for name in POPE_METRICS:
         metrics[name] = sum(metrics[f"{s}/{name}"] for s in splits) / max(len(splits), 1)
+    answers = {s.id: pope_answer(predictions[s.id]) for s in samples}
+    # per-sample scores are numbers (reports rank examples by them): "yes" is 1.0 when the reply reads as yes
     per_sample = {
-        s.id: {
-            "answer": pope_answer(predictions[s.id]),
-            "correct": float(pope_answer(predictions[s.id]) == s.answers[0]),
-        }
-        for s in samples
+        s.id: {"correct": float(answers[s.id] == s.answers[0]), "yes": float(answers[s.id] == "yes")} for s in samples
     }
     return {"metrics": metrics, "per_sample": per_sample, "normalization": NORMALIZATION}
 
