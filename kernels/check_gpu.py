@@ -39,10 +39,11 @@ STRONG_W = -0.6065
 # relative error allowed for our kernels: fp32 at T <= 1000, fp32 at 4096 with the strongest decay, bf16
 TOLERANCE = {"fp32": 2e-3, "fp32-long": 2e-2, "bf16": 5e-2}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# our Triton backend per chunk length: the first one (the default) also goes through the accuracy table
-TRITON_CHUNKS = ("32", "64", "16")
-# fla autotunes each new shape on its first call (tens of seconds): it runs only with this much budget left
-FLA_MIN_LEFT_S = 120.0
+# our Triton backend per schedule and chunk length: the first (the default) also goes through the accuracy table
+TRITON_VARIANTS = (("parallel", "32"), ("parallel", "16"), ("sequential", "16"), ("parallel", "64"))
+# budget (s) a backend needs left to start: fla autotunes each new shape on its first call; chunks of 64 compile
+# slowly (minutes on a loaded CPU)
+MIN_LEFT_S = {"fla": 120.0, "fla-bound": 120.0, "triton-64": 150.0}
 
 
 class Budget:
@@ -116,19 +117,20 @@ def backends(dry: bool) -> dict[str, Any]:
         ok, why = cuda.is_available()
         found["ours"] = ((lambda op, **x: getattr(cuda, op)(**x)) if ok else None, why)
     ok, why = triton_wkv.available(device)
-    for chunk in TRITON_CHUNKS[:1] if dry else TRITON_CHUNKS:
-        found[f"triton-{chunk}"] = (_with_chunk(triton_wkv.wkv7, chunk) if ok else None, why)
+    for schedule, chunk in TRITON_VARIANTS[:1] if dry else TRITON_VARIANTS:
+        name = f"triton-{chunk}" if schedule == "parallel" else f"triton-seq-{chunk}"
+        found[name] = (_with_chunk(triton_wkv.wkv7, schedule, chunk) if ok else None, why)
     ok, why = triton_fla.available(device)
     found["fla"] = ((lambda op, **x: triton_fla.wkv7(**x)) if ok else None, why)
     found["fla-bound"] = ((lambda op, **x: triton_fla.wkv7(**x, lower_bound=STRONG_W)) if ok else None, why)
     return found
 
 
-def _with_chunk(fn, chunk: str):
+def _with_chunk(fn, schedule: str, chunk: str):
     def call(op, **x):
         if op != "wkv7":
             raise ValueError(f"{op}: the Triton backend implements wkv7 only")
-        os.environ["MMRWKV_TRITON_CHUNK"] = chunk
+        os.environ["MMRWKV_TRITON_SCHEDULE"], os.environ["MMRWKV_TRITON_CHUNK"] = schedule, chunk
         return fn(**x)
 
     return call
@@ -151,7 +153,7 @@ def _wanted(name: str, case: dict, dname: str, dry: bool) -> bool:
     if case["op"] != "wkv7" or (dry and dname == "bf16"):  # the interpreter has no bf16 products
         return False
     if name.startswith("triton"):
-        return name == f"triton-{TRITON_CHUNKS[0]}"
+        return name == f"triton-{TRITON_VARIANTS[0][1]}"
     return name == "fla" and not case["strong"] and case["T"] > 100
 
 
@@ -167,7 +169,7 @@ def accuracy(found: dict, dry: bool, budget: Budget, device: str, rows: list) ->
                 if fn is None or not _wanted(name, case, dname, dry):
                     continue
                 row = {"backend": name, **case, "dtype": dname}
-                if budget.left() <= (FLA_MIN_LEFT_S if name.startswith("fla") else 0):
+                if budget.left() <= MIN_LEFT_S.get(name, 0.0):
                     rows.append({**row, "skipped": "time budget"})
                     continue
                 if want is None:
@@ -210,7 +212,7 @@ def timing(found: dict, dry: bool, budget: Budget, device: str, rows: list) -> l
         if fn is None:
             rows.append({**row, "skipped": why})
             continue
-        if budget.left() <= (FLA_MIN_LEFT_S if name.startswith("fla") else 30):
+        if budget.left() <= MIN_LEFT_S.get(name, 30.0):
             rows.append({**row, "skipped": "time budget"})
             continue
         try:

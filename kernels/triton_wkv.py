@@ -15,6 +15,11 @@ within fp32 range for log decays down to about -160 / L per step (RWKV-7's are >
 lower triangular inverse is the product (I + A)(I + A^2)(I + A^4)... (A is nilpotent). Forward saves the state
 before every chunk; backward recomputes the chunk from it and applies the adjoint of each line above.
 
+Schedules (MMRWKV_TRITON_SCHEDULE): "parallel" (default) writes U = WY S0^T + UV's factors for every chunk at once,
+runs a light scan per (batch, head) for the chunk states (S' = S e^{g_L} + U^T B_L + V^T K_L) and backward's
+state gradients (dS0 = dS e^{g_L} + (dS B_L^T) WY + dy^T (R~_0 + tril<=(R~ B^T) WY)), and does everything else
+one program per (batch, head, chunk); "sequential" walks the chunks in one program per (batch, head).
+
 Inputs run in bf16 when all of them are bf16 (products then use tf32), otherwise in fp32 (exact fp32 products);
 `y` comes back in the dtype of `v`. On CPU tensors it runs under the Triton interpreter (TRITON_INTERPRET=1).
 """
@@ -32,11 +37,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["CHUNK", "available", "wkv7"]
+__all__ = ["CHUNK", "SCHEDULE", "available", "wkv7"]
 
 # steps per chunk: 16, 32 or 64 (a tensor-core tile side); MMRWKV_TRITON_CHUNK overrides it
 CHUNK = 32
-_kernels: dict[bool, tuple[Any, Any]] = {}
+# "parallel" or "sequential"; MMRWKV_TRITON_SCHEDULE overrides it
+SCHEDULE = "parallel"
+_kernels: dict[bool, Any] = {}
 
 
 def available(device: torch.device) -> tuple[bool, str]:
@@ -50,6 +57,14 @@ def available(device: torch.device) -> tuple[bool, str]:
     if device.type not in ("cpu", "cuda"):
         return False, f"the tensors are on {device}, not a CUDA GPU"
     return True, ""
+
+
+def schedule() -> str:
+    """The schedule in use: MMRWKV_TRITON_SCHEDULE ("parallel" or "sequential") or SCHEDULE."""
+    value = os.environ.get("MMRWKV_TRITON_SCHEDULE", SCHEDULE)
+    if value not in ("parallel", "sequential"):
+        raise ValueError(f"MMRWKV_TRITON_SCHEDULE={value!r} is not a schedule; choose parallel or sequential")
+    return value
 
 
 def chunk_size() -> int:
@@ -84,20 +99,20 @@ class _Wkv7(torch.autograd.Function):
     @staticmethod
     def forward(ctx, r, w, k, v, a, b, s0):
         save = any(ctx.needs_input_grad)
-        y, s_t, ckpt = _forward(r, w, k, v, a, b, s0, save)
+        y, s_t, ckpt, wy = _forward(r, w, k, v, a, b, s0, save)
         if save:
-            ctx.save_for_backward(r, w, k, v, a, b, ckpt)
+            ctx.save_for_backward(r, w, k, v, a, b, ckpt, wy)
             ctx.dtypes = [x.dtype for x in (r, w, k, v, a, b)]
         return y, s_t
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, ds_t):
-        r, w, k, v, a, b, ckpt = ctx.saved_tensors
+        r, w, k, v, a, b, ckpt, wy = ctx.saved_tensors
         dy = torch.zeros_like(v) if dy is None else dy.to(v.dtype).contiguous()
         bsz, _, h, n = r.shape
         ds_t = r.new_zeros(bsz, h, n, n, dtype=torch.float32) if ds_t is None else ds_t.float().contiguous()
-        grads = _backward(r, w, k, v, a, b, ckpt, dy, ds_t)
+        grads = _backward(r, w, k, v, a, b, ckpt, wy, dy, ds_t)
         return *(g.to(dt) for g, dt in zip(grads[:6], ctx.dtypes, strict=True)), grads[6]
 
 
@@ -106,43 +121,62 @@ def _interpret() -> bool:
 
 
 def _launch_args(r: Tensor) -> dict[str, Any]:
-    bsz, t, h, n = r.shape
+    _, t, h, n = r.shape
     chunk = chunk_size()
-    bf16 = r.dtype == torch.bfloat16
     return {
         "T": t,
         "H": h,
-        "NC": math.ceil(t / chunk),
         "N": n,
         "BT": chunk,
-        "LOG2BT": int(math.log2(chunk)),
-        "PREC": "tf32" if bf16 else "ieee",
-        "num_warps": 4,
+        "PREC": "tf32" if r.dtype == torch.bfloat16 else "ieee",
+        # 8 warps keep the per-chunk kernels free of register spills at N = 64 (ptxas, sm_90)
+        "num_warps": int(os.environ.get("MMRWKV_TRITON_WARPS", "8")),
     }
 
 
-def _forward(r, w, k, v, a, b, s0, save: bool) -> tuple[Tensor, Tensor, Tensor]:
-    fwd, _ = _get_kernels()
+def _scan_warps(args: dict[str, Any]) -> dict[str, Any]:
+    """The scans run one program per (batch, head): 4 warps leave room for two of them per SM at chunk 16."""
+    return {**args, "num_warps": 4 if args["BT"] == 16 else args["num_warps"]}
+
+
+def _forward(r, w, k, v, a, b, s0, save: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """y (fp32), final state, the state before every chunk and (parallel schedule) the WY factors."""
+    kern = _get_kernels()
     bsz, t, h, n = r.shape
     args = _launch_args(r)
-    y = torch.empty(r.shape, dtype=torch.float32, device=r.device)
-    s_t = torch.empty_like(s0)
-    ckpt = torch.empty((bsz, h, args["NC"], n, n) if save else (1,), dtype=torch.float32, device=r.device)
-    fwd[(bsz * h,)](r, w, k, v, a, b, s0, y, s_t, ckpt, SAVE=save, **args)
-    return y, s_t, ckpt
+    nc, log2 = math.ceil(t / args["BT"]), int(math.log2(args["BT"]))
+    f32 = {"dtype": torch.float32, "device": r.device}
+    y, s_t = torch.empty(r.shape, **f32), torch.empty_like(s0)
+    parallel = schedule() == "parallel"
+    ckpt = torch.empty((bsz, h, nc, n, n) if save or parallel else (1,), **f32)
+    if not parallel:
+        kern.wkv7_fwd_kernel[(bsz * h,)](r, w, k, v, a, b, s0, y, s_t, ckpt, NC=nc, LOG2BT=log2, SAVE=save, **args)
+        return y, s_t, ckpt, ckpt.new_empty(0)
+    wy, uv = torch.empty(r.shape, **f32), torch.empty(r.shape, **f32)
+    kern.wkv7_prep_kernel[(bsz * h, nc)](w, k, v, a, b, wy, uv, LOG2BT=log2, **args)
+    kern.wkv7_scan_kernel[(bsz * h,)](w, k, v, b, wy, uv, s0, s_t, ckpt, NC=nc, **_scan_warps(args))
+    kern.wkv7_out_kernel[(bsz * h, nc)](r, w, k, v, a, b, ckpt, y, NC=nc, LOG2BT=log2, **args)
+    return y, s_t, ckpt, wy
 
 
-def _backward(r, w, k, v, a, b, ckpt, dy, ds_t) -> list[Tensor]:
-    _, bwd = _get_kernels()
+def _backward(r, w, k, v, a, b, ckpt, wy, dy, ds_t) -> list[Tensor]:
+    kern = _get_kernels()
     bsz, _, h, _ = r.shape
+    args = _launch_args(r)
+    nc, log2 = ckpt.shape[2], int(math.log2(args["BT"]))
     grads = [torch.empty(r.shape, dtype=torch.float32, device=r.device) for _ in range(6)]
     ds0 = torch.empty_like(ds_t)
-    bwd[(bsz * h,)](r, w, k, v, a, b, ckpt, dy, ds_t, *grads, ds0, **_launch_args(r))
+    if wy.numel() == 0:  # the sequential schedule's forward
+        kern.wkv7_bwd_kernel[(bsz * h,)](r, w, k, v, a, b, ckpt, dy, ds_t, *grads, ds0, NC=nc, LOG2BT=log2, **args)
+        return [*grads, ds0]
+    dck = torch.empty_like(ckpt)
+    kern.wkv7_bscan_kernel[(bsz * h,)](r, w, b, wy, dy, ds_t, dck, ds0, NC=nc, **_scan_warps(args))
+    kern.wkv7_grads_kernel[(bsz * h, nc)](r, w, k, v, a, b, ckpt, dck, dy, *grads, NC=nc, LOG2BT=log2, **args)
     return [*grads, ds0]
 
 
-def _get_kernels() -> tuple[Any, Any]:
-    """The jitted kernels, made on first use: triton.jit reads TRITON_INTERPRET when it wraps a function."""
+def _get_kernels() -> Any:
+    """The module of jitted kernels, loaded on first use: triton.jit reads TRITON_INTERPRET when it wraps a function."""
     key = _interpret()
     if key not in _kernels:
         name = f"mmrwkv.kernels.triton_wkv_kernels_{'interpreted' if key else 'compiled'}"
@@ -151,5 +185,5 @@ def _get_kernels() -> tuple[Any, Any]:
         src = importlib.util.module_from_spec(spec)
         sys.modules[name] = src
         spec.loader.exec_module(src)
-        _kernels[key] = (src.wkv7_fwd_kernel, src.wkv7_bwd_kernel)
+        _kernels[key] = src
     return _kernels[key]

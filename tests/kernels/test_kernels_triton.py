@@ -43,15 +43,18 @@ def assert_matches_reference(xs, tol):
         assert err < tol, f"{name}: relative error {err:.1e}"
 
 
-@pytest.mark.parametrize("chunk", ["16", "32"])
-def test_forward_backward_and_state_match_the_reference(interpret, monkeypatch, chunk):
+@pytest.mark.parametrize("schedule, chunk", [("parallel", "16"), ("parallel", "32"), ("sequential", "16")])
+def test_forward_backward_and_state_match_the_reference(interpret, monkeypatch, schedule, chunk):
+    monkeypatch.setenv("MMRWKV_TRITON_SCHEDULE", schedule)
     monkeypatch.setenv("MMRWKV_TRITON_CHUNK", chunk)
     # T = 37: two or three chunks, the last one partial; a random initial state
     xs = reference.random_inputs("wkv7", 2, 37, 2, 16, dtype=torch.float64)
     assert_matches_reference(xs, 2e-5)
 
 
-def test_strong_decays_stay_finite_and_exact(interpret, monkeypatch):
+@pytest.mark.parametrize("schedule", ["parallel", "sequential"])
+def test_strong_decays_stay_finite_and_exact(interpret, monkeypatch, schedule):
+    monkeypatch.setenv("MMRWKV_TRITON_SCHEDULE", schedule)
     monkeypatch.setenv("MMRWKV_TRITON_CHUNK", "16")
     xs = reference.random_inputs("wkv7", 1, 20, 1, 16, dtype=torch.float64)
     # exp(-4) per step: 16 steps span exp(-64), beyond what a chunk-start-relative factor could hold
@@ -83,4 +86,8 @@ def test_unsupported_head_size_and_chunk_are_refused_with_the_value(interpret, m
         triton_wkv.wkv7(**xs)
     monkeypatch.setenv("MMRWKV_TRITON_CHUNK", "48")
     with pytest.raises(ValueError, match="MMRWKV_TRITON_CHUNK='48'"):
+        triton_wkv.wkv7(**reference.random_inputs("wkv7", 1, 3, 1, 16, with_state=False))
+    monkeypatch.setenv("MMRWKV_TRITON_CHUNK", "16")
+    monkeypatch.setenv("MMRWKV_TRITON_SCHEDULE", "fast")
+    with pytest.raises(ValueError, match="MMRWKV_TRITON_SCHEDULE='fast'"):
         triton_wkv.wkv7(**reference.random_inputs("wkv7", 1, 3, 1, 16, with_state=False))
