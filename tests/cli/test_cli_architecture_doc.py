@@ -40,6 +40,9 @@ def _resolves(name: str) -> bool:
                 continue
         except ModuleNotFoundError:
             continue
+        if cut == len(parts):
+            # a module is named: it exists (importing it may need an optional extra)
+            return True
         obj = importlib.import_module(module)
         for attr in parts[cut:]:
             if not hasattr(obj, attr):
