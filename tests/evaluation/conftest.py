@@ -108,6 +108,23 @@ def write_textvqa(root):
 TEXTVQA_REPLIES = {"34602": "coca cola", "34603": "STOP"}
 
 
+def write_textvqa_ocr(root):
+    """LLaVA's question file (OCR tokens in the prompt, its prompt line last) beside the official files."""
+    write_textvqa(root)
+    texts = {34602: "what brand is the drink?\nReference OCR token: Coca, Cola", 34603: "what does the sign say?"}
+    _json(
+        root / "llava_textvqa_val_v051_ocr.jsonl",
+        [
+            {"question_id": qid, "image": f"{image}.jpg", "text": f"{text}\n{SHORT}", "category": "default"}
+            for (qid, text), image in zip(texts.items(), TEXTVQA_IDS, strict=True)
+        ],
+        lines=True,
+    )
+
+
+SHORT = "Answer the question using a single word or phrase."
+
+
 def write_pope(root):
     _image(root / "val2014" / "COCO_val2014_000000310196.jpg")
     _image(root / "val2014" / "COCO_val2014_000000210789.jpg", (10, 200, 10))
@@ -428,6 +445,7 @@ VQAV2_TESTDEV_REPLIES = {"10": "A Square.", "11": "Two"}
 WRITERS = {
     "gqa": write_gqa,
     "textvqa": write_textvqa,
+    "textvqa_ocr": write_textvqa_ocr,
     "pope": write_pope,
     "scienceqa_img": write_scienceqa,
     "mmbench_dev": write_mmbench,
@@ -440,6 +458,7 @@ WRITERS = {
 REPLIES = {
     "gqa": GQA_REPLIES,
     "textvqa": TEXTVQA_REPLIES,
+    "textvqa_ocr": TEXTVQA_REPLIES,
     "pope": POPE_REPLIES,
     "scienceqa_img": SCIENCEQA_REPLIES,
     "mmbench_dev": MMBENCH_REPLIES,

@@ -16,6 +16,7 @@ EXPECTED = {
     # "coca cola" matches the 3 processed "Coca-Cola": (3 * 2/3 + 7 * 1) / 10 = 0.9; "STOP" matches 2 "Stop":
     # (2 * 1/3 + 8 * 2/3) / 10 = 0.6
     "textvqa": {"accuracy": 75.0},
+    "textvqa_ocr": {"accuracy": 75.0},
     # random: replies yes/no/no/no for labels yes/yes/no/no: TP 1, FN 1, TN 2; popular: yes/yes for yes/no
     "pope": {
         "random/accuracy": 75.0,
@@ -113,6 +114,14 @@ def test_prompts_come_from_the_task_definition(bench_root):
     assert first_text("gqa") == f"<image>\nIs there a dog?\n{SHORT_ANSWER}"
     assert first_text("vqav2_val") == f"<image>\nIs it red?\n{SHORT_ANSWER}"
     assert first_text("textvqa") == f"<image>\nwhat brand is the drink?\n{SHORT_ANSWER}"
+    # LLaVA's OCR prompts keep their OCR line; their own prompt line gives way to the task's
+    assert (
+        first_text("textvqa_ocr")
+        == f"<image>\nwhat brand is the drink?\nReference OCR token: Coca, Cola\n{SHORT_ANSWER}"
+    )
+    assert first_text("textvqa_ocr", "Reply briefly.") == (
+        "<image>\nwhat brand is the drink?\nReference OCR token: Coca, Cola\nReply briefly."
+    )
     assert first_text("scienceqa_img") == (
         f"<image>\nContext: Look at the picture.\nWhich animal can fly?\nA. dog\nB. bird\nC. fish\n{OPTION_LETTER}"
     )

@@ -11,6 +11,7 @@ SUITE = [
     "vqav2_testdev",
     "gqa",
     "textvqa",
+    "textvqa_ocr",
     "pope",
     "scienceqa_img",
     "mmbench_dev",

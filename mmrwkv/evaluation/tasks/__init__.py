@@ -13,6 +13,7 @@ TASKS: dict[str, Task] = {
         vqav2.VQAV2_TESTDEV,
         gqa.TASK,
         textvqa.TASK,
+        textvqa.TASK_OCR,
         pope.TASK,
         scienceqa.TASK,
         mmbench.TASK,

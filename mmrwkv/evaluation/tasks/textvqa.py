@@ -6,6 +6,11 @@ Metric: the TextVQA accuracy of the m4c / EvalAI evaluator that LLaVA-1.5 and lm
 and every human answer go through the EvalAI answer processor (lowercase, drop "," and "?", split "'s", then the
 VQA punctuation and number/article/contraction steps), and a prediction scores the mean over the ten
 leave-one-out subsets of min(1, matches / 3). Unlike VQAv2's script, human answers get the full processing.
+
+`textvqa_ocr` is the setting LLaVA-1.5 (and the RWKV anchors that reuse its scripts) report: the prompts of
+LLaVA's `llava_textvqa_val_v051_ocr.jsonl` ({question_id, image, text: "question\nReference OCR token: a, b\n
+Answer the question using a single word or phrase."}), whose trailing prompt line gives way to the task prompt,
+scored against the answers of `TextVQA_0.5.1_val.json` by question id.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from mmrwkv.evaluation.tasks.base import (
     index_images,
     mean_x100,
     read_json,
+    read_json_lines,
     turns,
     user_text,
 )
@@ -83,6 +89,23 @@ def read_textvqa(paths: dict[str, Path], prompt: str) -> list[Sample]:
     return samples
 
 
+def read_textvqa_llava_ocr(paths: dict[str, Path], prompt: str) -> list[Sample]:
+    """LLaVA's OCR prompts (its own prompt line replaced by `prompt`) with the official answers."""
+    official = {s.id: s for s in read_textvqa({"questions": paths["annotations"], "images": paths["images"]}, "")}
+    samples = []
+    for i, record in enumerate(read_json_lines(paths["questions"], "LLaVA TextVQA question file")):
+        qid = str(field_of(record, "question_id", (int, str), str(paths["questions"]), f"line {i + 1}"))
+        text = field_of(record, "text", str, str(paths["questions"]), f"line {i + 1}")
+        if qid not in official:
+            raise DataError(f"{paths['questions']}: line {i + 1}: question_id {qid} is not in {paths['annotations']}")
+        lines = text.strip().split("\n")
+        body = "\n".join(lines[:-1] if lines[-1].strip() == SHORT_ANSWER else lines)
+        sample = official[qid]
+        sample.turns = turns(user_text(body, prompt))
+        samples.append(sample)
+    return samples
+
+
 def score_textvqa(samples: list[Sample], predictions: Mapping[str, str]) -> dict:
     """TextVQA accuracy x100."""
     check_predictions(samples, predictions)
@@ -99,6 +122,23 @@ TASK = Task(
     source="https://textvqa.org/dataset/ (TextVQA_0.5.1_val.json, train_val_images.zip)",
     prompt=SHORT_ANSWER,
     read=read_textvqa,
+    score=score_textvqa,
+    primary="accuracy",
+)
+
+TASK_OCR = Task(
+    name="textvqa_ocr",
+    description="TextVQA val v0.5.1 with LLaVA-1.5's OCR-token prompts, VQA accuracy (EvalAI processor)",
+    split="val",
+    files={
+        "questions": "llava_textvqa_val_v051_ocr.jsonl",
+        "annotations": "TextVQA_0.5.1_val.json",
+        "images": "train_images",
+    },
+    source="llava_textvqa_val_v051_ocr.jsonl from LLaVA's eval.zip (https://github.com/haotian-liu/LLaVA/blob/main/"
+    "docs/Evaluation.md); TextVQA_0.5.1_val.json and train_val_images.zip from https://textvqa.org/dataset/",
+    prompt=SHORT_ANSWER,
+    read=read_textvqa_llava_ocr,
     score=score_textvqa,
     primary="accuracy",
 )
