@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -187,3 +188,41 @@ def _get_kernels() -> Any:
         spec.loader.exec_module(src)
         _kernels[key] = src
     return _kernels[key]
+
+
+def compile_usage(chunk: int = 16, arch: int = 90, schedule: str | None = None) -> list[dict[str, Any]]:
+    """Compiles the kernels of a schedule for sm_<arch> without a GPU (bf16 inputs, N = 64) and returns per kernel
+    its registers, stack bytes (spills) and shared memory, read from the cubin with Triton's cuobjdump.
+
+    Needs triton imported without TRITON_INTERPRET (the interpreter replaces the code generator).
+    """
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    kern, rows = _get_kernels(), []
+    names = ["prep", "scan", "out", "bscan", "grads"] if (schedule or SCHEDULE) == "parallel" else ["fwd", "bwd"]
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    consts = {"N": 64, "BT": chunk, "LOG2BT": int(math.log2(chunk)), "PREC": "tf32", "SAVE": True}
+    for name in names:
+        fn = getattr(kern, f"wkv7_{name}_kernel")
+        params = fn.arg_names
+        bf16 = {"r_", "w_", "k_", "v_", "a_", "b_", "dy_"}
+        sig = {p: "constexpr" if p in consts else ("*bf16" if p in bf16 else "*fp32") if p.endswith("_") else "i32"
+               for p in params}  # fmt: skip
+        warps = 4 if name in ("scan", "bscan") and chunk == 16 else 8
+        src = ASTSource(fn=fn, signature=sig, constexprs={p: consts[p] for p in params if p in consts})
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(compiled.asm["cubin"])
+            f.flush()
+            out = subprocess.run([str(cuobjdump), "--dump-resource-usage", f.name], capture_output=True, text=True)
+        found = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+)", out.stdout)
+        if found is None:
+            raise RuntimeError(f"cuobjdump gave no resource usage for wkv7_{name}_kernel: {out.stdout}{out.stderr}")
+        regs, stack, smem = map(int, found.groups())
+        rows.append({"kernel": name, "warps": warps, "registers": regs, "stack": stack, "smem": smem})
+    return rows

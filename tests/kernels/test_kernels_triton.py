@@ -91,3 +91,28 @@ def test_unsupported_head_size_and_chunk_are_refused_with_the_value(interpret, m
     monkeypatch.setenv("MMRWKV_TRITON_SCHEDULE", "fast")
     with pytest.raises(ValueError, match="MMRWKV_TRITON_SCHEDULE='fast'"):
         triton_wkv.wkv7(**reference.random_inputs("wkv7", 1, 3, 1, 16, with_state=False))
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm90_without_a_gpu():
+    """The compiler accepts what the interpreter runs; registers and spills stay within bounds (N = 64, chunk 16).
+
+    In a fresh process: the interpreter, chosen at triton's import here, replaces the code generator.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from mmrwkv.kernels import triton_wkv as t;"
+        "print(json.dumps({s: t.compile_usage(16, 90, s) for s in ('parallel', 'sequential')}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    usage = json.loads(run.stdout.strip().splitlines()[-1])
+    assert [r["kernel"] for r in usage["parallel"]] == ["prep", "scan", "out", "bscan", "grads"]
+    for row in usage["parallel"]:
+        # the light and the forward kernels spill nothing; the gradient kernel at most a little
+        assert row["registers"] <= 255 and row["stack"] <= (256 if row["kernel"] == "grads" else 0), row
