@@ -29,9 +29,13 @@ MAX_EXP = 40.0
 MAX_CHUNK = 64
 # elements per [B, H, NC, L, N] tensor in one segment of time (8 MiB in fp32)
 SEGMENT_ELEMENTS = 1 << 21
-# recompute each segment's intermediates in the backward pass when there are several segments: ~40% more
-# compute, but memory no longer grows with T (the saved tensors of v7 are ~40x its inputs)
+# recompute each segment's intermediates in the backward pass when there are several segments and the whole
+# sequence's would pass CHECKPOINT_BYTES: ~30% more time, but memory no longer grows with T. The saved tensors of v7
+# are ~SAVED_PER_INPUT times one input's size; below the budget, recomputing a few segments costs that time and keeps
+# a higher peak than saving everything (a segment's temporaries during its recompute, next to the others' inputs)
 CHECKPOINT = True
+CHECKPOINT_BYTES = 1 << 30
+SAVED_PER_INPUT = 50
 # chunk length of the explicit (never overflowing) forms used for v4 and for v6 with very strong decay
 EXPLICIT_CHUNK = 8
 
@@ -75,15 +79,18 @@ def wkv6(r: Tensor, w: Tensor, k: Tensor, v: Tensor, u: Tensor, state: Tensor | 
 def _segments(chunk_fn, xs: tuple[Tensor, ...], s0: Tensor, size: int, dt: torch.dtype) -> tuple[Tensor, Tensor]:
     """Run `chunk_fn(*chunked inputs, state)` over time segments of at most SEGMENT_ELEMENTS per tensor.
 
-    When gradients are needed and there is more than one segment, each segment keeps only its inputs for the
-    backward pass and recomputes its intermediates there (activation checkpointing): memory stays bounded
-    whatever T, so the allocator reuses it instead of mapping fresh pages, and time stays linear in T.
+    When gradients are needed, there is more than one segment and saving every intermediate would pass
+    CHECKPOINT_BYTES, each segment keeps only its inputs for the backward pass and recomputes its intermediates there
+    (activation checkpointing): memory stays bounded whatever T, so the allocator reuses it instead of mapping fresh
+    pages, and time stays linear in T.
     xs are [B, T, H, N]; returns (y [B, T, H, N] fp32, final state).
     """
     bsz, t, h, n = xs[0].shape
     seg = max(1, SEGMENT_ELEMENTS // (bsz * h * n * size)) * size
     run = partial(_segment, chunk_fn, size, dt)
-    if CHECKPOINT and seg < t and torch.is_grad_enabled() and any(x.requires_grad for x in (*xs, s0)):
+    saved = xs[0].numel() * torch.finfo(dt).bits // 8 * SAVED_PER_INPUT
+    needed = torch.is_grad_enabled() and any(x.requires_grad for x in (*xs, s0))
+    if CHECKPOINT and seg < t and saved > CHECKPOINT_BYTES and needed:
         run = partial(checkpoint, run, use_reentrant=False)
     ys, s = [], s0
     # split (not slicing) so the backward pass concatenates the input gradients once, not once per segment

@@ -123,11 +123,18 @@ def test_dispatch_default_on_cpu_runs_chunked(monkeypatch):
     torch.testing.assert_close(y, reference.wkv7(**args)[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("budget", [0, 1 << 30], ids=["recomputed", "saved"])
 @pytest.mark.parametrize("op", ["wkv6", "wkv7"])
-def test_time_segments_carry_the_state(op, monkeypatch):
-    # segments of 2 chunks of 4: T = 37 runs as 5 segments, the last one partial
+def test_time_segments_carry_the_state(op, budget, monkeypatch):
+    # segments of 2 chunks of 4: T = 37 runs as 5 segments, the last one partial; their intermediates recomputed in
+    # the backward pass only where saving them all would pass the budget
     monkeypatch.setattr(chunked, "SEGMENT_ELEMENTS", 2 * 2 * 2 * 4 * 4)
+    monkeypatch.setattr(chunked, "CHECKPOINT_BYTES", budget)
+    recomputed = []
+    real = chunked.checkpoint
+    monkeypatch.setattr(chunked, "checkpoint", lambda *a, **k: recomputed.append(1) or real(*a, **k))
     _assert_matches(op, random_inputs(op, 2, 37, 2, 4), torch.float32, chunk_len=4)
+    assert len(recomputed) == (5 if budget == 0 else 0)
 
 
 @pytest.mark.gpu
