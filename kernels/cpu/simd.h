@@ -44,9 +44,21 @@ inline vf loadv(const float* p) {
   return v;
 }
 inline vf loadv(const uint16_t* p) {
+  // x86: one zero-extending move per vector (GCC 12 splits the generic conversion into halves on AVX2/AVX-512)
+#if defined(__AVX512F__)
+  const __m512i u = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return reinterpret_cast<vf>(_mm512_slli_epi32(u, 16));
+#elif defined(__AVX2__)
+  const __m256i u = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return reinterpret_cast<vf>(_mm256_slli_epi32(u, 16));
+#elif defined(__SSE2__)
+  const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return reinterpret_cast<vf>(_mm_unpacklo_epi16(_mm_setzero_si128(), h));  // (0, h) pairs: h << 16
+#else
   vh h;
   std::memcpy(&h, p, sizeof h);
   return reinterpret_cast<vf>(__builtin_convertvector(h, vu) << 16);
+#endif
 }
 inline void storev(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 

@@ -33,11 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _batches(cfg, model, count: int, seq_len: int = 0) -> list[dict]:
-    if seq_len > 0:
+    if seq_len > 0:  # text only: no media placeholder ids
+        from mmrwkv.names import MODALITIES
+
+        special = {getattr(model.tokenizer.special, m, None) for m in MODALITIES}
+        text = torch.tensor([i for i in range(model.backbone.config.vocab_size) if i not in special])
         gen = torch.Generator().manual_seed(0)
-        vocab = model.backbone.config.vocab_size
         shape = (cfg.train.batch_size, seq_len)
-        ids = [torch.randint(0, vocab, shape, generator=gen) for _ in range(count)]
+        ids = [text[torch.randint(0, len(text), shape, generator=gen)] for _ in range(count)]
         return [{"input_ids": x, "labels": x.clone()} for x in ids]
     from mmrwkv.training.build import build_datasets
 
