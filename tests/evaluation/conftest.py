@@ -226,56 +226,13 @@ def _b64_image(color) -> str:
 
 
 def write_mmbench(root):
-    header = [
-        "index",
-        "question",
-        "hint",
-        "A",
-        "B",
-        "C",
-        "D",
-        "answer",
-        "category",
-        "image",
-        "source",
-        "l2-category",
-        "comment",
-        "split",
-    ]
+    header = "index|question|hint|A|B|C|D|answer|category|image|source|l2-category|comment|split".split("|")
     rows = [
-        [
-            "0",
-            "What color is the square?",
-            "nan",
-            "blue",
-            "green",
-            "red",
-            "white",
-            "C",
-            "attribute_recognition",
-            _b64_image((200, 30, 30)),
-            "synthetic",
-            "finegrained_perception",
-            "nan",
-            "dev",
-        ],
+        f"0|What color is the square?|nan|blue|green|red|white|C|attribute_recognition|{_b64_image((200, 30, 30))}"
+        "|synthetic|finegrained_perception|nan|dev".split("|"),
         # MMBench stores an image once: a short number in `image` names the row that holds it
-        [
-            "1",
-            "Is the square red?",
-            "The picture shows one shape.",
-            "yes",
-            "no",
-            "nan",
-            "nan",
-            "A",
-            "logical_reasoning",
-            "0",
-            "synthetic",
-            "reasoning",
-            "nan",
-            "dev",
-        ],
+        "1|Is the square red?|The picture shows one shape.|yes|no|nan|nan|A|logical_reasoning|0|synthetic|reasoning"
+        "|nan|dev".split("|"),
     ]
     root.mkdir(parents=True, exist_ok=True)
     (root / "mmbench_dev_20230712.tsv").write_text(
