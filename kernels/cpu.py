@@ -17,6 +17,7 @@ MMRWKV_CPU_ISA=avx512|avx2|portable|neon picks one, refused in one line where th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -74,8 +75,13 @@ def variants() -> tuple[str, ...]:
         machine = "x86_64"
     if machine == "arm64":
         machine = "aarch64"
+    return _runnable(machine, _cpu_flags())
+
+
+@functools.cache
+def _runnable(machine: str, cpu_flags: str) -> tuple[str, ...]:
     names = _MACHINE_VARIANTS.get(machine, ("portable",))
-    flags = set(_cpu_flags().split())
+    flags = set(cpu_flags.split())
     return tuple(n for n in names if all(f in flags for f in VARIANTS[n][1]))
 
 
@@ -158,7 +164,9 @@ def _digest(flags: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.cache
 def _cpu_flags() -> str:
+    """The CPU's feature flags, read once: `enabled()` (so `variants()`) runs on every decode step."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
