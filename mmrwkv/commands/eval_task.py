@@ -29,7 +29,8 @@ def add_task_options(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="ROLE=PATH",
-        help="a file role's path instead of its default under --data-root, e.g. images=/coco/val2014",
+        help="a file role's path instead of its default under --data-root, e.g. images=/coco/val2014 "
+        "(with --suite, TASK.ROLE=PATH for one task)",
     )
     group.add_argument(
         "--caption-tokenizer",

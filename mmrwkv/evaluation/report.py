@@ -17,7 +17,7 @@ from mmrwkv.data.sample import Sample
 from mmrwkv.errors import CheckpointError, DataError
 
 THUMB_SIZE = 128
-_INFO_KEYS = ("split", "decoding", "normalization", "tokenizer", "scale", "num_samples")
+_INFO_KEYS = ("task", "split", "prompt", "decoding", "normalization", "tokenizer", "scale", "num_samples", "checkpoint")
 
 
 def prediction_records(samples: Sequence[Sample], predictions: Mapping[str, str]) -> list[dict]:

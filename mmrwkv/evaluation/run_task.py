@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmrwkv.data.sample import Sample
-from mmrwkv.errors import CheckpointError
+from mmrwkv.errors import CheckpointError, ConfigError
 from mmrwkv.evaluation.tasks import Task, get_task
 
 SUITE_FILE = "suite.md"
@@ -130,6 +130,27 @@ def task_root(data_root: str | Path | None, name: str) -> str | Path | None:
     return data_root
 
 
+def suite_paths(paths: Mapping[str, str], task: Task) -> dict[str, str]:
+    """The file roles of one task of a suite: "TASK.ROLE" keys for that task, plain "ROLE" keys for every task
+    that has the role."""
+    roles = {r.rstrip("?") for r in task.files}
+    out = {k: v for k, v in paths.items() if "." not in k and k in roles}
+    out.update({k.split(".", 1)[1]: v for k, v in paths.items() if k.startswith(f"{task.name}.")})
+    return out
+
+
+def check_suite_paths(paths: Mapping[str, str], tasks: Sequence[Task]) -> None:
+    """ConfigError for a "ROLE" no task of the suite has, or a "TASK.ROLE" of a task outside it or unknown to it."""
+    for key in paths:
+        task_name, _, role = key.rpartition(".")
+        owners = [t for t in tasks if (not task_name or t.name == task_name)]
+        if not any(role in {r.rstrip("?") for r in t.files} for t in owners):
+            raise ConfigError(
+                f"--path {key}: no task of the suite ({', '.join(t.name for t in tasks)}) has that file "
+                "role; use ROLE or TASK.ROLE (mmrwkv eval --list-tasks)"
+            )
+
+
 def check_suite_dir(out: Path, names: Sequence[str]) -> None:
     """Refuse a suite directory holding anything but an earlier suite's table and task reports."""
     if out.exists() and not out.is_dir():
@@ -174,13 +195,23 @@ def evaluate_suite(
 ) -> tuple[list[TaskRun], Path]:
     """Run each task into `out_dir/<task>/` and write `out_dir/suite.md`; returns the runs and the table's path.
     Each task reads `data_root/<task>/` when that folder exists (one root holding every benchmark), else
-    `data_root`."""
+    `data_root`; `paths` keys are "ROLE" (every task with that role) or "TASK.ROLE"."""
     for name in names:
         get_task(name)
     out = Path(out_dir)
     check_suite_dir(out, names)
+    paths = options.pop("paths", None) or {}
+    check_suite_paths(paths, [get_task(n) for n in names])
     runs = [
-        evaluate_task(n, model, task_root(data_root, n), out_dir=out / n, checkpoint=checkpoint, **options)
+        evaluate_task(
+            n,
+            model,
+            task_root(data_root, n),
+            out_dir=out / n,
+            checkpoint=checkpoint,
+            paths=suite_paths(paths, get_task(n)),
+            **options,
+        )
         for n in names
     ]
     out.mkdir(parents=True, exist_ok=True)

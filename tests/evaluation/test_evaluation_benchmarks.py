@@ -86,6 +86,9 @@ def test_task_end_to_end_scores_hand_computed_values(name, bench_root, replies, 
     written = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert written["metrics"] == pytest.approx(run.metrics) and written["num_samples"] == len(seen)
     assert written["prompt"] == TASKS[name].prompt
+    # the report states the task, the prompt and the split beside every number
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"| task | {name} |" in report and f"| prompt | {TASKS[name].prompt} |" in report
     predictions = json.loads((tmp_path / "report" / "predictions.json").read_text())
     assert {p["id"]: p["prediction"] for p in predictions} == replies[name]
 
@@ -176,3 +179,17 @@ def test_bad_record_names_file_record_and_field(bench_root, tmp_path):
     task = get_task("gqa")
     with pytest.raises(DataError, match=r"testdev_balanced_questions.json: record 7: field 'question'"):
         task.read(task.paths(bad), task.prompt)
+
+
+def test_suite_paths_address_one_task_or_every_task_with_the_role():
+    from mmrwkv.errors import ConfigError
+
+    paths = {"images": "/coco/val2014", "gqa.questions": "/g/q.json"}
+    assert run_task.suite_paths(paths, get_task("pope")) == {"images": "/coco/val2014"}
+    assert run_task.suite_paths(paths, get_task("gqa")) == {"images": "/coco/val2014", "questions": "/g/q.json"}
+    assert run_task.suite_paths(paths, get_task("mme")) == {}
+    tasks = [get_task("pope"), get_task("gqa")]
+    run_task.check_suite_paths(paths, tasks)
+    for bad in ({"tsv": "x"}, {"mme.root": "x"}, {"gqa.tsv": "x"}):
+        with pytest.raises(ConfigError, match="no task of the suite"):
+            run_task.check_suite_paths(bad, tasks)
