@@ -100,23 +100,19 @@ def write_llava(
                 ],
             }
         )
-    for i in range(long_records):
-        story = " ".join(rng.choice(sorted(COLOURS)) + " " + rng.choice(SHAPES) for _ in range(1100))
-        mix.append(
-            {
-                "id": f"long-{i}",
-                "image": "coco/train2017/000000000000.jpg",
-                "conversations": [
-                    {"from": "human", "value": "<image>\nList every shape you can imagine."},
-                    {"from": "gpt", "value": story},
-                ],
-            }
-        )
+    mix += [_long_record(i, rng) for i in range(long_records)]
     rng.shuffle(mix)
     paths = {"pretrain": root / "LLaVA-Pretrain/blip_laion_cc_sbu_558k.json", "mix": root / "llava_v1_5_mix665k.json"}
     paths["pretrain"].write_text(json.dumps(pretrain))
     paths["mix"].write_text(json.dumps(mix))
     return paths
+
+
+def _long_record(i: int, rng: random.Random) -> dict:
+    """A LLaVA-665K-style record of ~2,300 World tokens (longer than LLaVA-1.5's 2,048)."""
+    story = " ".join(rng.choice(sorted(COLOURS)) + " " + rng.choice(SHAPES) for _ in range(1100))
+    turns = [{"from": "human", "value": "<image>\nList every shape you can imagine."}, {"from": "gpt", "value": story}]
+    return {"id": f"long-{i}", "image": "coco/train2017/000000000000.jpg", "conversations": turns}
 
 
 def write_vqav2(root: str | Path, split: str, n: int, *, size: int = 64, seed: int = 0) -> dict[str, Path]:

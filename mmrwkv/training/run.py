@@ -212,6 +212,19 @@ def _check_batches(cfg: RecipeConfig, size: int, world: int) -> None:
         )
 
 
+def _data_module(cfg: RecipeConfig, model, train_set, collate) -> RecipeDataModule:
+    """The stage's training data; with `data.group_by_length`, batches of similar estimated length."""
+    from mmrwkv.training.lengths import estimated_lengths, media_slots
+
+    lengths = None
+    if cfg.data.group_by_length:
+        samples = [g[0] for g in train_set.groups] if hasattr(train_set, "groups") else train_set.samples
+        lengths = estimated_lengths(samples, media_slots(model))
+    t = cfg.train
+    return RecipeDataModule(train_set, collate, batch_size=t.batch_size, grad_accum=t.grad_accum, epochs=t.epochs,
+                            seed=t.seed, num_workers=t.num_workers, lengths=lengths)
+
+
 def _validation(cfg: RecipeConfig, model, val_set, collate, out: Path, text: str):
     """The Validation callback of a stage with a val split (None without one)."""
     from torch.utils.data import DataLoader
@@ -235,7 +248,6 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
     import torch
 
     from mmrwkv.training.build import build_datasets, build_model
-    from mmrwkv.training.lengths import estimated_lengths, media_slots
     from mmrwkv.training.plots import plot_curves
     from mmrwkv.training.trainer import build_trainer, choose_wkv_backend, wkv_backend
 
@@ -261,20 +273,7 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
     _say(f"stage '{cfg.train.stage}': WKV backend {backend} ({why})")
     train_set, val_set, collate = build_datasets(cfg, model)
     _check_batches(cfg, len(train_set), device_count(cfg.train))
-    lengths = None
-    if cfg.data.group_by_length:
-        samples = [g[0] for g in train_set.groups] if hasattr(train_set, "groups") else train_set.samples
-        lengths = estimated_lengths(samples, media_slots(model))
-    data = RecipeDataModule(
-        train_set,
-        collate,
-        batch_size=cfg.train.batch_size,
-        grad_accum=cfg.train.grad_accum,
-        epochs=cfg.train.epochs,
-        seed=cfg.train.seed,
-        num_workers=cfg.train.num_workers,
-        lengths=lengths,
-    )
+    data = _data_module(cfg, model, train_set, collate)
     saver = StepCheckpoint(out / "checkpoints", text, every_n_steps=cfg.train.checkpoint_every)
     validation = _validation(cfg, model, val_set, collate, out, text)
     max_steps = cfg.train.max_steps or -1

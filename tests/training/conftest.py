@@ -20,6 +20,8 @@ def tiny_overrides(out_dir, **extra) -> list[str]:
         "train.log_every": 1,
         "train.output_dir": str(out_dir),
         "eval.max_samples": 12,
+        # no validation rounds (test_training_validation_run turns them on)
+        "data.val_split": "null",
         "eval.batch_size": 4,
         # one stage: the default recipe's curriculum stages set their own step counts
         "stages": "[]",

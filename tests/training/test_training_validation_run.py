@@ -22,6 +22,7 @@ def test_a_stage_validates_keeps_the_best_model_and_draws_val_loss(tmp_path, tin
             out,
             **{
                 "train.max_steps": 3,
+                "data.val_split": "test",
                 "train.eval_every": 1,
                 "train.best_metric": "val/loss",
                 "eval.val_max_samples": 8,
