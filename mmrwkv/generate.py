@@ -347,8 +347,8 @@ def generate_batch(
 
     With temperature 0 the tokens equal those of one-at-a-time `generate`: each prompt is prefilled alone, and on
     CPU each row takes the one-sequence native step (`mmrwkv.inference.engine`), so they are equal in bf16 too.
-    Sampled rows (temperature > 0) cannot equal one-at-a-time draws anyway (one generator serves the batch): they
-    take the batched step, which reads the weights once for all rows.
+    Sampled rows (temperature > 0) cannot equal one-at-a-time draws anyway (one generator serves the batch): a batch
+    of more than two of them takes the batched step, which reads the weights once for all rows.
     """
     from mmrwkv.rwkv import State
 

@@ -23,9 +23,3 @@ from mmrwkv.inference import engine
 def prefill_embeddings(backbone: Any, x: Tensor, state: Any) -> tuple[Tensor, Any]:
     """Embeddings x (1, T, C) (ln0 not applied) from `state` (None: the start state) -> (last logits (V,), state)."""
     return engine.prefill(backbone, x, state)
-
-
-@torch.inference_mode()
-def prefill_ids(backbone: Any, ids: Tensor, state: Any = None) -> tuple[Tensor, Any]:
-    """Token ids (1, T) from `state` (None: the start state) -> (last logits (V,), state)."""
-    return engine.prefill(backbone, ids, state)

@@ -21,8 +21,9 @@ class RWKVStepper:
 
     @torch.inference_mode()
     def __call__(self, ids: torch.Tensor, state: State, *, by_rows: bool = True) -> tuple[torch.Tensor, State]:
-        """by_rows=False: a batch takes one sequence-mode step for all rows even where each row could take the
-        native step (not bit-equal to one-at-a-time steps; for sampled rows)."""
+        """by_rows=False: a batch of more than `engine.ROWS_BATCH_MAX` rows takes one sequence-mode step for all
+        rows even where each row could take the native step (not bit-equal to one-at-a-time steps; for sampled
+        rows)."""
         return engine.step(self.model, ids, state, exact=by_rows)
 
     @torch.inference_mode()

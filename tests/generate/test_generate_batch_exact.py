@@ -109,5 +109,8 @@ def test_sampled_batches_take_the_batched_step(model, byte_tokenizer, monkeypatc
     sampled = SamplingConfig(temperature=0.8, top_p=0.9, max_tokens=4, eos_ids=[], seed=1)
     results = generate_batch(model, byte_tokenizer, PROMPTS[:3], sampled)
     assert [r.finish_reason for r in results] == ["length"] * 3 and not by_rows
+    generate_batch(model, byte_tokenizer, PROMPTS[:2], sampled)  # two rows: stepped by rows all the same
+    assert by_rows == [1] * sampled.max_tokens or not native.enabled()
+    by_rows.clear()
     generate_batch(model, byte_tokenizer, PROMPTS[:3], GREEDY)
     assert by_rows == [1] * GREEDY.max_tokens or not native.enabled()
