@@ -273,11 +273,11 @@ def load_val_split(cfg: RecipeConfig):
     return samples.subset(cfg.eval.val_max_samples, seed=data.seed)
 
 
-def build_datasets(cfg: RecipeConfig, model):
+def build_datasets(cfg: RecipeConfig, model, val=None):
     """(train dataset, val dataset or None, collate) for training `model` on the recipe's data.
 
-    The val dataset (`data.val_split`) encodes its samples with their replies, for the validation loss; its
-    `samples` are the raw ones the task metric generates for.
+    The val dataset (`data.val_split`, or the already loaded `val` samples) encodes its samples with their
+    replies, for the validation loss; its `samples` are the raw ones the task metric generates for.
     """
     from mmrwkv.chat import ChatTemplate
 
@@ -291,7 +291,7 @@ def build_datasets(cfg: RecipeConfig, model):
         train_set = GroupedChatDataset(train, template, seed=d.seed, **limits)
     else:
         train_set = ChatDataset(train, template, train=True, seed=d.seed, **limits)
-    val = load_val_split(cfg)
+    val = load_val_split(cfg) if val is None else val
     val_set = None
     if val is not None:
         val_set = ChatDataset(val, template, train=True, seed=d.seed, **{**limits, "bags": None})

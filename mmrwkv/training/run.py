@@ -247,7 +247,7 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
     """Train one (already expanded) stage; a finished stage being resumed returns its result at once."""
     import torch
 
-    from mmrwkv.training.build import build_datasets, build_model
+    from mmrwkv.training.build import build_datasets, build_model, load_val_split
     from mmrwkv.training.plots import plot_curves
     from mmrwkv.training.trainer import build_trainer, choose_wkv_backend, wkv_backend
 
@@ -266,12 +266,14 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
         return StageResult(final, log_dir, summary["steps"], summary["last_loss"])
     if ckpt is not None:
         _say(f"stage '{cfg.train.stage}': resuming from {ckpt.parent}")
+    # an unknown val split is refused before anything (a BPE tokenizer, the model) is built
+    val = load_val_split(cfg)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     model = build_model(cfg)
     backend, why = choose_wkv_backend(cfg.train.wkv_backend, on_gpu=torch.cuda.is_available(),
                                       head_size=model.backbone.config.head_size)
     _say(f"stage '{cfg.train.stage}': WKV backend {backend} ({why})")
-    train_set, val_set, collate = build_datasets(cfg, model)
+    train_set, val_set, collate = build_datasets(cfg, model, val)
     _check_batches(cfg, len(train_set), device_count(cfg.train))
     data = _data_module(cfg, model, train_set, collate)
     saver = StepCheckpoint(out / "checkpoints", text, every_n_steps=cfg.train.checkpoint_every)
