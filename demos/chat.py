@@ -112,6 +112,27 @@ class ChatDemo:
             session.end()
             session.last_used = self.store.clock()
 
+    def respond_changes(
+        self,
+        message: dict | str | None,
+        choice: str | None,
+        path: str | None,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        sid: str,
+    ) -> Iterator[tuple[int, list[dict]]]:
+        """`respond` as changes: each update is (base, the messages from index base on); the client keeps the first
+        `base` messages it shows and replaces the rest. A turn only adds messages at the end (base = the count before
+        it), so an update carries this turn's messages whatever the length of the chat; a chat reset (or freed) while
+        answering starts again from 0."""
+        session = self.store.get(sid)
+        shown, base = session.messages, len(session.messages)
+        for messages in self.respond(message, choice, path, temperature, top_p, max_tokens, sid):
+            if session.messages is not shown or len(messages) < base:
+                base = 0
+            yield base, messages[base:]
+
     def _turn(self, session: DemoSession, message, choice: str | None, controls: tuple) -> Iterator[list[dict]]:
         text, files = _split_message(message)
         uploads, names = [], {}
@@ -267,9 +288,22 @@ def build_chat_app(options: ChatOptions | None = None, demo: ChatDemo | None = N
     return app
 
 
+# the page merges a change into the chat it shows: keep the first `base` messages, append the rest (a js handler
+# returns the list of its outputs' values)
+MERGE_JS = "(chat, change) => [change ? (chat || []).slice(0, change.base).concat(change.messages) : chat]"
+
+
 def _wire(gr, app, demo: ChatDemo, box, chatbot, inputs: list, stop_btn, reset_btn) -> None:
-    """Connect the page's events to the demo's handlers, each with the browser session's id."""
+    """Connect the page's events to the demo's handlers, each with the browser session's id.
+
+    Answers stream as changes (`ChatDemo.respond_changes`): the page's event writes {base, messages} into a hidden
+    JSON that the browser merges into the Chatbot itself (MERGE_JS, no server round trip), and `/chat` yields this
+    turn's messages. Gradio sends an event's first and last value whole (and diffs every one in between against the
+    previous): with the whole chat as the value, each turn sent the history twice and diffed it per piece.
+    """
     pending = gr.State(None)
+    # rendered but not shown: a component left out of the page would not report its changes
+    change = gr.JSON(visible="hidden")
     api_trigger = gr.Button(visible=False)
     limit = demo.options.concurrency
 
@@ -277,10 +311,14 @@ def _wire(gr, app, demo: ChatDemo, box, chatbot, inputs: list, stop_btn, reset_b
         # a plain value (not a component update) clears the box, so gradio keeps this very component
         return {"text": "", "files": []}, message
 
+    def changes(message, choice, typed, temp, p, n, request: gr.Request):
+        # the Chatbot's own postprocess, here in the handler's thread: the event skips gradio's, which hops to a
+        # worker thread per update
+        for base, messages in demo.respond_changes(message, choice, typed, temp, p, n, request.session_hash):
+            yield {"base": base, "messages": chatbot.postprocess(messages).model_dump()}
+
     def respond(message, choice, typed, temp, p, n, request: gr.Request):
-        # the Chatbot's own postprocess, here in the handler's thread (about 30 us): the event skips gradio's, which
-        # hops to a worker thread and scans the whole history for files twice per streamed piece
-        for messages in demo.respond(message, choice, typed, temp, p, n, request.session_hash):
+        for _, messages in demo.respond_changes(message, choice, typed, temp, p, n, request.session_hash):
             yield chatbot.postprocess(messages).model_dump()
 
     def stop(request: gr.Request):
@@ -298,8 +336,10 @@ def _wire(gr, app, demo: ChatDemo, box, chatbot, inputs: list, stop_btn, reset_b
     chat = dict(concurrency_limit=limit, concurrency_id="chat", preprocess=False, postprocess=False)
     # the page: move the message out of the box at once, then stream the answer into the chat
     taken = box.submit(take, box, [box, pending], queue=False, trigger_mode="multiple", api_visibility="private")
-    sent = taken.then(respond, [pending, *inputs], chatbot, api_visibility="private", **chat)
-    # the same handler for API clients (gradio_client): POST the message to /chat
+    sent = taken.then(changes, [pending, *inputs], change, api_visibility="private", **chat)
+    change.change(None, [chatbot, change], chatbot, js=MERGE_JS, queue=False, api_visibility="private")
+    # the same handler for API clients (gradio_client): POST the message to /chat; each update holds this turn's
+    # messages (the client keeps the conversation)
     api_trigger.click(respond, [box, *inputs], chatbot, api_name="chat", **chat)
     # Stop sets the session's flag (the stream ends after its current token) and cancels the event, which
     # closes the handler so the partial answer is committed to the session's state

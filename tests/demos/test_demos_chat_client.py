@@ -41,10 +41,12 @@ def test_three_turn_chat_streams_and_equals_library_greedy_answers(chat_server, 
         assert len(partial) > 2, f"the answer did not stream: {partial}"
         # gr.Chatbot trims the text around a message (the reply's leading " " after "Assistant:")
         assert partial[-1] == want.strip()
-    final = demo_helpers.chat_messages(job)[-1]
-    # image, three questions and three answers, in order
-    assert [m["role"] for m in final] == ["user", "user", "assistant", "user", "assistant", "user", "assistant"]
+    # each turn's updates carry that turn's messages only (the client keeps the conversation)
+    assert [m["role"] for m in demo_helpers.chat_messages(job)[-1]] == ["user", "assistant"]
     session = app.mmrwkv_demo.store.get(client.session_hash)
+    # image, three questions and three answers, in order
+    assert [m["role"] for m in session.messages] == ["user", "user", "assistant", "user", "assistant", "user",
+                                                     "assistant"]
     # state reuse: the demo prefilled exactly what the library's one-session chat did (no history re-runs)
     assert session.chat.prefill_tokens == prefilled
     client.close()

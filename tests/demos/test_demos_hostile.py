@@ -111,3 +111,24 @@ def test_four_concurrent_uploads_of_a_megahertz_wav_stay_small(chat, tmp_path):
     assert all("sample rate 1000003 Hz" in r for r in replies.values()) and len(replies) == 4
     # ru_maxrss is in KiB: the peak grew by less than 200 MB (a 1000003 Hz resample asked for 64 GB)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000
+
+
+def test_streamed_updates_carry_only_this_turns_messages(chat):
+    sizes = []
+    for turn in range(6):
+        updates = list(
+            chat.respond_changes(
+                {"text": f"question {turn}", "files": []}, chat.options.checkpoint, "", *CONTROLS, "s1"
+            )
+        )
+        base, messages = updates[-1]
+        assert base == 2 * turn and [m["role"] for m in messages] == ["user", "assistant"]
+        sizes.append(max(len(str(m)) for _, m in updates))
+    assert len(chat.store.get("s1").messages) == 12
+    # the largest update of turn 6 is no larger than turn 1's (give or take the reply's length)
+    assert sizes[-1] < 2 * sizes[0]
+    chat.reset("s1")
+    base, messages = list(
+        chat.respond_changes({"text": "again", "files": []}, chat.options.checkpoint, "", *CONTROLS, "s1")
+    )[-1]
+    assert base == 0 and len(messages) == 2
