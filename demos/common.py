@@ -241,7 +241,7 @@ def sampling_from_controls(temperature: float, top_p: float, max_tokens: int):
     The chat's answer event takes its inputs as sent (no gradio preprocess), so a control that is not a number
     raises ConfigError naming it.
     """
-    from mmrwkv.generate import SamplingConfig
+    from mmrwkv.inference.generate import SamplingConfig
 
     def number(name: str, value, kind: type):
         try:

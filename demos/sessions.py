@@ -61,7 +61,7 @@ class DemoSession:
         Returns True when the conversation was (re)started.
         """
         from mmrwkv.chat import ChatSession
-        from mmrwkv.prefix_cache import PrefixCache
+        from mmrwkv.inference.prefix_cache import PrefixCache
 
         if key == self.model_key and self.chat is not None:
             return False

@@ -55,7 +55,7 @@ class StreamDemo:
     def session(self, sid: str):
         """The StreamSession of browser session `sid` (made on first use; the least recently used beyond
         `max_sessions` are dropped)."""
-        from mmrwkv.generate import SamplingConfig
+        from mmrwkv.inference.generate import SamplingConfig
         from mmrwkv.stream import StreamSession
 
         with self._lock:

@@ -1,4 +1,4 @@
-"""Chat template, chat sessions that carry the RNN state across turns, and a content-keyed prefix-state cache.
+"""Chat template and chat sessions that carry the RNN state across turns (prefix cache: inference.prefix_cache).
 
 Template (the RWKV World chat convention), one block per turn, blocks separated by a blank line:
 
@@ -38,11 +38,11 @@ import torch
 from torch import Tensor
 
 from mmrwkv.errors import DataError, MediaError
-from mmrwkv.generate import GenerationResult, SamplingConfig, sample_stream
+from mmrwkv.inference.generate import GenerationResult, SamplingConfig, sample_stream
 from mmrwkv.inference.prefill import prefill_embeddings
+from mmrwkv.inference.prefix_cache import PrefixCache, Prepared, content_key, model_key
 from mmrwkv.multimodal import Media
 from mmrwkv.names import IGNORE, MODALITIES, PLACEMENTS
-from mmrwkv.prefix_cache import PrefixCache, Prepared, content_key, model_key
 
 ROLES = {"system": "System", "user": "User", "assistant": "Assistant"}
 _MARKER = re.compile(r"<(image|audio)>")

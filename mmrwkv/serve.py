@@ -158,7 +158,7 @@ def parse_messages(raw: Any, limits: ServeLimits) -> list[Message]:
 
 def sampling_from(body: dict, limits: ServeLimits):
     """The request's sampling settings as a `SamplingConfig` (the turn always ends at a blank line)."""
-    from mmrwkv.generate import SamplingConfig
+    from mmrwkv.inference.generate import SamplingConfig
 
     if body.get("n", 1) != 1:
         raise RequestError("n: only n=1 is supported", param="n")
@@ -189,7 +189,7 @@ class ChatServer:
     """The model, its conversations and the model lock; framework-free (the HTTP app calls into it)."""
 
     def __init__(self, model: Any, name: str, limits: ServeLimits | None = None):
-        from mmrwkv.prefix_cache import PrefixCache
+        from mmrwkv.inference.prefix_cache import PrefixCache
 
         self.model = model
         self.name = name

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from mmrwkv.chat import ban_media_ids, clean_message
 from mmrwkv.errors import MediaError
-from mmrwkv.generate import SamplingConfig, sample_stream
+from mmrwkv.inference.generate import SamplingConfig, sample_stream
 from mmrwkv.inference.prefill import prefill_embeddings
 from mmrwkv.multimodal import Media
 

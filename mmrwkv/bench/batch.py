@@ -88,7 +88,7 @@ def step_times(model, batch_size: int, tokens: int, rounds: int) -> dict[str, fl
 def generation_times(model, batch_size: int, tokens: int, rounds: int) -> dict[str, float]:
     """Median seconds of a greedy generation of `tokens` tokens for `batch_size` prompts of different lengths:
     "generate_batch" and "one_at_a_time"."""
-    from mmrwkv.generate import SamplingConfig, generate, generate_batch
+    from mmrwkv.inference.generate import SamplingConfig, generate, generate_batch
 
     prompts = [[65 + i] * (3 + 5 * i) for i in range(batch_size)]
     sampling, tokenizer = SamplingConfig(temperature=0, max_tokens=tokens, eos_ids=[]), _IdTokenizer()

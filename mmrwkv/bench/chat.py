@@ -83,7 +83,7 @@ def random_png(seed: int, side: int = 96) -> bytes:
 
 
 def _sampling(args: argparse.Namespace):
-    from mmrwkv.generate import SamplingConfig
+    from mmrwkv.inference.generate import SamplingConfig
 
     return SamplingConfig(temperature=0, max_tokens=args.answer_tokens, stop=[], eos_ids=[])
 
@@ -148,7 +148,7 @@ def chat_rerunning_history(model, turns: list, args: argparse.Namespace) -> tupl
 def _rerun_turn(model, template, turns: list, args: argparse.Namespace) -> tuple[tuple[float, float], int]:
     import torch
 
-    from mmrwkv.generate import sample_stream
+    from mmrwkv.inference.generate import sample_stream
 
     start = _clock()
     enc = template.encode_turns(turns)

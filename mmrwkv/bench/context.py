@@ -72,7 +72,7 @@ class _RWKVRunner:
     """Real prefill to each context, then timed RNN-mode steps."""
 
     def __init__(self, model, chunk: int):
-        from mmrwkv.generate import stepper_for
+        from mmrwkv.inference.generate import stepper_for
 
         self.model, self.chunk, self.step = model, chunk, stepper_for(model)
         self.state, self.length, self.token = model.init_state(1), 0, torch.tensor([1])

@@ -131,7 +131,7 @@ def make_demo(model, answer_tokens: int):
     """A ChatDemo over `model` whose answers are exactly `answer_tokens` greedy tokens."""
     from mmrwkv.demos.chat import ChatDemo, ChatOptions
     from mmrwkv.demos.common import ModelRegistry
-    from mmrwkv.generate import SamplingConfig
+    from mmrwkv.inference.generate import SamplingConfig
 
     class FixedLength(ChatDemo):
         # wall seconds from entering `respond` to its first update with reply text, per call (server runs), and the

@@ -43,7 +43,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sampling_from_args(args: argparse.Namespace):
     """The `SamplingConfig` the flags describe."""
-    from mmrwkv.generate import SamplingConfig
+    from mmrwkv.inference.generate import SamplingConfig
 
     return SamplingConfig(
         temperature=args.temperature,
@@ -110,7 +110,7 @@ def load_for_generation(args: argparse.Namespace):
 
 def text_pieces(args: argparse.Namespace, model, tokenizer, sampling) -> Iterator[str]:
     """The generated pieces for a text prompt (a multimodal command can replace this step)."""
-    from mmrwkv.generate import generate
+    from mmrwkv.inference.generate import generate
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     try:

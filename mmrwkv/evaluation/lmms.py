@@ -65,7 +65,7 @@ class MMRWKV(lmms):
         super().__init__()
         from mmrwkv.chat import ChatSession
         from mmrwkv.evaluation.run_task import load_model
-        from mmrwkv.prefix_cache import PrefixCache
+        from mmrwkv.inference.prefix_cache import PrefixCache
 
         self.model = load_model(checkpoint, device)
         self.cache = PrefixCache()
@@ -80,7 +80,7 @@ class MMRWKV(lmms):
         return _images(doc_to_visual(self.task_dict[task][split][doc_id]))
 
     def _sampling(self, gen_kwargs: dict):
-        from mmrwkv.generate import SamplingConfig
+        from mmrwkv.inference.generate import SamplingConfig
 
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)

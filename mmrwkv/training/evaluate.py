@@ -63,7 +63,7 @@ def _buckets(prompts: list, batch_size: int) -> list[list[int]]:
 @torch.inference_mode()
 def _decode(model, logits: torch.Tensor, state, sampling) -> list[str]:
     """Greedy / sampled RNN-mode decoding of B rows from their last prompt logits (B, V)."""
-    from mmrwkv.generate import Sampler, TextStream
+    from mmrwkv.inference.generate import Sampler, TextStream
 
     tokenizer = model.tokenizer
     eos = set(sampling.eos_ids) if sampling.eos_ids is not None else {tokenizer.special.eos}

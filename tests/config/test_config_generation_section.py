@@ -7,7 +7,7 @@ import pytest
 
 from mmrwkv.config import GenerationConfig, config_from_dict
 from mmrwkv.errors import ConfigError
-from mmrwkv.generate import SamplingConfig
+from mmrwkv.inference.generate import SamplingConfig
 
 
 def test_generation_section_has_exactly_the_sampling_fields():

@@ -11,7 +11,7 @@ from PIL import Image
 from mmrwkv.chat import ChatSession
 from mmrwkv.demos.chat import ChatOptions, build_chat_app
 from mmrwkv.demos.common import build_random_tiny, free_port, launch_app
-from mmrwkv.generate import SamplingConfig
+from mmrwkv.inference.generate import SamplingConfig
 from mmrwkv.multimodal import MultimodalRWKV
 
 MAX_FILE_BYTES = 200_000

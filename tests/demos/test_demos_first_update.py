@@ -2,7 +2,7 @@
 
 from mmrwkv.demos.chat import ChatDemo, ChatOptions
 from mmrwkv.demos.common import ModelRegistry
-from mmrwkv.generate import SamplingConfig
+from mmrwkv.inference.generate import SamplingConfig
 
 
 class FixedSampling(ChatDemo):

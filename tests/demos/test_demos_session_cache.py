@@ -1,7 +1,7 @@
 """Each demo session has its own prefix cache and media memo: nothing cached in one session serves another."""
 
 from mmrwkv.demos.sessions import DemoSession
-from mmrwkv.generate import SamplingConfig
+from mmrwkv.inference.generate import SamplingConfig
 
 GREEDY = SamplingConfig(temperature=0, max_tokens=2, stop=[], eos_ids=[])
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from mmrwkv.demos.sessions import SessionStore
-from mmrwkv.generate import SamplingConfig
+from mmrwkv.inference.generate import SamplingConfig
 
 
 class Clock:

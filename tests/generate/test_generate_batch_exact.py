@@ -4,8 +4,8 @@ bf16 (an official .pth loads in bf16): rows of a batch take the same one-token s
 import pytest
 import torch
 
-from mmrwkv.generate import GenerationResult, SamplingConfig, generate, generate_batch
 from mmrwkv.inference import engine
+from mmrwkv.inference.generate import GenerationResult, SamplingConfig, generate, generate_batch
 from mmrwkv.inference.stepper import RWKVStepper
 from mmrwkv.kernels import cpu as native
 

@@ -8,7 +8,7 @@ import torch
 from mmrwkv.cli import main
 from mmrwkv.commands.generate import stream_to, tokenizer_spec
 from mmrwkv.errors import TokenizerError
-from mmrwkv.generate import SamplingConfig, generate
+from mmrwkv.inference.generate import SamplingConfig, generate
 from mmrwkv.tokenizer import train_bpe
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "hello world"] * 10

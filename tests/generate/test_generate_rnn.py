@@ -2,7 +2,7 @@
 
 import torch
 
-from mmrwkv.generate import GenerationResult, SamplingConfig, generate, generate_batch, prefill, sample_stream
+from mmrwkv.inference.generate import GenerationResult, SamplingConfig, generate, generate_batch, prefill, sample_stream
 
 GREEDY = SamplingConfig(temperature=0, max_tokens=12, eos_ids=[])
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from mmrwkv.generate import Sampler, SamplingConfig
+from mmrwkv.inference.generate import Sampler, SamplingConfig
 
 
 def test_greedy_never_makes_a_generator():

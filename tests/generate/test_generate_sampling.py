@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmrwkv.errors import ConfigError
-from mmrwkv.generate import Sampler, SamplingConfig
+from mmrwkv.inference.generate import Sampler, SamplingConfig
 
 
 def test_greedy_picks_argmax_per_row():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mmrwkv.generate import stepper_for
+from mmrwkv.inference.generate import stepper_for
 from mmrwkv.inference.stepper import RWKVStepper
 from mmrwkv.rwkv import RWKV, config_for
 

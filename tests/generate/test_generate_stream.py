@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mmrwkv.generate import TextStream
+from mmrwkv.inference.generate import TextStream
 
 
 def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from mmrwkv.generate import Sampler, SamplingConfig, _undecodable_ids
+from mmrwkv.inference.generate import Sampler, SamplingConfig, _undecodable_ids
 from mmrwkv.tokenizer import load_tokenizer
 
 WORLD = load_tokenizer("world")

@@ -3,7 +3,7 @@
 import torch
 
 from mmrwkv.chat import ChatSession, ban_media_ids
-from mmrwkv.generate import SamplingConfig
+from mmrwkv.inference.generate import SamplingConfig
 
 
 def _wants(model, token: int):

@@ -7,7 +7,7 @@ import torch
 
 from mmrwkv.chat import ChatSession, PrefixCache, content_key
 from mmrwkv.errors import MediaError
-from mmrwkv.generate import SamplingConfig
+from mmrwkv.inference.generate import SamplingConfig
 from mmrwkv.multimodal import Media
 
 GREEDY = SamplingConfig(temperature=0, max_tokens=4, stop=["\n\n"])

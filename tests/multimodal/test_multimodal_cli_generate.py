@@ -2,7 +2,7 @@
 
 from mmrwkv.chat import ChatSession
 from mmrwkv.cli import main
-from mmrwkv.generate import SamplingConfig
+from mmrwkv.inference.generate import SamplingConfig
 
 
 def test_generate_streams_the_chat_answer_about_an_image(tiny_model, png, wav, tmp_path, capsys):

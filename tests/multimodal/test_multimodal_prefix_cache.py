@@ -8,8 +8,8 @@ import torch
 
 from mmrwkv import chat
 from mmrwkv.chat import ChatSession
-from mmrwkv.generate import SamplingConfig
-from mmrwkv.prefix_cache import PrefixCache, model_key
+from mmrwkv.inference.generate import SamplingConfig
+from mmrwkv.inference.prefix_cache import PrefixCache, model_key
 
 GREEDY = SamplingConfig(temperature=0, max_tokens=3, stop=[], eos_ids=[])
 

@@ -5,8 +5,8 @@ so bf16 steps, batched steps and sampled batches run on any CPU."""
 import pytest
 import torch
 
-from mmrwkv.generate import SamplingConfig, generate_batch
 from mmrwkv.inference import engine
+from mmrwkv.inference.generate import SamplingConfig, generate_batch
 from mmrwkv.kernels import cpu as native
 from mmrwkv.rwkv import RWKV, config_for
 

@@ -182,7 +182,7 @@ def test_inference_mode_logits_give_their_pick_only_when_asked():
 
 
 def test_a_greedy_sampler_takes_the_steps_pick_and_torch_argmax_otherwise(monkeypatch):
-    from mmrwkv.generate import Sampler, SamplingConfig, stepper_for
+    from mmrwkv.inference.generate import Sampler, SamplingConfig, stepper_for
 
     model = _model(seed=5)
     asked = []

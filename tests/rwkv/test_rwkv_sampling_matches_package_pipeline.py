@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmrwkv.generate import GenerationResult, Sampler, SamplingConfig, generate, generate_batch
+from mmrwkv.inference.generate import GenerationResult, Sampler, SamplingConfig, generate, generate_batch
 from mmrwkv.tokenizer import load_tokenizer
 
 from .conftest import make_random_model

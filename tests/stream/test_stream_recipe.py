@@ -8,7 +8,7 @@ import pytest
 from mmrwkv.cli import main
 from mmrwkv.config import load_config
 from mmrwkv.data.streams import load_streams, place_events, stream_questions
-from mmrwkv.generate import SamplingConfig
+from mmrwkv.inference.generate import SamplingConfig
 from mmrwkv.multimodal import MultimodalRWKV
 from mmrwkv.stream import StreamSession
 from mmrwkv.stream_eval import evaluate_stream

@@ -2,7 +2,7 @@
 
 import torch
 
-from mmrwkv.generate import SamplingConfig
+from mmrwkv.inference.generate import SamplingConfig
 from mmrwkv.tokenizer import load_tokenizer
 from mmrwkv.training.evaluate import _decode
 

@@ -57,7 +57,7 @@ def test_lora_stages_chain_and_every_tool_loads_the_result(tmp_path, tiny):
     assert report.metrics["num_samples"] == 12 and "exact_match" in report.metrics["metrics"]
 
     from mmrwkv.chat import answer_once
-    from mmrwkv.generate import SamplingConfig
+    from mmrwkv.inference.generate import SamplingConfig
 
     answer = "".join(answer_once(str(final), "what shape is it?", images=[sample.images[0]],
                                  sampling=SamplingConfig(temperature=0.0, max_tokens=4)))
