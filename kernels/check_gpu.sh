@@ -4,7 +4,8 @@
 # spills, the accuracy table of every kernel against the fp64 reference, the timing table of every backend at
 # B8 T4096 C4096 H64 bf16), then compute-sanitizer memcheck / racecheck / synccheck / initcheck over the
 # torch-free harness (kernels/cuda/harness.cu), then the GPU tests with the time that is left.
-# Everything goes to OUT_DIR (default $OUT, else build/check_gpu): check_gpu.json, report.txt, sanitizers.txt.
+# Five files go to OUT_DIR (default $OUT, else build/check_gpu): check_gpu.json, report.txt, harness_build.txt,
+# sanitizers.txt, pytest.txt.
 #   usage: kernels/check_gpu.sh [--dry-run] [OUT_DIR]     (PYTHON=... picks the interpreter)
 #   --dry-run: CPU only; builds nothing for the GPU; runs the report on tiny shapes (see check_gpu.py).
 # Exit status: 0 when everything passed, 1 when a check failed, 2 when the machine cannot run the checks.
@@ -22,6 +23,7 @@ if [[ -z "$PY" ]]; then
     if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 TOTAL_S=470  # the whole run, build included
+export PYTHONUNBUFFERED=1
 failures=()
 step() { printf '\n==== %s (%d s) ====\n' "$*" "$SECONDS"; }
 
@@ -48,7 +50,7 @@ if ((DRY == 0)); then
     "$CUDA_HOME/bin/nvcc" --version | tail -n 1
     CAP="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n 1 | tr -d '. ')"
     # the CUDA build compiles for this GPU only, with every core
-    export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-${CAP:0:1}.${CAP:1}}" MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+    export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-${CAP:0:${#CAP}-1}.${CAP: -1}}" MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 fi
 
 step "2/5 project importable (offline editable install when it is not)"
@@ -66,7 +68,7 @@ if ! "$PY" -c 'import mmrwkv.kernels' 2>/dev/null; then
     fi
 fi
 
-HARNESS="$OUT_DIR/harness"
+HARNESS="$(mktemp -d)/harness"
 if ((DRY == 0)); then
     # the sanitizer harness builds (without torch) while the report runs
     "$CUDA_HOME/bin/nvcc" -O2 -std=c++17 -arch="sm_$CAP" -Ikernels/cuda kernels/cuda/harness.cu \
@@ -92,15 +94,15 @@ elif [[ ! -x "$SANITIZER" ]]; then
     echo "compute-sanitizer not found under $CUDA_HOME/bin: skipped"
 else
     : >"$OUT_DIR/sanitizers.txt"
+    log="$(mktemp)"
     for tool in memcheck racecheck synccheck initcheck; do
         extra=()
         [[ $tool == memcheck ]] && extra=(--leak-check full)
-        log="$OUT_DIR/sanitizer_$tool.txt"
         if timeout 60 "$SANITIZER" --tool "$tool" "${extra[@]}" --error-exitcode 1 "$HARNESS" >"$log" 2>&1; then
             echo "$tool: clean ($(tail -n 1 "$log"))" | tee -a "$OUT_DIR/sanitizers.txt"
         else
-            failures+=("compute-sanitizer $tool (see $log)")
-            { echo "$tool: FAILED"; tail -n 15 "$log"; } | tee -a "$OUT_DIR/sanitizers.txt"
+            failures+=("compute-sanitizer $tool (see $OUT_DIR/sanitizers.txt)")
+            { echo "$tool: FAILED"; tail -n 40 "$log"; } | tee -a "$OUT_DIR/sanitizers.txt"
         fi
     done
 fi
