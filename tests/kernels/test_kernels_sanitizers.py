@@ -24,7 +24,7 @@ REPORTS = ("WARNING: ThreadSanitizer", "ERROR: AddressSanitizer", "runtime error
 def build_command(kind: str, out: str) -> list[str]:
     src = cuda.SOURCE_DIR
     emulated = [str(src / "emu" / f"wkv{v}_emu.cpp") for v in (4, 6, 7)]
-    flags = ["-std=c++20", "-O1", "-g", "-pthread", "-DMMRWKV_EMU", "-DMMRWKV_N=16", f"-I{src}", *SANITIZERS[kind]]
+    flags = ["-std=c++20", "-O0", "-g", "-pthread", "-DMMRWKV_EMU", "-DMMRWKV_N=16", f"-I{src}", *SANITIZERS[kind]]
     return ["g++", *flags, "-x", "c++", str(src / "harness.cu"), "-x", "none", *emulated, "-o", out]
 
 
