@@ -59,3 +59,26 @@ def test_emulated_kernels_run_clean_under_the_sanitizer(binaries, kind):
     found = [r for r in REPORTS if r in output]
     assert run.returncode == 0 and not found, f"{kind} sanitizer: {found}\n{output[-4000:]}"
     assert "wkv7, wkv6, wkv4 x fp32, bf16 (N=16, T=37): ok" in run.stdout
+
+
+@pytest.mark.slow
+def test_thread_sanitizer_reports_the_race_of_a_removed_barrier(tmp_path):
+    """The negative control: without backward's end-of-step barrier, the next step's writes of the shared copy of
+    the state gradient race with this step's reads, and the ThreadSanitizer build says so."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ is not installed")
+    copy = tmp_path / "cuda"
+    shutil.copytree(cuda.SOURCE_DIR, copy)
+    source = (copy / "wkv7.cu").read_text()
+    barrier = "__syncthreads();  // G and dsa are rewritten by the next step"
+    assert source.count(barrier) == 1
+    (copy / "wkv7.cu").write_text(source.replace(barrier, ""))
+    cmd = [part.replace(str(cuda.SOURCE_DIR), str(copy)) for part in build_command("thread", str(tmp_path / "h"))]
+    build = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert build.returncode == 0, build.stdout + build.stderr
+    run = subprocess.run([str(tmp_path / "h")], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, TSAN_OPTIONS="halt_on_error=1"))  # fmt: skip
+    if "unexpected memory mapping" in run.stderr:
+        pytest.skip("ThreadSanitizer cannot run on this kernel's memory layout (ASLR)")
+    assert run.returncode != 0 and "WARNING: ThreadSanitizer: data race" in run.stderr
+    assert "wkv7_backward_kernel" in run.stderr
