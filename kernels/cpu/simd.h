@@ -80,10 +80,20 @@ inline vf load_upto(const T* p, int64_t n) {
   return n >= kLanes ? loadv(p) : load_part(p, n);
 }
 
+// the sum of the lanes: halves added in registers on x86 (a lane-by-lane loop goes through memory there)
 inline float hsum(vf v) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_add_ps(reinterpret_cast<__m512>(v));
+#elif defined(__AVX__)
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(reinterpret_cast<__m256>(v)),
+                        _mm256_extractf128_ps(reinterpret_cast<__m256>(v), 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+#else
   float s = v[0];
   for (int i = 1; i < kLanes; ++i) s += v[i];
   return s;
+#endif
 }
 
 inline bool any_lane(vi m) {
