@@ -97,7 +97,7 @@ class CaptionDemo:
 
     def _stream(self, choice: str | None, prompt: str, image, sampling) -> Iterator[tuple[str, bool]]:
         """(text piece, whether it replaces the text so far): answer pieces, or one error line."""
-        from mmrwkv.chat import ChatSession
+        from mmrwkv.inference.session import ChatSession
 
         try:
             if not choice:

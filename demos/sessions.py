@@ -60,8 +60,8 @@ class DemoSession:
 
         Returns True when the conversation was (re)started.
         """
-        from mmrwkv.chat import ChatSession
         from mmrwkv.inference.prefix_cache import PrefixCache
+        from mmrwkv.inference.session import ChatSession
 
         if key == self.model_key and self.chat is not None:
             return False

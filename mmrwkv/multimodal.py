@@ -1,6 +1,6 @@
 """Early fusion of media into an RWKV token stream.
 
-The chat template (`mmrwkv.chat`) writes N reserved placeholder ids per media item, N being what the
+The chat template (`mmrwkv.data.template`) writes N reserved placeholder ids per media item, N being what the
 encoder + projector yield for THAT item. `MultimodalRWKV.embed` looks up the text embeddings, encodes and
 projects the media (one batch per modality and item shape), checks that the slots and the features agree in
 number, and writes the features into their slots with `masked_scatter` (torchtune's EarlyFusion scheme).

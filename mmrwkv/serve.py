@@ -219,7 +219,8 @@ class ChatServer:
     def start(self, messages: list[Message], sampling) -> tuple[Any, Iterator[str]]:
         """(session, answer stream) for a request: a fork of the kept session of its history, or a fresh one
         with the history prefilled; the new user turn is prefilled here (bad media raise here)."""
-        from mmrwkv.chat import ChatSession, Turn
+        from mmrwkv.data.template import Turn
+        from mmrwkv.inference.session import ChatSession
 
         with self.lock:
             kept = self.sessions.get(conversation_key(messages[:-1]))

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mmrwkv.chat import ban_media_ids, clean_message
+from mmrwkv.data.template import clean_message
 from mmrwkv.errors import MediaError
 from mmrwkv.inference.generate import SamplingConfig, sample_stream
 from mmrwkv.inference.prefill import prefill_embeddings
+from mmrwkv.inference.session import ban_media_ids
 from mmrwkv.multimodal import Media
 
 DEFAULT_SAMPLING = SamplingConfig(temperature=0.0, max_tokens=32, stop=["\n\n"])

@@ -110,7 +110,7 @@ def _timed_turn(session, question: str, images: list) -> tuple[tuple[float, floa
 def chat_with_state_reuse(model, image: bytes, args: argparse.Namespace):
     """Per-turn (wall, cpu) seconds of a ChatSession chat (each the minimum over `--repeats` forks of the
     session), per-turn prefilled tokens, and the session (its turns feed the baseline)."""
-    from mmrwkv.chat import ChatSession
+    from mmrwkv.inference.session import ChatSession
 
     session = ChatSession(model, sampling=_sampling(args))
     times, tokens = [], []
@@ -134,7 +134,7 @@ def _fastest(runs: list[tuple[float, float]]) -> tuple[float, float]:
 def chat_rerunning_history(model, turns: list, args: argparse.Namespace) -> tuple[list[float], list[int]]:
     """Per-turn (wall, cpu) seconds (minimum over `--repeats`) when every turn prefills the whole history from an
     empty state; prompt lengths."""
-    from mmrwkv.chat import ChatTemplate
+    from mmrwkv.data.template import ChatTemplate
 
     template = ChatTemplate.for_model(model)
     times, lengths = [], []
@@ -161,7 +161,8 @@ def _rerun_turn(model, template, turns: list, args: argparse.Namespace) -> tuple
 def cached_image_costs(model, image: bytes, args: argparse.Namespace) -> dict:
     """Fastest (prefill, turn) CPU seconds of a first question about one image, a second question about it, and the
     second question again, with a PrefixCache (a new one per repeat)."""
-    from mmrwkv.chat import ChatSession, PrefixCache
+    from mmrwkv.inference.prefix_cache import PrefixCache
+    from mmrwkv.inference.session import ChatSession
 
     calls: list[int] = []
     hook = model.encoders["image"].register_forward_hook(lambda *_: calls.append(1))

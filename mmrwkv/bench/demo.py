@@ -101,8 +101,8 @@ def random_recipe_model(recipe: str, workdir: Path, *, seed: int = 0, overrides:
     """A random model built as the recipe builds it; a "bpe" tokenizer is trained on template lines."""
     import torch
 
-    from mmrwkv.chat import ROLES
     from mmrwkv.config import load_config
+    from mmrwkv.data.template import ROLES
     from mmrwkv.multimodal import MultimodalRWKV
     from mmrwkv.tokenizer import load_tokenizer, train_bpe
     from mmrwkv.training.build import model_config

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from mmrwkv.multimodal import is_multimodal_checkpoint
 
     if args.image or args.audio or is_multimodal_checkpoint(args.checkpoint):
-        from mmrwkv.chat import answer_once
+        from mmrwkv.inference.session import answer_once
 
         if Path(args.checkpoint).exists() and not is_multimodal_checkpoint(args.checkpoint):
             raise CheckpointError(

@@ -63,9 +63,9 @@ class MMRWKV(lmms):
         self, checkpoint: str, device: str = "cpu", max_new_tokens: int | str = 64, batch_size: int | str = 1, **kwargs
     ) -> None:
         super().__init__()
-        from mmrwkv.chat import ChatSession
         from mmrwkv.evaluation.run_task import load_model
         from mmrwkv.inference.prefix_cache import PrefixCache
+        from mmrwkv.inference.session import ChatSession
 
         self.model = load_model(checkpoint, device)
         self.cache = PrefixCache()
@@ -107,7 +107,7 @@ class MMRWKV(lmms):
     @torch.inference_mode()
     def _prompt_state(self, context, images: list, key: str):
         """(last logits (V,), state) after the user turn and "Assistant:", once per document prompt."""
-        from mmrwkv.chat import Turn
+        from mmrwkv.data.template import Turn
         from mmrwkv.multimodal import Media
 
         hit = self.cache.get(key)

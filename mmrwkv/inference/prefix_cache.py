@@ -19,7 +19,6 @@ import os
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -51,13 +50,6 @@ def content_key(ids: Sequence[int], media: Media | None = None, *, parent: str =
             h.update(f"{modality}|{t.dtype}|{tuple(t.shape)}".encode())
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A media item already preprocessed (the chat template uses the tensor instead of preprocessing again)."""
-
-    tensor: Tensor
 
 
 def raw_bytes(item: Any) -> bytes | None:

@@ -49,7 +49,7 @@ def tokenizer_spec(cfg: RecipeConfig, train_set) -> str:
     """The tokenizer spec the model is built with; "bpe" trains one on the training texts (once per output dir)."""
     if cfg.model.tokenizer != "bpe":
         return cfg.model.tokenizer
-    from mmrwkv.chat import ROLES
+    from mmrwkv.data.template import ROLES
     from mmrwkv.tokenizer import train_bpe
 
     path = Path(cfg.train.output_dir).resolve() / TOKENIZER_FILE
@@ -188,7 +188,7 @@ def _placeholders(template) -> set[int]:
 def to_turns(sample, rng: random.Random | None = None, *, train: bool = True, media: bool = True) -> list:
     """Chat `Turn`s of a data `Sample`; the first user turn carries its media (paths) unless `media` is False
     (then its media markers are dropped too). Without `train` the final assistant reply is left out."""
-    from mmrwkv.chat import Turn, parse_markers
+    from mmrwkv.data.template import Turn, parse_markers
 
     conversation = sample.conversation(rng)
     if not train and conversation and conversation[-1][0] == "assistant":
@@ -237,7 +237,7 @@ class GroupedChatDataset(torch.utils.data.Dataset):
 
 def make_collate(tokenizer):
     """Collate (Encoded, meta) pairs into the training batch contract."""
-    from mmrwkv.chat import collate
+    from mmrwkv.data.template import collate
 
     pad = int(tokenizer.special.eos)
 
@@ -279,7 +279,7 @@ def build_datasets(cfg: RecipeConfig, model, val=None):
     The val dataset (`data.val_split`, or the already loaded `val` samples) encodes its samples with their
     replies, for the validation loss; its `samples` are the raw ones the task metric generates for.
     """
-    from mmrwkv.chat import ChatTemplate
+    from mmrwkv.data.template import ChatTemplate
 
     d = cfg.data
     cache = MediaCache(model, max_bytes=d.media_cache_mb << 20)

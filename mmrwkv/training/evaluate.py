@@ -46,7 +46,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def _prompts(model, samples: Sequence, placement: str) -> list:
-    from mmrwkv.chat import ChatTemplate
+    from mmrwkv.data.template import ChatTemplate
     from mmrwkv.training.build import MediaCache, to_turns
 
     template = ChatTemplate(model.tokenizer, placement, model=MediaCache(model))
@@ -91,7 +91,7 @@ def _decode(model, logits: torch.Tensor, state, sampling) -> list[str]:
 
 def predict(model, samples: Sequence, cfg: RecipeConfig, *, progress: bool = False) -> dict[str, str]:
     """{sample id: generated text} for `samples`, batched by prompt length."""
-    from mmrwkv.chat import ban_media_ids
+    from mmrwkv.inference.session import ban_media_ids
     from mmrwkv.multimodal import Media
 
     model.eval()

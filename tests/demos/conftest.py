@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmrwkv.chat import ChatSession
 from mmrwkv.demos.chat import ChatOptions, build_chat_app
 from mmrwkv.demos.common import build_random_tiny, free_port, launch_app
 from mmrwkv.inference.generate import SamplingConfig
+from mmrwkv.inference.session import ChatSession
 from mmrwkv.multimodal import MultimodalRWKV
 
 MAX_FILE_BYTES = 200_000

@@ -7,7 +7,7 @@ import pytest
 import soundfile
 from gradio_client import Client, handle_file
 
-from mmrwkv.chat import ChatSession
+from mmrwkv.inference.session import ChatSession
 
 MAX_TOKENS = 6
 

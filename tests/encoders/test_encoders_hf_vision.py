@@ -149,7 +149,7 @@ def test_siglip2_naflex_keeps_the_aspect_ratio_and_equals_transformers(tmp_path)
         torch.testing.assert_close(ours[row, :n], theirs[row, :n], rtol=1e-5, atol=1e-5)
         assert not ours[row, n:].any()
     # in a model: each image fills as many placeholders as its own grid has patches
-    from mmrwkv.chat import ChatTemplate, Turn
+    from mmrwkv.data.template import ChatTemplate, Turn
     from mmrwkv.multimodal import MultimodalRWKV
 
     mm = MultimodalRWKV.from_config(

@@ -192,7 +192,7 @@ def _request(kind, args):
 def test_loglikelihood_reuses_the_prompt_state_and_equals_the_full_sequence(tiny_checkpoint, tmp_path):
     from PIL import Image
 
-    from mmrwkv.chat import Turn
+    from mmrwkv.data.template import Turn
     from mmrwkv.evaluation.lmms import MMRWKV
 
     model = MMRWKV(checkpoint=str(tiny_checkpoint))

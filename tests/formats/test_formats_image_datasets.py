@@ -9,8 +9,8 @@ import json
 import pytest
 from PIL import Image
 
-from mmrwkv.chat import ChatTemplate
 from mmrwkv.data.readers import read_coco_captions, read_easy_vqa, read_llava, read_vqav2
+from mmrwkv.data.template import ChatTemplate
 from mmrwkv.errors import DataError
 from mmrwkv.tokenizer import load_tokenizer
 from mmrwkv.training.build import to_turns

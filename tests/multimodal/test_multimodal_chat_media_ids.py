@@ -2,8 +2,8 @@
 
 import torch
 
-from mmrwkv.chat import ChatSession, ban_media_ids
 from mmrwkv.inference.generate import SamplingConfig
+from mmrwkv.inference.session import ChatSession, ban_media_ids
 
 
 def _wants(model, token: int):

@@ -5,9 +5,10 @@ import copy
 import pytest
 import torch
 
-from mmrwkv.chat import ChatSession, PrefixCache, content_key
 from mmrwkv.errors import MediaError
 from mmrwkv.inference.generate import SamplingConfig
+from mmrwkv.inference.prefix_cache import PrefixCache, content_key
+from mmrwkv.inference.session import ChatSession
 from mmrwkv.multimodal import Media
 
 GREEDY = SamplingConfig(temperature=0, max_tokens=4, stop=["\n\n"])

@@ -4,8 +4,8 @@ and a media slot without its media still fails as before."""
 import pytest
 import torch
 
-from mmrwkv.chat import ChatSession
 from mmrwkv.errors import MediaError
+from mmrwkv.inference.session import ChatSession
 from mmrwkv.multimodal import Media
 
 

@@ -1,8 +1,8 @@
 """`mmrwkv generate --image/--audio` on a saved multimodal checkpoint."""
 
-from mmrwkv.chat import ChatSession
 from mmrwkv.cli import main
 from mmrwkv.inference.generate import SamplingConfig
+from mmrwkv.inference.session import ChatSession
 
 
 def test_generate_streams_the_chat_answer_about_an_image(tiny_model, png, wav, tmp_path, capsys):

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from mmrwkv.chat import ChatTemplate, Turn, collate
+from mmrwkv.data.template import ChatTemplate, Turn, collate
 from mmrwkv.errors import CheckpointError, ConfigError, MediaError
 from mmrwkv.multimodal import Media, MultimodalRWKV
 

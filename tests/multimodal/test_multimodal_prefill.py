@@ -4,8 +4,8 @@ size, no timing), anything else sequence mode; both give sequence mode's result.
 import pytest
 import torch
 
-from mmrwkv.chat import ChatSession
 from mmrwkv.inference import engine
+from mmrwkv.inference.session import ChatSession
 from mmrwkv.kernels import cpu as native
 from mmrwkv.multimodal import Media
 

@@ -6,17 +6,17 @@ import gc
 
 import torch
 
-from mmrwkv import chat
-from mmrwkv.chat import ChatSession
+from mmrwkv.data import template as chat_template
 from mmrwkv.inference.generate import SamplingConfig
 from mmrwkv.inference.prefix_cache import PrefixCache, model_key
+from mmrwkv.inference.session import ChatSession
 
 GREEDY = SamplingConfig(temperature=0, max_tokens=3, stop=[], eos_ids=[])
 
 
 def prefilled(session, text, images):
     """(logits, state) right after the prompt, as the session's cache path computes them."""
-    prompt = chat.Turn("user", text, images=session._prepare("image", images))
+    prompt = chat_template.Turn("user", text, images=session._prepare("image", images))
     enc = session.template.encode_turns([prompt])
     logits, state, _ = session._prefill(enc.ids, enc.media)
     return logits, state

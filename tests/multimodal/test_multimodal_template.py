@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from mmrwkv.chat import IGNORE, ChatTemplate, Encoded, Slot, Turn, collate, parse_markers
+from mmrwkv.data.template import ChatTemplate, Encoded, Slot, Turn, collate, parse_markers
 from mmrwkv.errors import DataError, MediaError
 from mmrwkv.multimodal import Media
+from mmrwkv.names import IGNORE
 from mmrwkv.tokenizer import load_tokenizer
 
 TOK = load_tokenizer("world")

@@ -1,7 +1,7 @@
 """The chat template remembers the ids of short texts (role prefixes, the generation prompt): same ids, bounded."""
 
-from mmrwkv import chat
-from mmrwkv.chat import ChatTemplate, Turn
+from mmrwkv.data import template as chat_template
+from mmrwkv.data.template import ChatTemplate, Turn
 from mmrwkv.tokenizer import load_tokenizer
 
 TOK = load_tokenizer("world")
@@ -32,10 +32,10 @@ def test_repeated_turns_encode_short_texts_once_with_the_same_ids():
 
 
 def test_long_texts_are_not_kept_and_the_memo_is_bounded(monkeypatch):
-    monkeypatch.setattr(chat, "MEMO_ENTRIES", 3)
+    monkeypatch.setattr(chat_template, "MEMO_ENTRIES", 3)
     tok = CountingTokenizer()
     template = ChatTemplate(tok, "first")
-    long = "x" * (chat.MEMO_CHARS + 1)
+    long = "x" * (chat_template.MEMO_CHARS + 1)
     for text in (long, long, "a", "b", "c", "d"):
         template.encode_turn(Turn("user", text))
     assert tok.calls[f"User: {long}\n\n"] == 2

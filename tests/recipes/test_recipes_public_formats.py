@@ -135,8 +135,8 @@ def _meta_model(cfg, monkeypatch):
 def test_gpu_recipe_real_shapes_add_up(name, tmp_path, monkeypatch):
     from PIL import Image
 
-    from mmrwkv.chat import ChatTemplate
     from mmrwkv.data.sample import Sample
+    from mmrwkv.data.template import ChatTemplate
     from mmrwkv.training.build import to_turns
     from mmrwkv.training.lengths import MediaCache
 

@@ -15,9 +15,9 @@ from PIL import Image
 openai = pytest.importorskip("openai")
 uvicorn = pytest.importorskip("uvicorn")
 
-from mmrwkv.chat import ChatSession  # noqa: E402
 from mmrwkv.demos.common import build_random_tiny, free_port  # noqa: E402
 from mmrwkv.inference.generate import SamplingConfig  # noqa: E402
+from mmrwkv.inference.session import ChatSession  # noqa: E402
 from mmrwkv.serve import ChatServer, ServeLimits  # noqa: E402
 from mmrwkv.serve_app import create_app  # noqa: E402
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mmrwkv.chat import ChatTemplate, Slot, Turn
+from mmrwkv.data.template import ChatTemplate, Slot, Turn
 from mmrwkv.errors import MediaError
 from mmrwkv.multimodal import Media, MultimodalRWKV
 from mmrwkv.rwkv.state import FIELDS

@@ -56,8 +56,8 @@ def test_lora_stages_chain_and_every_tool_loads_the_result(tmp_path, tiny):
     report = evaluate_recipe(last_cfg, final, out_dir=tmp_path / "eval", progress=False)
     assert report.metrics["num_samples"] == 12 and "exact_match" in report.metrics["metrics"]
 
-    from mmrwkv.chat import answer_once
     from mmrwkv.inference.generate import SamplingConfig
+    from mmrwkv.inference.session import answer_once
 
     answer = "".join(answer_once(str(final), "what shape is it?", images=[sample.images[0]],
                                  sampling=SamplingConfig(temperature=0.0, max_tokens=4)))

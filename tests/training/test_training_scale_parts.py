@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mmrwkv.chat import Encoded
 from mmrwkv.config import load_config
 from mmrwkv.data.sample import Sample
+from mmrwkv.data.template import Encoded
 from mmrwkv.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[2]
