@@ -50,13 +50,7 @@ def index_images(folder: str | Path) -> dict[int, Path]:
 def is_text(value: Any) -> bool:
     """A non-empty string that is valid Unicode: JSON's `\\ud800` escapes give lone surrogates, which no encoder,
     tokenizer or report can write."""
-    if not isinstance(value, str) or not value.strip():
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return isinstance(value, str) and bool(value.strip()) and _unicode(value)
 
 
 def _str_field(record: Any, key: str) -> str | None:
@@ -252,7 +246,16 @@ def _vqa_answers(annotations: Path | None, bad: BadRecords) -> dict[Any, Mapping
 
 def _answer_texts(ann: Mapping) -> list[str] | None:
     texts = [a.get("answer") if isinstance(a, Mapping) else None for a in ann["answers"]]
-    return texts if all(isinstance(t, str) for t in texts) else None
+    return texts if all(isinstance(t, str) and _unicode(t) for t in texts) else None
+
+
+def _unicode(text: str) -> bool:
+    """Whether `text` is valid Unicode (no lone surrogate from a JSON `\\ud800` escape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_vqav2(
@@ -309,9 +312,10 @@ def _llava_turns(record: Mapping) -> list[tuple[str, str]] | str:
         return "needs a non-empty list 'conversations'"
     turns = []
     for j, turn in enumerate(conversations):
-        role = _ROLES.get(turn.get("from")) if isinstance(turn, Mapping) else None
-        if role is None or not isinstance(turn.get("value"), str):
-            return f"conversations[{j}] needs 'from' in {sorted(_ROLES)} and a string 'value'"
+        source = turn.get("from") if isinstance(turn, Mapping) else None
+        role = _ROLES.get(source) if isinstance(source, str) else None
+        if role is None or not isinstance(turn.get("value"), str) or not _unicode(turn["value"]):
+            return f"conversations[{j}] needs 'from' in {sorted(_ROLES)} and a valid Unicode string 'value'"
         turns.append((role, turn["value"]))
     if not any(role == "assistant" for role, _ in turns):
         return "has no 'gpt' turn to learn from"

@@ -121,3 +121,17 @@ def test_the_recipe_field_reaches_the_reader(tmp_path):
         build_dataset(DataConfig(kind="coco_captions", root=str(root), paths=paths), "val")
     cfg = DataConfig(kind="coco_captions", root=str(root), paths=paths, allow_outside_paths=True)
     assert len(build_dataset(cfg, "val").samples) == 1
+
+
+def test_list_roles_and_lone_surrogates_in_llava_are_bad_records(tmp_path):
+    root = _images(tmp_path)
+    path = root / "llava.json"
+    listed = {"id": "a", "conversations": [{"from": ["human"], "value": "Q"}, {"from": "gpt", "value": "A"}]}
+    path.write_text(json.dumps([listed]))
+    with pytest.raises(DataError, match=r"conversations\[0\] needs 'from' in"):
+        read_llava(path, root)
+    path.write_text(
+        '[{"id": "b", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "\\udc80"}]}]'
+    )
+    with pytest.raises(DataError, match=r"conversations\[1\] needs .* valid Unicode string 'value'"):
+        read_llava(path, root)
