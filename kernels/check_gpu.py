@@ -106,7 +106,8 @@ def errors(got: dict, want: dict) -> dict[str, dict[str, float]]:
 
 
 def backends(dry: bool) -> dict[str, Any]:
-    """name -> (callable(op, **inputs) or None, reason): ours first."""
+    """name -> (callable(op, **inputs) or None, reason), in the order the tables run them: ours, our default
+    Triton variant, fla, then the other variants (a run short of time loses the last ones)."""
     from mmrwkv.kernels import chunked, cuda, triton_fla, triton_wkv
 
     device = torch.device("cpu" if dry else "cuda")
@@ -121,9 +122,13 @@ def backends(dry: bool) -> dict[str, Any]:
         name = f"triton-{chunk}" if schedule == "parallel" else f"triton-seq-{chunk}"
         found[name] = (_with_chunk(triton_wkv.wkv7, schedule, chunk) if ok else None, why)
     ok, why = triton_fla.available(device)
-    found["fla"] = ((lambda op, **x: triton_fla.wkv7(**x)) if ok else None, why)
-    found["fla-bound"] = ((lambda op, **x: triton_fla.wkv7(**x, lower_bound=STRONG_W)) if ok else None, why)
-    return found
+    fla = {
+        "fla": ((lambda op, **x: triton_fla.wkv7(**x)) if ok else None, why),
+        "fla-bound": ((lambda op, **x: triton_fla.wkv7(**x, lower_bound=STRONG_W)) if ok else None, why),
+    }
+    order = ["ours", f"triton-{TRITON_VARIANTS[0][1]}", "fla", f"triton-{TRITON_VARIANTS[1][1]}", "fla-bound"]
+    found.update(fla)
+    return {name: found[name] for name in order + list(found) if name in found}
 
 
 def _with_chunk(fn, schedule: str, chunk: str):
