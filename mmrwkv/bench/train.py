@@ -63,7 +63,7 @@ def measure(cfg, *, steps: int, rounds: int, seq_len: int = 0) -> dict[str, floa
     """Median training tokens/s per backend over `rounds` alternating rounds of `steps` steps."""
     from mmrwkv.training.build import build_model
     from mmrwkv.training.module import MultimodalLM
-    from mmrwkv.training.run import optim_settings
+    from mmrwkv.training.train import optim_settings
     from mmrwkv.training.trainer import wkv_backend
 
     model = build_model(cfg)

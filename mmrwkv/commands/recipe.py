@@ -93,7 +93,7 @@ def _register_recipes(sub) -> None:
 def _train(args) -> int:
     from mmrwkv.config import load_config
     from mmrwkv.recipe_catalog import resolve_recipe
-    from mmrwkv.training.run import train_recipe
+    from mmrwkv.training.train import train_recipe
 
     cfg = load_config(resolve_recipe(args.recipe), args.overrides)
     for result in train_recipe(cfg, resume=args.resume, fresh=args.fresh, progress=not args.no_progress):

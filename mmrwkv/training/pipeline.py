@@ -10,7 +10,7 @@ from mmrwkv.evaluation.report import check_report_dir
 from mmrwkv.evaluation.score import report_dir
 from mmrwkv.training.evaluate import EvalReport, evaluate_recipe
 from mmrwkv.training.plots import CSV_NAME, read_metrics
-from mmrwkv.training.run import train_recipe
+from mmrwkv.training.train import train_recipe
 
 
 def run_recipe(cfg: RecipeConfig, *, fresh: bool = False, progress: bool = True) -> EvalReport:

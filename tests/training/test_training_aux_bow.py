@@ -10,7 +10,7 @@ from mmrwkv.errors import ConfigError
 from mmrwkv.multimodal import MultimodalRWKV
 from mmrwkv.training.build import build_datasets, build_model
 from mmrwkv.training.module import IGNORE, MultimodalLM
-from mmrwkv.training.run import optim_settings, train_stage
+from mmrwkv.training.train import optim_settings, train_stage
 
 
 def _module(tiny, tmp_path, **extra):

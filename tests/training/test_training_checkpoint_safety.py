@@ -13,7 +13,7 @@ from mmrwkv.errors import CheckpointError
 from mmrwkv.multimodal import MultimodalRWKV
 from mmrwkv.training.checkpoints import NonFiniteWeightsError, checkpoint_problem, last_checkpoint
 from mmrwkv.training.module import MultimodalLM
-from mmrwkv.training.run import train_stage
+from mmrwkv.training.train import train_stage
 
 
 def _cfg(tiny, out: Path, steps: int = 4):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mmrwkv.training.run import read_summary
+from mmrwkv.training.train import read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 

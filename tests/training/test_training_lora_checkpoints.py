@@ -12,7 +12,7 @@ from mmrwkv.multimodal import Media, MultimodalRWKV
 from mmrwkv.training.build import build_model
 from mmrwkv.training.checkpoints import last_checkpoint
 from mmrwkv.training.evaluate import eval_samples, evaluate_recipe, predict
-from mmrwkv.training.run import train_recipe
+from mmrwkv.training.train import train_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 

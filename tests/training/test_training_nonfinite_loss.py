@@ -7,7 +7,7 @@ from mmrwkv.config import load_config
 from mmrwkv.multimodal import MultimodalRWKV
 from mmrwkv.training.checkpoints import last_checkpoint
 from mmrwkv.training.module import MultimodalLM, NonFiniteLossError
-from mmrwkv.training.run import train_stage
+from mmrwkv.training.train import train_stage
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny, monkeypatch):

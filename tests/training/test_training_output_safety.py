@@ -9,8 +9,8 @@ import torch
 from mmrwkv.config import load_config
 from mmrwkv.errors import ConfigError
 from mmrwkv.multimodal import MultimodalRWKV
-from mmrwkv.training import run
-from mmrwkv.training.run import train_stage
+from mmrwkv.training import train as train_module
+from mmrwkv.training.train import train_stage
 
 from .conftest import RECIPE
 
@@ -26,7 +26,7 @@ def test_a_directory_of_other_files_is_refused_and_kept(tmp_path, tiny, fresh):
 
 
 def test_a_final_directory_that_is_not_our_checkpoint_is_refused(tmp_path):
-    from mmrwkv.training.run import check_stage_dir
+    from mmrwkv.training.train import check_stage_dir
 
     (tmp_path / "final").mkdir()
     (tmp_path / "final" / "photo.jpg").write_bytes(b"\xff\xd8")
@@ -37,7 +37,7 @@ def test_a_final_directory_that_is_not_our_checkpoint_is_refused(tmp_path):
 
 
 def test_a_stage_directory_and_its_leftovers_are_accepted(tmp_path):
-    from mmrwkv.training.run import check_stage_dir
+    from mmrwkv.training.train import check_stage_dir
 
     for name in ("checkpoints", "logs", "eval-test", ".final.tmp-1a2b3c4d", ".tokenizer.json.123.tmp"):
         (tmp_path / name).mkdir()
@@ -52,19 +52,19 @@ def test_a_stage_directory_and_its_leftovers_are_accepted(tmp_path):
 def test_a_failed_final_save_leaves_the_previous_final_whole(tmp_path, monkeypatch):
     backbone = {"size": "v7-tiny", "n_layer": 1, "n_embd": 32, "vocab_size": 64}
     module = SimpleNamespace(model=MultimodalRWKV.from_config({"backbone": backbone}), last_loss=1.5)
-    final = run._save_final(module, tmp_path, "recipe: 1\n", steps=3)
+    final = train_module._save_final(module, tmp_path, "recipe: 1\n", steps=3)
     before = {p.name: p.read_bytes() for p in final.iterdir()}
-    assert run.read_summary(final) == {"steps": 3, "last_loss": 1.5}
+    assert train_module.read_summary(final) == {"steps": 3, "last_loss": 1.5}
 
     def boom(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     # the summary fails after the new weights were written: the old final model, summary and recipe stay together
-    monkeypatch.setattr(run, "json", SimpleNamespace(dumps=boom))
+    monkeypatch.setattr(train_module, "json", SimpleNamespace(dumps=boom))
     with torch.no_grad():
         module.model.backbone.emb.weight.add_(1.0)
     with pytest.raises(OSError, match="No space"):
-        run._save_final(module, tmp_path, "recipe: 2\n", steps=6)
+        train_module._save_final(module, tmp_path, "recipe: 2\n", steps=6)
     assert {p.name: p.read_bytes() for p in final.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
     assert isinstance(MultimodalRWKV.load(final), MultimodalRWKV)
@@ -74,10 +74,10 @@ def test_the_recipes_own_report_directory_inside_the_stage_is_accepted(tmp_path,
     (tmp_path / "my-report").mkdir()
     (tmp_path / "my-report" / "report.md").write_text("# old report")
     cfg = load_config(RECIPE, tiny(tmp_path, **{"eval.report.dir": str(tmp_path / "my-report")}))
-    run._prepare_output(tmp_path, cfg, resume=True, fresh=False)
+    train_module._prepare_output(tmp_path, cfg, resume=True, fresh=False)
     (tmp_path / "other").mkdir()
     with pytest.raises(ConfigError, match=r"holds files a training stage does not write \(other\)"):
-        run._prepare_output(tmp_path, cfg, resume=True, fresh=True)
+        train_module._prepare_output(tmp_path, cfg, resume=True, fresh=True)
     assert (tmp_path / "my-report" / "report.md").is_file()
 
 

@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from mmrwkv.training.checkpoints import last_checkpoint
-from mmrwkv.training.run import read_summary
+from mmrwkv.training.train import read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 12

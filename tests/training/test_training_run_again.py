@@ -10,7 +10,7 @@ import pytest
 from mmrwkv.cli import main
 from mmrwkv.config import load_config
 from mmrwkv.errors import ConfigError
-from mmrwkv.training.run import train_stage
+from mmrwkv.training.train import train_stage
 
 RECIPE = "recipes/easy_vqa.yaml"
 

@@ -170,7 +170,7 @@ def test_a_named_cuda_backend_that_cannot_run_is_an_error_and_the_choice_has_a_r
 
 
 def test_global_batch_size_sets_accumulation_from_the_device_count():
-    from mmrwkv.training.run import apply_global_batch
+    from mmrwkv.training.train import apply_global_batch
 
     cfg = load_config(
         ROOT / "recipes/easy_vqa.yaml",
@@ -188,7 +188,7 @@ def test_global_batch_size_sets_accumulation_from_the_device_count():
 
 def test_fsdp_wraps_and_checkpoints_every_backbone_block(monkeypatch):
     from mmrwkv.rwkv.model import Block
-    from mmrwkv.training.run import optim_settings
+    from mmrwkv.training.train import optim_settings
     from mmrwkv.training.trainer import build_strategy
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -9,7 +9,7 @@ import pytest
 
 from mmrwkv.config import load_config
 from mmrwkv.errors import ConfigError, DataError
-from mmrwkv.training.run import train_recipe
+from mmrwkv.training.train import train_recipe
 
 RECIPE = "recipes/easy_vqa.yaml"
 
