@@ -83,6 +83,14 @@ def _chunk_fwd(r, w, k, v, a, b, S, BT: tl.constexpr, LOG2BT: tl.constexpr, PREC
 
 
 @triton.jit
+def _decay_grad(dg, dgx, dgm, dgL, BT: tl.constexpr):
+    """dw from the gradients of g (inclusive cumsum), gx (exclusive), gm (g at the middle step) and gL (the total)."""
+    ot = tl.arange(0, BT)
+    dw = tl.cumsum(dg + dgx, axis=0, reverse=True) - dgx + dgL[None, :]
+    return dw + tl.where(ot[:, None] <= BT // 2 - 1, dgm[None, :], 0.0)
+
+
+@triton.jit
 def _chunk_bwd(r_, w_, k_, v_, a_, b_, dy_, dr_, dw_, dk_, dv_, da_, db_, off, m, S, dS, BT: tl.constexpr,
                LOG2BT: tl.constexpr, PREC: tl.constexpr):  # fmt: skip
     """Stores the input gradients of one chunk given the state S before it and the gradient dS of the state
@@ -133,13 +141,10 @@ def _chunk_bwd(r_, w_, k_, v_, a_, b_, dy_, dr_, dw_, dk_, dv_, da_, db_, off, m
     dKm += tl.dot(tl.trans(dA_ak), Am, input_precision=PREC)
     # the decay factors: through g, gx, gm and gL to w
     dg = dRs * Rs + dRm * Rm - dBm * Bm - dKm * Km - dBl * Bl - dKl * Kl
-    dgx = dAs * As + dAm * Am
     dgm = tl.sum(dBm * Bm + dKm * Km - dRm * Rm - dAm * Am, axis=0)
     dgL += tl.sum(dBl * Bl + dKl * Kl, axis=0)
-    dw = tl.cumsum(dg + dgx, axis=0, reverse=True) - dgx + dgL[None, :]
-    dw += tl.where(ot[:, None] <= BT // 2 - 1, dgm[None, :], 0.0)
+    tl.store(dw_ + off, _decay_grad(dg, dAs * As + dAm * Am, dgm, dgL, BT), mask=m)
     tl.store(dr_ + off, dRs * e_g + dRm * e_gm, mask=m)
-    tl.store(dw_ + off, dw, mask=m)
     tl.store(dk_ + off, dKm * e_mg + dKl * e_tail, mask=m)
     tl.store(dv_ + off, dV, mask=m)
     tl.store(da_ + off, dAs * e_gx + dAm * e_xm, mask=m)
