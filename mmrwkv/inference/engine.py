@@ -28,7 +28,7 @@ from mmrwkv.rwkv.state import FIELDS, State
 # a prompt piece takes the native route token by token where its model is small enough that the weights stay in the
 # CPU's caches between tokens (NATIVE_PREFILL_MODEL_BYTES of blocks) and the piece reads each layer's weights at
 # most NATIVE_PREFILL_LAYER_BYTES in all; sequence mode reads them once but pays a fixed cost of a few hundred
-# dispatched ops per layer (docs/ARCHITECTURE.md "Inference" has the measurement behind these bounds)
+# dispatched ops per layer (docs/performance.md "Inference routes" has the measurement behind these bounds)
 NATIVE_PREFILL_MODEL_BYTES = 64 << 20
 NATIVE_PREFILL_LAYER_BYTES = 100 << 20
 MAX_NATIVE_PREFILL = 64
