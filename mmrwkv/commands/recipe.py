@@ -116,8 +116,8 @@ def _eval_options(rest: list[str]) -> argparse.Namespace:
 def _eval(args) -> int:
     from mmrwkv.commands.eval_task import run_tasks
     from mmrwkv.config import load_config
+    from mmrwkv.evaluation.predict import evaluate_recipe
     from mmrwkv.recipe_catalog import resolve_recipe
-    from mmrwkv.training.evaluate import evaluate_recipe
 
     if args.task or args.suite or args.list_tasks or args.recipe is None:
         return run_tasks(args)
@@ -135,7 +135,7 @@ def _eval(args) -> int:
 def _run(args) -> int:
     from mmrwkv.config import load_config
     from mmrwkv.recipe_catalog import resolve_recipe
-    from mmrwkv.training.pipeline import run_recipe
+    from mmrwkv.training.train_and_evaluate import run_recipe
 
     cfg = load_config(resolve_recipe(args.recipe), args.overrides)
     report = run_recipe(cfg, fresh=args.fresh, progress=not args.no_progress)

@@ -21,9 +21,9 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mmrwkv.evaluation.predict import resolve_checkpoint
     from mmrwkv.multimodal import MultimodalRWKV
     from mmrwkv.stream_eval import length_curve, plot_curve
-    from mmrwkv.training.evaluate import resolve_checkpoint
 
     path = resolve_checkpoint(args.checkpoint)
     try:

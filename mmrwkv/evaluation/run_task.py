@@ -41,8 +41,8 @@ class TaskRun:
 
 def load_model(checkpoint: str | Path, device: str | None = None):
     """The MultimodalRWKV behind `checkpoint` (a model dir, step checkpoint, stage dir), in eval mode."""
+    from mmrwkv.evaluation.predict import resolve_checkpoint
     from mmrwkv.multimodal import MultimodalRWKV
-    from mmrwkv.training.evaluate import resolve_checkpoint
 
     model = MultimodalRWKV.load(resolve_checkpoint(checkpoint))
     return model.to(device or "cpu").eval()
@@ -54,7 +54,7 @@ def generate(
     """{sample id: reply}: greedy decoding of each sample's user turns with the model's chat template, stopping
     at the end of the assistant turn or after `max_tokens`."""
     from mmrwkv.config import RecipeConfig
-    from mmrwkv.training.evaluate import predict
+    from mmrwkv.evaluation.predict import predict
 
     cfg = RecipeConfig()
     cfg.generation.temperature = 0.0

@@ -229,7 +229,7 @@ def _validation(cfg: RecipeConfig, model, val_set, collate, out: Path, text: str
     """The Validation callback of a stage with a val split (None without one)."""
     from torch.utils.data import DataLoader
 
-    from mmrwkv.training.evaluate import task_metrics
+    from mmrwkv.evaluation.predict import task_metrics
     from mmrwkv.training.validation import Validation
 
     if val_set is None:

@@ -101,8 +101,8 @@ class Validation(L.Callback):
     def _task_metrics(self, pl_module) -> dict:
         if not self.metrics:
             return {}
+        from mmrwkv.evaluation.predict import predict
         from mmrwkv.evaluation.score import score_samples
-        from mmrwkv.training.evaluate import predict
 
         model = pl_module.model
         with pl_module.trainer.precision_plugin.forward_context():

@@ -97,15 +97,15 @@ def test_task_errors_are_one_line(bench_root, tiny_checkpoint, tmp_path, capsys)
 
 
 def test_recipe_form_still_takes_its_options_before_or_after_the_recipe(monkeypatch, tmp_path):
-    from mmrwkv.training import evaluate
+    from mmrwkv.evaluation import predict
 
     calls = []
 
     def fake(cfg, checkpoint, *, out_dir=None, **_):
         calls.append((cfg.eval.max_samples, str(checkpoint), out_dir))
-        return evaluate.EvalReport({}, "report")
+        return predict.EvalReport({}, "report")
 
-    monkeypatch.setattr(evaluate, "evaluate_recipe", fake)
+    monkeypatch.setattr(predict, "evaluate_recipe", fake)
     recipe = "recipes/easy_vqa.yaml"
     assert main(["eval", recipe, "--checkpoint", "ck", "eval.max_samples=3"]) == 0
     assert main(["eval", "--checkpoint", "ck", "--out", str(tmp_path), recipe, "eval.max_samples=4"]) == 0

@@ -12,7 +12,7 @@ import yaml
 
 from mmrwkv.config import config_from_dict, expand_stages, load_config
 from mmrwkv.data.public_formats import write_clotho, write_karpathy, write_llava, write_vqav2
-from mmrwkv.training.pipeline import run_recipe
+from mmrwkv.training.train_and_evaluate import run_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_RECIPES = ["coco_caption_v7", "llava_v7"]

@@ -7,7 +7,7 @@ import yaml
 
 from mmrwkv.config import config_from_dict, expand_stages, load_config
 from mmrwkv.errors import ConfigError
-from mmrwkv.training.pipeline import run_recipe
+from mmrwkv.training.train_and_evaluate import run_recipe
 from mmrwkv.training.trainer import build_strategy
 
 ROOT = Path(__file__).resolve().parents[2]

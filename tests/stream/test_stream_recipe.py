@@ -12,7 +12,7 @@ from mmrwkv.inference.generate import SamplingConfig
 from mmrwkv.multimodal import MultimodalRWKV
 from mmrwkv.stream import StreamSession
 from mmrwkv.stream_eval import evaluate_stream
-from mmrwkv.training.pipeline import run_recipe
+from mmrwkv.training.train_and_evaluate import run_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 

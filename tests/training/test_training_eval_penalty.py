@@ -2,9 +2,9 @@
 
 import torch
 
+from mmrwkv.evaluation.predict import _decode
 from mmrwkv.inference.generate import SamplingConfig
 from mmrwkv.tokenizer import load_tokenizer
-from mmrwkv.training.evaluate import _decode
 
 
 class FixedLogits:

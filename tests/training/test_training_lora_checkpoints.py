@@ -7,11 +7,11 @@ import torch
 import yaml
 
 from mmrwkv.config import config_from_dict, expand_stages
+from mmrwkv.evaluation.predict import eval_samples, evaluate_recipe, predict
 from mmrwkv.lora import lora_layers
 from mmrwkv.multimodal import Media, MultimodalRWKV
 from mmrwkv.training.build import build_model
 from mmrwkv.training.checkpoints import last_checkpoint
-from mmrwkv.training.evaluate import eval_samples, evaluate_recipe, predict
 from mmrwkv.training.train import train_recipe
 
 ROOT = Path(__file__).resolve().parents[2]

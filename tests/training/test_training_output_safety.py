@@ -83,8 +83,8 @@ def test_the_recipes_own_report_directory_inside_the_stage_is_accepted(tmp_path,
 
 def test_eval_and_run_refuse_a_report_directory_before_any_work(tmp_path, tiny):
     from mmrwkv.errors import CheckpointError
-    from mmrwkv.training.evaluate import evaluate_recipe
-    from mmrwkv.training.pipeline import run_recipe
+    from mmrwkv.evaluation.predict import evaluate_recipe
+    from mmrwkv.training.train_and_evaluate import run_recipe
 
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -117,7 +117,7 @@ def test_length_grouped_batches_hold_similar_lengths_and_cover_every_sample():
 
 
 def test_metrics_default_by_task_and_a_metric_that_does_not_apply_is_refused():
-    from mmrwkv.training.evaluate import task_metrics
+    from mmrwkv.evaluation.predict import task_metrics
 
     captions = [Sample(id="c", captions=["a cat"])]
     vqav2 = [Sample(id="q", question="what?", answers=["cat"] * 10)]
@@ -131,7 +131,7 @@ def test_metrics_default_by_task_and_a_metric_that_does_not_apply_is_refused():
 
 
 def test_eval_of_a_staged_recipe_reads_the_last_stages_data(tmp_path):
-    from mmrwkv.training.evaluate import evaluate_recipe
+    from mmrwkv.evaluation.predict import evaluate_recipe
 
     cfg = load_config(ROOT / "recipes/llava_v7.yaml", [f"train.output_dir={tmp_path}"])
     # the last stage (vqav2) names VQAv2 files; the top-level llava section has no val paths at all

@@ -6,9 +6,9 @@ import os
 import time
 
 from mmrwkv.config import RecipeConfig
+from mmrwkv.evaluation.predict import EvalReport, evaluate_recipe
 from mmrwkv.evaluation.report import check_report_dir
 from mmrwkv.evaluation.score import report_dir
-from mmrwkv.training.evaluate import EvalReport, evaluate_recipe
 from mmrwkv.training.plots import CSV_NAME, read_metrics
 from mmrwkv.training.train import train_recipe
 
