@@ -30,7 +30,7 @@ MAX_CHUNK = 64
 # elements per [B, H, NC, L, N] tensor in one segment of time (8 MiB in fp32)
 SEGMENT_ELEMENTS = 1 << 21
 # recompute each segment's intermediates in the backward pass when there are several segments and the whole
-# sequence's would pass CHECKPOINT_BYTES: ~30% more time, but memory no longer grows with T. The saved tensors of v7
+# sequence's would pass CHECKPOINT_BYTES: more time, but memory that does not grow with T. The saved tensors of v7
 # are ~SAVED_PER_INPUT times one input's size; below the budget, recomputing a few segments costs that time and keeps
 # a higher peak than saving everything (a segment's temporaries during its recompute, next to the others' inputs)
 CHECKPOINT = True

@@ -312,7 +312,7 @@ def token_step(
 
 def token_plan(H: int, params: list[dict[str, Tensor]], ends: tuple[Tensor, ...], threads: int = 0) -> Any:
     """`token_step`'s parameters taken once (a native object; `plan_step` runs one token on it): the per-token call
-    then builds and converts no list of ~400 tensors, ~0.3 ms per token with the caches cold from streaming the
+    then builds and converts no list of ~400 tensors, a cost paid per token with the caches cold from streaming the
     weights. The plan holds the tensors themselves, so it reads what they hold at each call (in-place updates, new
     `.data`, another dtype); a module or parameter swapped for another is the caller's to notice (the engine
     takes a new plan whenever one is registered anywhere)."""
@@ -339,7 +339,7 @@ def step_pick(logits: Tensor) -> int | None:
 
 
 def argmax(logits: Tensor) -> Tensor:
-    """The greedy token of one row of logits (V,) as a (1,) int64 tensor: one native pass (~10x faster than
+    """The greedy token of one row of logits (V,) as a (1,) int64 tensor: one native pass (faster than
     torch.argmax on 65536 fp32 logits, same ties and NaN rule) where it applies, else torch.argmax. The logits the
     last native token step returned, unchanged since, need no pass: it picked their argmax as it computed them."""
     if logits.dtype == torch.float32 and logits.device.type == "cpu" and logits.is_contiguous() and enabled():

@@ -66,8 +66,8 @@ void store(const float* v, Row r, int64_t i0, int64_t i1) {
 }
 
 // An empty contiguous tensor of these sizes and options, on the memory of one that an earlier call returned when
-// nobody holds that one any more. A fresh wkv state (MBs) is a new mmap whose pages fault in on first touch: ~100 page faults
-// and ~0.3 ms of kernel time per decoded token (1-2% of it) without this. The pool keeps its own tensor and hands
+// nobody holds that one any more. A fresh wkv state (MBs) is a new mmap whose pages fault in on first touch: page
+// faults and kernel time on every decoded token without this (docs/performance.md). The pool keeps its own tensor and hands
 // out another on the same storage, so the storage's count is 1 exactly when every handed-out tensor is gone (a
 // tensor that has been to Python keeps a count of 2 after Python lets it go, so its own count cannot tell).
 at::Tensor recycled(at::IntArrayRef sizes, const at::TensorOptions& options) {

@@ -208,7 +208,7 @@ void block(const std::vector<at::Tensor>& p, int64_t layer, int64_t H, const Tea
       parts.u[i] = ((z.y[i] - mean) * rstd * f32(lw[i]) + f32(lb[i]) + bonus * z.v[i]) * z.g[i];
   }
   // x += W_o u: row-major, rows taken in turn once u is whole; column-major, W^T's rows for this thread's heads (its
-  // own part of u, contiguous) summed over the threads (half rows of a row-major W_o read ~25% slower)
+  // own part of u, contiguous) summed over the threads (half rows of a row-major W_o read slower)
   const Mat<T> wo = mat<T>(p[W_O]);
   if (wo.row_major) {
     team.sync();

@@ -29,8 +29,8 @@ void dot_rows(const T* const* w, const float* x, int64_t in, float* sums) {
 }
 
 // y[o] = sum over i < in of W[o * ld + i] x[i] for o < rows, R rows at a time from R far-apart places: stream r
-// walks rows r*chunk, r*chunk+1, ... so the memory system sees R long sequential streams (a single core reads ~30%
-// faster from 8 streams than from 1-4, and short row-sized streams restart the prefetchers at every row).
+// walks rows r*chunk, r*chunk+1, ... so the memory system sees R long sequential streams (a single core reads faster
+// from 8 streams than from 1-4, and short row-sized streams restart the prefetchers at every row).
 template <typename T, int R>
 void dots(const T* W, int64_t ld, int64_t rows, int64_t in, const float* x, float* y) {
   const int64_t chunk = rows / R;

@@ -3,7 +3,7 @@
 #pragma once
 
 // A model's parameters for `token_step`, taken once: the per-token call then converts no Python list of ~400
-// tensors (~0.2 ms per token, with the caches cold from streaming the weights). It reads what the tensors hold at
+// tensors (a cost paid per token with the caches cold from streaming the weights). It reads what the tensors hold at
 // each call (in-place updates, new data, another dtype) and holds them weakly: it keeps no parameter alive (torch's
 // swap-style conversions need to be the only holders), and declines once one is gone. A module or parameter swapped
 // for another is for the caller to notice.

@@ -5,8 +5,8 @@
 
 // Spins this many pause instructions (~50 us) before yielding the core between checks: a partner that is late by a
 // few microseconds is waited for cheaply, one that the OS descheduled on a busy machine gets the core back. (Sleeping
-// on a futex instead, so that the core goes idle and the partner may move there, measured 10% slower at 2 threads
-// beside a busy process: the sleeper then waits for its own core.)
+// on a futex instead, so that the core goes idle and the partner may move there, is slower at 2 threads beside a
+// busy process: the sleeper then waits for its own core.)
 constexpr int kSpins = 1 << 10;
 
 struct Barrier {

@@ -1,5 +1,5 @@
 // Elementwise e^x and sigmoid for the native decode (decode7.cpp), a vector at a time (simd.h): the time mix needs
-// about four of them per channel per layer, and one libm call each was ~1% of a token's time.
+// about four of them per channel per layer, where a libm call each would be a visible share of a token's time.
 #pragma once
 
 #include "simd.h"

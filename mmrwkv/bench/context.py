@@ -170,7 +170,7 @@ def _measure(factories: dict, contexts: list[int], steps: int, rounds: int) -> l
 
 
 def run(args: argparse.Namespace) -> int:
-    # Random weights drift into subnormal floats, which x86 handles ~100x slower; trained weights rarely do.
+    # Random weights drift into subnormal floats, which x86 handles far slower; trained weights rarely do.
     # The flag is process-wide: restore the default so callers (and tests) are not affected.
     torch.set_flush_denormal(True)
     try:

@@ -7,7 +7,7 @@ divided by the measured read bandwidth: the best of several passes of each reade
 sgemv, our native mat-vec) over an fp32 buffer far larger than the caches (4x the last-level cache, >= 1 GiB), at
 the same thread count. A bandwidth pass runs before the first round and after every round of every runner, and each
 round is compared with the fastest reader's passes on either side of it (the bandwidth of a shared machine drifts
-within a minute; a bound taken from another minute moves the ratio by 10% or more). On a shared machine,
+within a minute; a bound taken from another minute moves the ratio). On a shared machine,
 `--clock cpu` (1 thread) times everything in process CPU time, which leaves out the time other processes hold the
 core (it cannot leave out their memory traffic).
 """
@@ -226,7 +226,7 @@ class _Package:
 def _measure(runners: dict, tokens: int, rounds: int, bandwidth: ReadBandwidth) -> dict[str, list[tuple]]:
     """Rounds of every runner in turn, each round between two bandwidth passes (one pass first, then one after every
     round): per runner, (seconds, index of the pass before) for each round, so that each round is compared with the
-    memory system of its own moment (on a shared machine the read bandwidth drifts by 10-30% within a minute)."""
+    memory system of its own moment (on a shared machine the read bandwidth drifts within a minute)."""
     rounds_of: dict[str, list[tuple[float, int]]] = {name: [] for name in runners}
     bandwidth()
     for _ in range(rounds):
@@ -314,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
     if args.clock == "cpu" and args.threads != 1:
         raise SystemExit(f"bench decode: --clock cpu needs --threads 1 (got --threads {args.threads}): the CPU time "
                          "of several threads is not the time a token takes")  # fmt: skip
-    # Random weights drift into subnormal floats, which x86 handles ~100x slower; trained weights rarely do.
+    # Random weights drift into subnormal floats, which x86 handles far slower; trained weights rarely do.
     # The flag is process-wide: restore the default so callers (and tests) are not affected.
     # Threads are process-wide too.
     torch.set_flush_denormal(True)

@@ -15,8 +15,7 @@ until the first update that shows reply text. Through the server it is also give
 that update ("server sent": gradio_client polls its message queue every 50 ms, so what it shows lags what a
 browser gets), and from the server receiving the message (the queue join, after the upload) to that send ("in
 server": what the server adds around the handler). The client is built with `ssl_verify=False`: the URL is plain
-http on 127.0.0.1, where that only skips loading the CA bundle, which httpx does for every upload and every message
-(about 55 ms each here).
+http on 127.0.0.1, where that only skips loading the CA bundle, which httpx does for every upload and every message.
 Tokens/s counts the tokens after the first from the first update with reply text to the last one; through the
 server from the server's own sends (the client may receive a whole answer in one poll); "n/a" when one update
 carried the whole answer.
@@ -279,7 +278,7 @@ def client_loop() -> None:
                     url = command["url"]
                 elif op == "connect":
                     # plain http on 127.0.0.1: no certificate is checked, so skip loading the CA bundle, which httpx
-                    # does for every request (about 55 ms each here)
+                    # does for every request
                     client = Client(url, verbose=False, download_files=False, ssl_verify=False)
                 elif op == "reset":
                     client.predict(api_name="/reset")

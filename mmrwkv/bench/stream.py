@@ -10,7 +10,7 @@ run at the same time, each in its own process, so each one's resident memory (RS
 last token's logits per window, as a session that may be asked at any moment has to.
 
 Per minute of stream time: the per-window time in CPU seconds of the process (one torch thread), its 10th percentile
-(the window's own cost: on a shared machine the median moved +-30% from minute to minute with the other processes'
+(the window's own cost: on a shared machine the median moves from minute to minute with the other processes'
 load, the low decile far less) and median, the median wall time, the real-time factor, the RSS at the minute's end
 and the state / KV cache bytes. The flatness verdict compares minute 1 with the last minute on the 10th percentile
 and the RSS.
