@@ -104,6 +104,12 @@ def test_wav_headers_with_random_fields(data):
     assert wave.dtype == torch.float32 and wave.dim() == 1 and wave.numel() <= 160_000
 
 
+# the field names the dataset files use
+NAMES = (
+    "images annotations questions id image_id file_name filepath caption split sentences raw filename cocoid "
+    "question question_id answers answer conversations from value image"
+).split()
+FIELDS = st.sampled_from(NAMES)
 JSON = st.recursive(
     st.none()
     | st.booleans()
@@ -111,64 +117,8 @@ JSON = st.recursive(
     | st.floats(allow_nan=True)
     | st.text(max_size=8)
     | st.sampled_from(["\ud800", "../x.png", "/etc/passwd", "1.png", "a.png"]),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(
-            st.sampled_from(
-                [
-                    "images",
-                    "annotations",
-                    "questions",
-                    "id",
-                    "image_id",
-                    "file_name",
-                    "filepath",
-                    "caption",
-                    "split",
-                    "sentences",
-                    "raw",
-                    "filename",
-                    "cocoid",
-                    "question",
-                    "question_id",
-                    "answers",
-                    "answer",
-                    "conversations",
-                    "from",
-                    "value",
-                    "image",
-                ]
-            )
-            | st.text(max_size=4),
-            inner,
-            max_size=5,
-        )
-    ),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(FIELDS | st.text(max_size=4), inner, max_size=5),
     max_leaves=30,
-)
-
-
-FIELDS = st.sampled_from(
-    [
-        "id",
-        "image_id",
-        "file_name",
-        "filepath",
-        "caption",
-        "split",
-        "sentences",
-        "raw",
-        "filename",
-        "cocoid",
-        "question",
-        "question_id",
-        "answers",
-        "answer",
-        "conversations",
-        "from",
-        "value",
-        "image",
-    ]
 )
 RECORD = st.dictionaries(FIELDS, JSON, max_size=6)
 # documents shaped like the datasets' files, with random records, or anything at all
