@@ -36,13 +36,13 @@ def test_device_index_and_names_are_checked(monkeypatch):
 
 
 def test_a_bad_wkv_backend_in_the_environment_is_one_error_line(monkeypatch, capsys):
-    monkeypatch.setenv("MMRWKV_WKV_BACKEND", "triton")
+    monkeypatch.setenv("MMRWKV_WKV_BACKEND", "tritonn")
     argv = ["bench", "chat", "--turns", "1", "--repeats", "1", "--answer-tokens", "1", "--layers", "1", "--embd", "32"]
     assert main([*argv, "--head-size", "16"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: MMRWKV_WKV_BACKEND='triton' is not a WKV backend") and "Traceback" not in err
+    assert err.startswith("error: MMRWKV_WKV_BACKEND='tritonn' is not a WKV backend") and "Traceback" not in err
     # still a ValueError for callers of the kernel API
     from mmrwkv.kernels import resolve_backend
 
-    with pytest.raises(ValueError, match="triton"):
+    with pytest.raises(ValueError, match="tritonn"):
         resolve_backend(None, torch.device("cpu"), "wkv7")
