@@ -11,8 +11,10 @@ Notation: B batch, T time, C model width, M media items, N tokens per item, D en
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -176,14 +178,13 @@ class MultimodalRWKV(nn.Module):
         backbone = _build_backbone(config["backbone"])
         encoders, projectors = {}, {}
         for modality, spec in config.get("encoders", {}).items():
-            try:
+            with _building(f"encoders.{modality}"):
                 encoders[modality] = build(spec["name"], **spec.get("kwargs", {}))
-            except ConfigError as err:
-                raise ConfigError(f"encoders.{modality}: {err}") from None
             pspec = config.get("projectors", {}).get(modality, {"kind": "linear"})
-            projectors[modality] = build_projector(
-                pspec["kind"], encoders[modality].out_dim, backbone.config.n_embd, **pspec.get("kwargs", {})
-            )
+            with _building(f"projectors.{modality}"):
+                projectors[modality] = build_projector(
+                    pspec["kind"], encoders[modality].out_dim, backbone.config.n_embd, **pspec.get("kwargs", {})
+                )
         resolved = {**config, "backbone": asdict(backbone.config)}
         resolved.setdefault("tokenizer", "world")
         resolved.setdefault("placement", "inline")
@@ -309,6 +310,22 @@ def _check_keys(config: dict) -> None:
         for modality in config.get(part, {}):
             if modality not in MODALITIES:
                 raise ConfigError(f"multimodal config: {part}.{modality}: unknown modality (valid: {MODALITIES})")
+
+
+@contextlib.contextmanager
+def _building(part: str):
+    """Name the config part in its ConfigError, and turn a failed allocation (sizes no limit covers, such as an
+    encoder's width) into one: torch raises RuntimeError "can't allocate memory", Python MemoryError."""
+    try:
+        yield
+    except ConfigError as err:
+        raise ConfigError(f"{part}: {err}") from None
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError) and "allocate" not in str(err):
+            raise
+        asked = re.search(r"allocate (\d+) bytes", str(err))
+        size = f" ({int(asked.group(1)) / 2**30:.1f} GiB at once)" if asked else ""
+        raise ConfigError(f"{part}: its sizes need more memory than this machine gives{size}") from None
 
 
 def _build_backbone(spec: dict) -> nn.Module:

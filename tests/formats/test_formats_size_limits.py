@@ -89,3 +89,22 @@ def test_a_pth_over_the_parameter_limit_is_refused_before_building(tmp_path, rel
     monkeypatch.setenv("MMRWKV_MAX_PARAMS", "10000")
     with pytest.raises(ConfigError, match=r"ok\.pth: .* parameters .* over the limit of 10,000"):
         load_rwkv(path)
+
+
+def _overcommits() -> bool:
+    try:
+        return open("/proc/sys/vm/overcommit_memory").read().strip() == "1"
+    except OSError:
+        return True
+
+
+# with overcommit "always", a 6 TB allocation succeeds and its initialisation would run the machine out of memory
+@pytest.mark.skipif(_overcommits(), reason="vm.overcommit_memory=1 (or unknown): a huge allocation would not fail")
+def test_an_encoder_too_wide_to_allocate_is_one_config_error():
+    config = {
+        "backbone": TINY_BACKBONE,
+        "tokenizer": "world",
+        "encoders": {"image": {"name": "tiny_cnn", "kwargs": {"image_size": 16, "width": 400_000, "grid": 2}}},
+    }
+    with pytest.raises(ConfigError, match=r"encoders\.image: its sizes need more memory than this machine gives \("):
+        MultimodalRWKV.from_config(config)
