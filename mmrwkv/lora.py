@@ -45,7 +45,8 @@ class LoRALinear(nn.Linear):
 
     def effective_weight(self) -> torch.Tensor:
         """`weight` with the adapter folded in, differentiable in both (out, in): for code that reads a layer's
-        weight instead of calling it (the RWKV-7 equation functions). Dropout does not apply on this path."""
+        weight instead of calling it (the native inference route, `mmrwkv.inference.engine.native_weights`). Dropout
+        does not apply on this path."""
         return self.weight if self.merged else self.weight + self.delta().to(self.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
