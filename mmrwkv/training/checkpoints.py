@@ -59,11 +59,11 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 def nonfinite_tensors(module: torch.nn.Module) -> list[str]:
     """Names of the module's floating-point parameters and buffers holding a NaN or an infinity."""
-    return [
-        name
-        for name, tensor in module.state_dict().items()
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
-    ]
+    return [name for name, tensor in module.state_dict().items() if not _finite(tensor)]
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    return not tensor.is_floating_point() or bool(tensor.isfinite().all())
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -85,7 +85,7 @@ def checkpoint_problem(path: Path) -> str | None:
         return f"{trainer_ckpt.relative_to(path)} is cut short or corrupt ({first})"
     try:
         with safe_open(str(weights), framework="pt") as f:
-            bad = [k for k in f.keys() if f.get_tensor(k).is_floating_point() and not f.get_tensor(k).isfinite().all()]
+            bad = [k for k in f.keys() if not _finite(f.get_tensor(k))]
     except (OSError, SafetensorError) as err:
         return f"{weights.relative_to(path)} cannot be read ({err})"
     if bad:
