@@ -1,2 +1,4 @@
 """Inference: the RWKV engine (`engine`: one-token steps and prefill, route by route), the generation loops'
-step interface (`stepper`) and prompt prefill (`prefill`). Modules are imported where used (none at import)."""
+step interface (`stepper`), prompt prefill (`prefill`), sampling and streaming generation (`generate`), the
+content-keyed cache of prompt states and preprocessed media (`prefix_cache`) and multi-turn chat sessions
+(`session`). Modules are imported where used (none at import)."""
