@@ -1,4 +1,4 @@
-"""Dataset readers, generators and the one sample type: `build_dataset(data_config, split) -> Dataset`."""
+"""Dataset readers, generators, the one sample type, the chat template (`template`): `build_dataset(cfg, split)`."""
 
 from __future__ import annotations
 
