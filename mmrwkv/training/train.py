@@ -16,7 +16,7 @@ import yaml
 from mmrwkv.checkpoint_files import check_replaceable, replace_dir
 from mmrwkv.config import RecipeConfig, config_to_dict, diff_raw, expand_stages
 from mmrwkv.errors import CheckpointError, ConfigError
-from mmrwkv.training.checkpoints import StepCheckpoint, checkpoint_step, last_checkpoint
+from mmrwkv.training.checkpoints import LAST, StepCheckpoint, checkpoint_step, last_checkpoint
 from mmrwkv.training.data import RecipeDataModule
 from mmrwkv.training.module import MultimodalLM, OptimSettings
 
@@ -98,14 +98,16 @@ def _prepare_output(out: Path, cfg: RecipeConfig, *, resume: bool, fresh: bool) 
     check_stage_dir(out, also=(report.name,) if report and report.parent == out.absolute() else ())
     if fresh and out.exists():
         shutil.rmtree(out)
+    pointer = out / "checkpoints" / LAST
+    if not resume and pointer.is_file():
+        # refused before the checkpoints are checked: the user has to choose first
+        raise ConfigError(
+            f"train.output_dir: {out} already holds checkpoints (last {pointer.read_text().strip()}); "
+            "pass --resume to continue it or --fresh to start over"
+        )
     last = last_checkpoint(out / "checkpoints") if out.exists() else None
     if last is None:
         return None
-    if not resume:
-        raise ConfigError(
-            f"train.output_dir: {out} already holds checkpoints (last {last.name}); "
-            "pass --resume to continue it or --fresh to start over"
-        )
     changes = training_changes(last / "recipe.yaml", cfg)
     if changes:
         shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")

@@ -32,7 +32,7 @@ for path, out in json.loads(open(sys.argv[1]).read()):
 
 
 def _file(version: str, dtype: torch.dtype, ln0: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    sd = {k: t.to(dtype) for k, t in make_official(version, vocab=256, n_embd=64, head_size=32).items()}
+    sd = {k: t.to(dtype) for k, t in make_official(version, vocab=512, n_embd=64, head_size=32).items()}
     return {k: t.to(ln0) if ln0 and k.startswith("blocks.0.ln0.") else t for k, t in sd.items()}
 
 
@@ -96,12 +96,15 @@ def test_without_the_rounding_the_logits_would_differ(oracle):
 def test_multimodal_backbone_from_a_half_file_keeps_the_package_ln0(oracle, tmp_path):
     from mmrwkv.config import load_config
     from mmrwkv.multimodal import MultimodalRWKV
+    from mmrwkv.tokenizer import train_bpe
     from mmrwkv.training.build import build_model
 
     path, ref = oracle["6-bf16"]
+    # a tokenizer whose ids all have rows in the 512-row file (training refuses one with more ids than rows)
+    train_bpe(["what colour is the shape"] * 20, 300, tmp_path / "tokenizer.json")
     overrides = [
         f"model.checkpoint={path}",
-        "model.tokenizer=world",
+        f"model.tokenizer={tmp_path / 'tokenizer.json'}",
         "stages=[]",
         "encoders.image={name: tiny_cnn, image_size: 16, width: 8, grid: 2}",
     ]
