@@ -310,13 +310,15 @@ def token_step(
     return tuple(out) if out else None
 
 
-def token_plan(H: int, params: list[dict[str, Tensor]], ends: tuple[Tensor, ...], threads: int = 0) -> Any:
+def token_plan(
+    H: int, params: list[dict[str, Tensor]], ends: tuple[Tensor, ...], threads: int = 0, variant: str | None = None
+) -> Any:
     """`token_step`'s parameters taken once (a native object; `plan_step` runs one token on it): the per-token call
     then builds and converts no list of ~400 tensors, a cost paid per token with the caches cold from streaming the
     weights. The plan holds the tensors themselves, so it reads what they hold at each call (in-place updates, new
     `.data`, another dtype); a module or parameter swapped for another is the caller's to notice (the engine
-    takes a new plan whenever one is registered anywhere)."""
-    return load().Plan(layer_args(params), list(ends), H, threads)
+    takes a new plan whenever one is registered anywhere). variant: the ISA build that runs it (default `isa()`)."""
+    return load(variant).Plan(layer_args(params), list(ends), H, threads)
 
 
 def plan_step(plan: Any, x: Tensor, att_prev: Tensor, wkv: Tensor, ffn_prev: Tensor) -> tuple | None:
