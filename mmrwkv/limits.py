@@ -133,3 +133,25 @@ def resample_ratio(rate: int, target: int) -> tuple[int, int]:
         bound *= 2
     near = exact.limit_denominator(MAX_RATE_DENOMINATOR)
     return near.numerator, near.denominator
+
+
+# M_ARENA_MAX in glibc's malloc.h
+_M_ARENA_MAX = -8
+
+
+def bound_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas for a long-running server (True when set). glibc gives each thread that allocates
+    under contention an arena that reserves 64 MiB of address space; a Gradio or HTTP server's worker threads
+    plus torch's then reserve gigabytes, and under a virtual-memory limit (`ulimit -v`) the server dies on a small
+    allocation. A server's heavy data lives in torch tensors, so two arenas cost nothing measurable."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        # not glibc (macOS, musl): nothing to cap
+        return False
+    return bool(mallopt(_M_ARENA_MAX, int(arenas)))

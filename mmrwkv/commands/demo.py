@@ -112,7 +112,9 @@ def build(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     """Build the page, say where it is (and how to get a checkpoint when there is none), serve until Ctrl-C."""
     from mmrwkv.demos.common import NO_CHECKPOINT_HELP, find_checkpoints, launch_app
+    from mmrwkv.limits import bound_malloc_arenas
 
+    bound_malloc_arenas()
     app = build(args)
     if not (args.checkpoint or args.random_tiny or find_checkpoints(args.runs_dir)):
         print(NO_CHECKPOINT_HELP.format(runs=args.runs_dir).replace("`", ""), file=sys.stderr)

@@ -57,9 +57,11 @@ def load_model(checkpoint: str | None, *, random_tiny: bool = False, device: str
 
 
 def run(args: argparse.Namespace) -> int:
+    from mmrwkv.limits import bound_malloc_arenas
     from mmrwkv.serve import ChatServer, ServeLimits
     from mmrwkv.serve_app import run_server
 
+    bound_malloc_arenas()
     model, name = load_model(args.checkpoint, random_tiny=args.random_tiny, device=args.device)
     limits = ServeLimits(
         max_body_bytes=int(args.max_body_mb * 2**20),
