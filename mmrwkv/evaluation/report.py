@@ -98,10 +98,11 @@ def _score_key(records: list[dict]) -> str | None:
 
 def _best_and_worst(records: list[dict], num_examples: int) -> list[dict]:
     """With per-sample scores: the best half of `num_examples` (highest score first), then the worst half (lowest
-    last), each tagged with "rank" ("best" / "worst"); without scores: the records as they are."""
+    last), each tagged with "rank" ("best" / "worst"); without scores for more than `num_examples` records (nothing
+    to choose between): the records as they are."""
     key = _score_key(records)
     scored = [r for r in records if key in r.get("scores", {})]
-    if key is None or len(scored) < 2 or num_examples < 2:
+    if key is None or len(scored) <= num_examples or num_examples < 2:
         return records
     ranked = sorted(scored, key=lambda r: -float(r["scores"][key]))
     n_best = min(len(ranked) // 2, (num_examples + 1) // 2)
