@@ -104,7 +104,7 @@ def test_wrong_type_names_field_expected_type_and_value(raw, pieces):
         ({"model": {"version": 4, "size": "v7-tiny"}}, ["model.version", "'4'", "v7-tiny", "version '7'"]),
         ({"eval": {"metrics": ["bleu", "bert"]}}, ["eval.metrics[1]", "'bert'", "cider"]),
         ({"template": {"placement": "middle"}}, ["template.placement", "sandwich"]),
-        ({"train": {"wkv_backend": "triton"}}, ["train.wkv_backend", "chunked"]),
+        ({"train": {"wkv_backend": "tritonn"}}, ["train.wkv_backend", "chunked"]),
         ({"projector": {"image": "mlp_relu"}}, ["projector.image.kind", "mlp<N>x_gelu"]),
         ({"projector": {"image": {"kind": "linear", "reduction": "maxpool:2"}}}, ["projector.image.reduction"]),
         ({"encoders": {"video": {"name": "x"}}}, ["encoders", "'video'", "image, audio"]),
