@@ -1,8 +1,8 @@
 """Live stream demo (Gradio): the microphone and the webcam feed one RNN state as they stream; ask at any moment.
 
-Each browser session (Gradio's `session_hash`) owns one `mmrwkv.stream.StreamSession`. Microphone chunks (int16,
-the browser's sample rate) are cut into windows and encoded as they arrive; webcam frames are encoded at most once
-per `frame_interval_s`. A question forks the state and streams its answer while the stream goes on. The status
+Each browser session (Gradio's `session_hash`) owns one `mmrwkv.inference.stream.StreamSession`. Microphone chunks
+(int16, the browser's sample rate) are cut into windows and encoded as they arrive; webcam frames are encoded at most
+once per `frame_interval_s`. A question forks the state and streams its answer while the stream goes on. The status
 line shows the elapsed stream time, the windows and frames fed, and the state's size, which never grows.
 
 Run it with `mmrwkv demo --app stream`; `build_stream_app` returns the Blocks for tests.
@@ -56,7 +56,7 @@ class StreamDemo:
         """The StreamSession of browser session `sid` (made on first use; the least recently used beyond
         `max_sessions` are dropped)."""
         from mmrwkv.inference.generate import SamplingConfig
-        from mmrwkv.stream import StreamSession
+        from mmrwkv.inference.stream import StreamSession
 
         with self._lock:
             if sid not in self._sessions:

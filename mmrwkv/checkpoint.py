@@ -58,9 +58,12 @@ def load_rwkv(path: str | Path, *, dtype: torch.dtype | None = None, device=None
     """Load ours (a directory) or an official `.pth`; `dtype` defaults to the stored embedding's dtype."""
     path = resolve(Path(path))
     if path.is_dir():
-        from mmrwkv.checkpoint_hf import detect_format, load_hf
+        from mmrwkv.checkpoint_hf import detect_format, read_hf
 
-        model = load_hf(path, dtype=dtype) if detect_format(path) else _load_ours(path, dtype)
+        if detect_format(path):
+            model = model_from_official(read_hf(path), dtype=dtype, source=str(path))
+        else:
+            model = _load_ours(path, dtype)
     elif path.is_file():
         model = load_official(path, dtype=dtype)
     else:

@@ -251,10 +251,9 @@ def _official_key_candidates(fmt: str, layers: list[int], tensors: dict) -> list
     return keys
 
 
-def load_hf(directory: str | Path, *, dtype: torch.dtype | None = None):
-    """Build an RWKV from a HF/fla checkpoint directory (any of HF_FORMATS)."""
-    from mmrwkv.checkpoint import model_from_official
-
+def read_hf(directory: str | Path) -> dict[str, torch.Tensor]:
+    """A HF/fla checkpoint directory's weights (any of HF_FORMATS) under the official `.pth` key names and shapes,
+    which `mmrwkv.checkpoint.model_from_official` builds a model from."""
     directory = Path(directory)
     fmt = detect_format(directory)
     if fmt is None:
@@ -265,8 +264,7 @@ def load_hf(directory: str | Path, *, dtype: torch.dtype | None = None):
     if head not in tensors and meta.get("tie_word_embeddings"):
         embedding = "model.embeddings.weight" if fmt == "fla-rwkv7" else "rwkv.embeddings.weight"
         tensors[head] = tensors[embedding].clone()
-    source = str(directory)
-    return model_from_official(to_official(tensors, fmt, source), dtype=dtype, source=source)
+    return to_official(tensors, fmt, str(directory))
 
 
 def hf_config(model, fmt: str) -> dict:

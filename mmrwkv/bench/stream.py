@@ -1,13 +1,13 @@
 """`mmrwkv bench stream`: an hour of simulated live audio into the RNN state vs a Transformer over the whole stream.
 
 A microphone is simulated: chunks of `--chunk-s` seconds of a generated signal arrive at stream time, processed as
-fast as possible (a simulated clock: no waiting), so the real-time factor (processing seconds per audio second)
-says how much faster than real time each side keeps up. Both sides share one audio encoder and projector
-(tiny_whisper, random weights): every `--window-s` window becomes the same projected tokens. RWKV-7 feeds them into
-its constant-size state (`mmrwkv.stream.StreamSession`); a Llama of the same width, depth, head size and vocabulary
-(transformers, random weights) appends them to its KV cache and attends over every stream token so far. The sides
-run at the same time, each in its own process, so each one's resident memory (RSS) is its own; each computes the
-last token's logits per window, as a session that may be asked at any moment has to.
+fast as possible (a simulated clock: no waiting), so the real-time factor (processing seconds per audio second) says
+how much faster than real time each side keeps up. Both sides share one audio encoder and projector (tiny_whisper,
+random weights): every `--window-s` window becomes the same projected tokens. RWKV-7 feeds them into its constant-size
+state (`mmrwkv.inference.stream.StreamSession`); a Llama of the same width, depth, head size and vocabulary
+(transformers, random weights) appends them to its KV cache and attends over every stream token so far. The sides run
+at the same time, each in its own process, so each one's resident memory (RSS) is its own; each computes the last
+token's logits per window, as a session that may be asked at any moment has to.
 
 Per minute of stream time: the per-window time in CPU seconds of the process (one torch thread), its 10th percentile
 (the window's own cost: on a shared machine the median moves from minute to minute with the other processes'
@@ -97,7 +97,7 @@ class RWKVSide:
     """The stream session: windows into the constant-size state."""
 
     def __init__(self, model, window_s: float):
-        from mmrwkv.stream import StreamSession
+        from mmrwkv.inference.stream import StreamSession
 
         self.session = StreamSession(model, window_s=window_s)
 

@@ -22,8 +22,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mmrwkv.evaluation.predict import resolve_checkpoint
+    from mmrwkv.evaluation.stream_eval import length_curve, plot_curve
     from mmrwkv.multimodal import MultimodalRWKV
-    from mmrwkv.stream_eval import length_curve, plot_curve
 
     path = resolve_checkpoint(args.checkpoint)
     try:

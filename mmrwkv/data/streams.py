@@ -3,7 +3,7 @@
 the stream so far (counts, first/last event, order, durations). Deterministic for a seed.
 
 A stream is `n_windows` windows of `WINDOW_S` seconds: one audio window or one video frame each, the unit a
-`mmrwkv.stream.StreamSession` feeds. Events are aligned to windows and last 1-2 windows; every stream holds
+`mmrwkv.inference.stream.StreamSession` feeds. Events are aligned to windows and last 1-2 windows; every stream holds
 1..max_events events at every length, so a stream 16 times longer has the same answers and longer silences
 between its events (a test of what the state keeps over time, not of counting further).
 

@@ -8,10 +8,10 @@ import pytest
 from mmrwkv.cli import main
 from mmrwkv.config import load_config
 from mmrwkv.data.streams import load_streams, place_events, stream_questions
+from mmrwkv.evaluation.stream_eval import evaluate_stream
 from mmrwkv.inference.generate import SamplingConfig
+from mmrwkv.inference.stream import StreamSession
 from mmrwkv.multimodal import MultimodalRWKV
-from mmrwkv.stream import StreamSession
-from mmrwkv.stream_eval import evaluate_stream
 from mmrwkv.training.train_and_evaluate import run_recipe
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,9 +7,9 @@ from PIL import Image
 
 from mmrwkv.data.template import ChatTemplate, Slot, Turn
 from mmrwkv.errors import MediaError
+from mmrwkv.inference.stream import StreamSession
 from mmrwkv.multimodal import Media, MultimodalRWKV
 from mmrwkv.rwkv.state import FIELDS
-from mmrwkv.stream import StreamSession
 
 RATE = 8000
 

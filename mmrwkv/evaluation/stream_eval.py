@@ -69,7 +69,7 @@ def length_curve(
 ) -> dict:
     """Exact match per length multiplier on held-out streams (split `heldout-<m>x`, seeded apart from training)."""
     from mmrwkv.data.streams import prepare_streams
-    from mmrwkv.stream import StreamSession
+    from mmrwkv.inference.stream import StreamSession
 
     session = StreamSession(model, window_s=1.0, frame_interval_s=1.0)
     curve = {}
