@@ -64,15 +64,11 @@ def get_encoder_class(name: str) -> type:
     return _REGISTRY[name]
 
 
-def build(name: str, **kwargs):
-    """Build the encoder registered under `name` with keyword arguments (its config).
-
-    An argument the encoder does not take raises ConfigError listing the ones it does. Image encoders also take
-    `resize` (crop | pad | squash | longest, see `ImagePreprocess`): how an image meets the encoder's square input.
-    """
+def check_arguments(name: str, kwargs: dict) -> None:
+    """Refuse (ConfigError) an unknown encoder name, an argument it does not take, or one of the wrong type, without
+    building anything: recipes check this before they prepare data or models."""
     cls = get_encoder_class(name)
-    kwargs = dict(kwargs)
-    resize = kwargs.pop("resize", None)
+    kwargs = {k: v for k, v in kwargs.items() if k != "resize"}
     params = _accepted_arguments(cls)
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
@@ -81,6 +77,27 @@ def build(name: str, **kwargs):
     for key, value in kwargs.items():
         if key in hints and not _fits(value, hints[key]):
             raise ConfigError(f"encoder {name!r}: argument {key} = {value!r:.60} is not of type {hints[key]}")
+
+
+def check_specs(specs: dict) -> None:
+    """`check_arguments` for a recipe's `encoders` section ({modality: EncoderSpec}), errors naming the modality."""
+    for modality, spec in specs.items():
+        try:
+            check_arguments(spec.name, spec.kwargs)
+        except ConfigError as err:
+            raise ConfigError(f"encoders.{modality}: {err}") from None
+
+
+def build(name: str, **kwargs):
+    """Build the encoder registered under `name` with keyword arguments (its config).
+
+    An argument the encoder does not take raises ConfigError listing the ones it does. Image encoders also take
+    `resize` (crop | pad | squash | longest, see `ImagePreprocess`): how an image meets the encoder's square input.
+    """
+    check_arguments(name, kwargs)
+    cls = get_encoder_class(name)
+    kwargs = dict(kwargs)
+    resize = kwargs.pop("resize", None)
     encoder = cls(**kwargs)
     if resize is not None:
         _set_resize(encoder, name, resize)

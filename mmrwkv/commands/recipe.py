@@ -90,12 +90,22 @@ def _register_recipes(sub) -> None:
     q.set_defaults(func=_recipes_validate)
 
 
-def _train(args) -> int:
-    from mmrwkv.config import load_config
+def _checked_recipe(args):
+    """The recipe with every stage's encoder arguments checked, before the training stack (Lightning) is imported."""
+    from mmrwkv.config import expand_stages, load_config
+    from mmrwkv.encoders.registry import check_specs
     from mmrwkv.recipe_catalog import resolve_recipe
-    from mmrwkv.training.train import train_recipe
 
     cfg = load_config(resolve_recipe(args.recipe), args.overrides)
+    for stage in expand_stages(cfg):
+        check_specs(stage.encoders)
+    return cfg
+
+
+def _train(args) -> int:
+    cfg = _checked_recipe(args)
+    from mmrwkv.training.train import train_recipe
+
     for result in train_recipe(cfg, resume=args.resume, fresh=args.fresh, progress=not args.no_progress):
         print(f"final model: {result.final}  (last train loss {result.last_loss})")
     return 0
@@ -133,11 +143,9 @@ def _eval(args) -> int:
 
 
 def _run(args) -> int:
-    from mmrwkv.config import load_config
-    from mmrwkv.recipe_catalog import resolve_recipe
+    cfg = _checked_recipe(args)
     from mmrwkv.training.train_and_evaluate import run_recipe
 
-    cfg = load_config(resolve_recipe(args.recipe), args.overrides)
     report = run_recipe(cfg, fresh=args.fresh, progress=not args.no_progress)
     print(report.markdown)
     return 0

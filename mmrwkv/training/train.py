@@ -249,11 +249,14 @@ def train_stage(cfg: RecipeConfig, *, resume: bool = False, fresh: bool = False,
     """Train one (already expanded) stage; a finished stage being resumed returns its result at once."""
     import torch
 
+    from mmrwkv.encoders.registry import check_specs
     from mmrwkv.training.build import build_datasets, build_model, load_val_split
     from mmrwkv.training.plots import plot_curves
     from mmrwkv.training.trainer import build_trainer, choose_wkv_backend, wkv_backend
 
     apply_global_batch(cfg)
+    # refused before any data or model is prepared
+    check_specs(cfg.encoders)
     out = Path(cfg.train.output_dir)
     text = recipe_text(cfg)
     log_dir = out / "logs"

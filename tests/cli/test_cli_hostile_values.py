@@ -18,6 +18,23 @@ def test_an_encoder_argument_of_the_wrong_type(tmp_path, capsys):
     assert "encoders.image: encoder 'tiny_cnn': argument width = 'abc' is not of type int" in _one_line(capsys)
 
 
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_a_bad_encoder_argument_is_refused_before_the_training_stack_loads(command, tmp_path):
+    # the answer comes in the time of the imports it needs: neither Lightning nor the output directory is touched
+    import subprocess
+    import sys
+
+    out = tmp_path / "r"
+    code = (
+        "import sys; from mmrwkv.cli import main; "
+        f"rc = main([{command!r}, 'recipes/easy_vqa.yaml', 'encoders.image.width=abc', 'train.output_dir={out}']); "
+        "print(rc, 'lightning' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert "argument width = 'abc' is not of type int" in done.stderr and not out.exists()
+
+
 def test_a_recipe_that_is_not_utf8(tmp_path, capsys):
     path = tmp_path / "latin1.yaml"
     path.write_bytes("train:\n  stage: caf\xe9\n".encode("latin-1"))
