@@ -304,6 +304,20 @@ def stream_items(folder: Path, item: dict) -> list:
     return out
 
 
+def window_labels(item: dict) -> list[str]:
+    """What each window of a stream (a manifest item) holds: the label of the event under way in it (a shape in
+    the colour it has in that frame), "nothing" where none is. The per-window target of the bag-of-words loss
+    (`Sample.meta["item_labels"]`)."""
+    labels = ["nothing"] * item["windows"]
+    for e in item["events"]:
+        for k in range(e["length"]):
+            label = e["label"]
+            if 0 < e.get("change", -1) <= k:
+                label = f"{e['colour2']} {label.split()[-1]}"
+            labels[e["start"] + k] = label
+    return labels
+
+
 def stream_turn(n_items: int, modality: str, question: str) -> str:
     """The user turn of a question after `n_items` stream items: inline media markers, then the question."""
     return f"<{modality}>" * n_items + "\n" + question
@@ -331,7 +345,7 @@ def load_streams(
         if not (folder / str(item.get("file", ""))).is_file():
             bad.bad(f"{i} (id {item.get('id')})", f"stream file {folder / str(item.get('file'))} not found")
             continue
-        media = stream_items(folder, item)
+        media, labels = stream_items(folder, item), window_labels(item)
         modality = "audio" if item["kind"] == "audio" else "image"
         for j, (question, answer, answer_type, t) in enumerate(item["qa"]):
             key = "audio" if modality == "audio" else "images"
@@ -342,7 +356,7 @@ def load_streams(
                     answers=[answer],
                     answer_type=answer_type,
                     turns=[("user", stream_turn(t, modality, question)), ("assistant", answer)],
-                    meta={"item": item["id"], "at": t},
+                    meta={"item": item["id"], "at": t, "item_labels": labels[:t]},
                     **{key: media[:t]},
                 )
             )

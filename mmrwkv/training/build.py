@@ -135,6 +135,9 @@ def media_bags(samples: Sequence, tokenizer) -> dict[tuple[str, ...], list[int]]
 
     The target of the bag-of-words loss (`train.aux_bow`): all the split says about an image, not only the
     reply of one sample (one question about colour says nothing about the shape; the image's bag has both).
+    A sample whose meta has "item_labels" (a text per media item, in `media_key` order: what each window of a
+    stream holds) also gives each of its items a bag of its own, keyed by that item alone (`sample_meta`'s
+    "item_bow").
     """
     texts: dict[tuple[str, ...], set[str]] = {}
     for sample in samples:
@@ -143,15 +146,22 @@ def media_bags(samples: Sequence, tokenizer) -> dict[tuple[str, ...], list[int]]
             continue
         replies = [text for role, text in sample.conversation() if role == "assistant"]
         texts.setdefault(key, set()).update(t.strip() for t in [*replies, *sample.captions] if t.strip())
+        for item, label in zip(key, sample.meta.get("item_labels") or (), strict=False):
+            texts.setdefault((item,), set()).add(label.strip())
     return {key: sorted({i for t in sorted(words) for i in tokenizer.encode(f" {t}")}) for key, words in texts.items()}
 
 
 def sample_meta(sample, bags: dict | None = None) -> dict:
-    """The batch meta of a sample (ids, texts, media paths), with its media bag as "bow" when `bags` is given."""
+    """The batch meta of a sample (ids, texts, media paths), with its media bag as "bow" when `bags` is given, and
+    each media item's own bag as "item_bow" (a list in `media_key` order) when the sample labels its items
+    ("item_labels" in its meta, `media_bags`)."""
     meta = {"id": sample.id, "question": sample.question, "answers": sample.answers, "captions": sample.captions,
             "images": [str(p) for p in sample.images], "audio": [str(p) for p in sample.audio]}
     if bags is not None:
-        meta["bow"] = bags.get(media_key(sample), [])
+        key = media_key(sample)
+        meta["bow"] = bags.get(key, [])
+        if sample.meta.get("item_labels"):
+            meta["item_bow"] = [bags.get((item,), []) for item in key]
     return meta
 
 

@@ -178,6 +178,9 @@ class MultimodalLM(L.LightningModule):
             lm = masked_lm_loss(hidden, self.model.backbone.head, batch["labels"])
         if not len(self.bow_heads):
             return lm, None
+        meta = batch.get("meta") or []
+        if meta and all("item_bow" in m for m in meta):
+            return lm, self._item_bow_loss(ids, x, batch["media"], meta)
         return lm, self._bow_loss(ids, x, self._bags(batch))
 
     def _bags(self, batch: dict) -> torch.Tensor:
@@ -208,6 +211,36 @@ class MultimodalLM(L.LightningModule):
             pooled = (x[rows] * slots[rows].unsqueeze(-1)).sum(1) / n  # (R, C)
             target = counts[rows] / counts[rows].sum(1, keepdim=True)  # (R, V)
             logp = F.log_softmax(head(pooled).float(), dim=-1)
+            losses.append(-(target * logp).sum(1).mean())
+        return torch.stack(losses).mean() if losses else None
+
+    def _item_bow_loss(self, ids: torch.Tensor, x: torch.Tensor, media, meta: list[dict]) -> torch.Tensor | None:
+        """Mean over media items with a bag of their own ("item_bow" in every row's meta: each window of a stream
+        and what it holds) of the cross-entropy between that bag and the head on the mean of the item's own
+        projected tokens: a target per item instead of one per row."""
+        losses = []
+        vocab = self.model.backbone.config.vocab_size
+        for modality, head in self.bow_heads.items():
+            items = media.get(modality)
+            # the rows' item bags of this modality, in the order of the batch's items (rows, then media_key order)
+            bags = [bag for m in meta for bag in (m["item_bow"][: len(m["images"])] if modality == "image"
+                                                  else m["item_bow"][len(m["images"]):])]  # fmt: skip
+            if not items:
+                continue
+            if len(bags) != len(items):
+                raise MMRWKVError(f"bag-of-words loss: {len(bags)} {modality} item bags for {len(items)} items")
+            feats = x[ids == self.model.placeholder_ids[modality]]  # (slots, C), item after item
+            sizes = [self.model.tokens_per_item(modality, t) for t in items]
+            pooled = torch.stack([f.mean(0) for f in feats.split(sizes)])  # (N, C)
+            keep = [i for i, bag in enumerate(bags) if bag]
+            if not keep:
+                continue
+            target = torch.zeros(len(keep), vocab, device=x.device)
+            for row, i in enumerate(keep):
+                target[row, bags[i]] = 1.0
+            target[:, self.bow_skip] = 0
+            target = target / target.sum(1, keepdim=True).clamp_min(1)
+            logp = F.log_softmax(head(pooled[keep]).float(), dim=-1)
             losses.append(-(target * logp).sum(1).mean())
         return torch.stack(losses).mean() if losses else None
 

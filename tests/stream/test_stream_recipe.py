@@ -26,7 +26,8 @@ def test_stream_recipe_trains_and_evaluates_as_shipped_on_tiny_data(tmp_path):
         "data.generator.windows=4",
         "data.generator.questions_per_stream=2",
         "data.generator.speech=false",
-        "train.max_steps=2",
+        "stages.media.train.max_steps=2",
+        "stages.all.train.max_steps=2",
         "train.batch_size=4",
         "train.checkpoint_every=0",
         f"train.output_dir={tmp_path / 'run'}",
@@ -35,7 +36,8 @@ def test_stream_recipe_trains_and_evaluates_as_shipped_on_tiny_data(tmp_path):
     ]
     cfg = load_config(ROOT / "recipes" / "stream_qa.yaml", overrides)
     report = run_recipe(cfg, progress=False)
-    final = tmp_path / "run" / "final"
+    final = tmp_path / "run" / "all" / "final"
+    assert (tmp_path / "run" / "media" / "final" / "model.safetensors").is_file()
     assert (final / "model.safetensors").is_file()
     assert report.metrics["num_samples"] == 2 and "exact_match" in report.metrics["metrics"]
 
@@ -45,7 +47,7 @@ def test_stream_recipe_trains_and_evaluates_as_shipped_on_tiny_data(tmp_path):
     items = json.loads((folder / "manifest.json").read_text())["items"]
     session = StreamSession(model, sampling=SamplingConfig(temperature=0.0, max_tokens=8, stop=["\n\n"]))
     live = {r["id"]: r["prediction"] for item in items for r in evaluate_stream(session, folder, item)}
-    batch = json.loads((tmp_path / "run" / "eval-test" / "predictions.json").read_text())
+    batch = json.loads((tmp_path / "run" / "all" / "eval-test" / "predictions.json").read_text())
     batch = {r["id"]: r["prediction"] for r in batch} if isinstance(batch, list) else batch
     shared = set(live) & set(batch)
     assert shared and all(live[k].strip() == batch[k].strip() for k in shared), (live, batch)
