@@ -33,7 +33,7 @@ from mmrwkv.errors import DataError
 SAMPLE_RATE = 8000
 WINDOW_S = 1.0
 FRAME_SIZE = 32
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: a spoken digit lasts one window
 SOUNDS = ("low tone", "high tone", "rising chirp", "falling chirp", "noise")
 DIGITS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 VOICES = (("en", 130), ("en+f3", 170), ("en-us+m3", 210))
@@ -77,11 +77,13 @@ def place_events(rng: random.Random, n_windows: int, max_events: int) -> list[tu
 
 
 def audio_events(rng: random.Random, n_windows: int, max_events: int, words: bool) -> list[Event]:
-    # a spoken digit (when there is speech) 40% of the time, else one of the five sounds
-    return [
-        Event(rng.choice(DIGITS if words and rng.random() < 0.4 else SOUNDS), s, n)
-        for s, n in place_events(rng, n_windows, max_events)
-    ]
+    """A spoken digit (when there is speech) 40% of the time, else one of the five sounds. A digit lasts one window
+    (espeak-ng says one in 0.2-0.6 s): a second window would be silent, its duration unknowable from the audio."""
+    out = []
+    for s, n in place_events(rng, n_windows, max_events):
+        label = rng.choice(DIGITS if words and rng.random() < 0.4 else SOUNDS)
+        out.append(Event(label, s, 1 if label in DIGITS else n))
+    return out
 
 
 def frame_events(rng: random.Random, n_windows: int, max_events: int) -> list[Event]:

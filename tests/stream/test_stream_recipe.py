@@ -27,6 +27,7 @@ def test_stream_recipe_trains_and_evaluates_as_shipped_on_tiny_data(tmp_path):
         "data.generator.questions_per_stream=2",
         "data.generator.speech=false",
         "stages.media.train.max_steps=2",
+        "stages.media.train.batch_size=4",
         "stages.all.train.max_steps=2",
         "train.batch_size=4",
         "train.checkpoint_every=0",
