@@ -47,9 +47,10 @@ def test_media_bags_give_each_labelled_item_its_own_bag():
 
 
 def test_the_loss_is_each_windows_cross_entropy_against_its_own_bag(tmp_path):
-    cfg = load_config(ROOT / "recipes" / "stream_qa.yaml", [
-        f"data.root={tmp_path / 'data'}", "data.sizes.train=6", "data.sizes.test=2", "data.generator.windows=5",
-        "data.generator.speech=false", "data.generator.video_fraction=0.5", f"train.output_dir={tmp_path / 'run'}"])  # fmt: skip
+    overrides = [f"data.root={tmp_path / 'data'}", "data.sizes.train=6", "data.sizes.test=2",
+                 "data.generator.windows=5", "data.generator.speech=false", "data.generator.video_fraction=0.5",
+                 f"train.output_dir={tmp_path / 'run'}"]  # fmt: skip
+    cfg = load_config(ROOT / "recipes" / "stream_qa.yaml", overrides)
     torch.manual_seed(0)
     model = build_model(cfg)
     train_set, _, collate = build_datasets(cfg, model)
@@ -65,8 +66,10 @@ def test_the_loss_is_each_windows_cross_entropy_against_its_own_bag(tmp_path):
     for modality, head in module.bow_heads.items():
         feats = x[ids == model.placeholder_ids[modality]]
         n = len(feats) // len(batch["media"].get(modality))
-        bags = [bag for m in batch["meta"]
-                for bag in (m["item_bow"][: len(m["images"])] if modality == "image" else m["item_bow"][len(m["images"]):])]  # fmt: skip
+        bags = []
+        for m in batch["meta"]:
+            n_images = len(m["images"])
+            bags += m["item_bow"][:n_images] if modality == "image" else m["item_bow"][n_images:]
         terms = []
         for i, bag in enumerate(bags):
             words = [t for t in bag if t not in skip]
