@@ -122,6 +122,14 @@ def checkpoint_blocks(backbone: nn.Module) -> None:
             block.forward = partial(run, block.forward)
 
 
+def _bag_cross_entropy(head: nn.Module, pooled: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the cross-entropy between each row's bag (`counts` (R, V), every row non-empty, as a
+    distribution) and the head's words on its pooled media tokens (R, C)."""
+    target = counts / counts.sum(1, keepdim=True)
+    logp = F.log_softmax(head(pooled).float(), dim=-1)
+    return -(target * logp).sum(1).mean()
+
+
 class MultimodalLM(L.LightningModule):
     """Thin training wrapper around a `MultimodalRWKV`: masked loss, parameter groups, schedule.
 
@@ -209,9 +217,7 @@ class MultimodalLM(L.LightningModule):
                 continue
             n = slots[rows].sum(1, keepdim=True)  # (R, 1)
             pooled = (x[rows] * slots[rows].unsqueeze(-1)).sum(1) / n  # (R, C)
-            target = counts[rows] / counts[rows].sum(1, keepdim=True)  # (R, V)
-            logp = F.log_softmax(head(pooled).float(), dim=-1)
-            losses.append(-(target * logp).sum(1).mean())
+            losses.append(_bag_cross_entropy(head, pooled, counts[rows]))
         return torch.stack(losses).mean() if losses else None
 
     def _item_bow_loss(self, ids: torch.Tensor, x: torch.Tensor, media, meta: list[dict]) -> torch.Tensor | None:
@@ -232,16 +238,13 @@ class MultimodalLM(L.LightningModule):
             feats = x[ids == self.model.placeholder_ids[modality]]  # (slots, C), item after item
             sizes = [self.model.tokens_per_item(modality, t) for t in items]
             pooled = torch.stack([f.mean(0) for f in feats.split(sizes)])  # (N, C)
-            keep = [i for i, bag in enumerate(bags) if bag]
-            if not keep:
-                continue
-            target = torch.zeros(len(keep), vocab, device=x.device)
-            for row, i in enumerate(keep):
-                target[row, bags[i]] = 1.0
-            target[:, self.bow_skip] = 0
-            target = target / target.sum(1, keepdim=True).clamp_min(1)
-            logp = F.log_softmax(head(pooled[keep]).float(), dim=-1)
-            losses.append(-(target * logp).sum(1).mean())
+            counts = torch.zeros(len(items), vocab, device=x.device)
+            for i, bag in enumerate(bags):
+                counts[i, bag] = 1.0
+            counts[:, self.bow_skip] = 0
+            keep = counts.sum(1) > 0
+            if keep.any():
+                losses.append(_bag_cross_entropy(head, pooled[keep], counts[keep]))
         return torch.stack(losses).mean() if losses else None
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
